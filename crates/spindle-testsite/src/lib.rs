@@ -33,6 +33,7 @@ use std::convert::Infallible;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
@@ -156,9 +157,11 @@ impl TestServerBuilder {
             .enable_all()
             .build()?;
         let (tx, rx) = oneshot::channel::<()>();
+        let accepted: Arc<AtomicUsize> = Arc::default();
         let shared = Arc::new(Shared {
             epoch,
             records: records.clone(),
+            accepted: accepted.clone(),
         });
         let thread = std::thread::Builder::new()
             .name("spindle-testsite".into())
@@ -181,6 +184,7 @@ impl TestServerBuilder {
             epoch,
             hosts,
             records,
+            accepted,
             shutdown: Some(tx),
             thread: Some(thread),
         })
@@ -198,6 +202,7 @@ pub struct TestServer {
     epoch: Instant,
     hosts: Vec<HostInfo>,
     records: Arc<Mutex<Vec<Record>>>,
+    accepted: Arc<AtomicUsize>,
     shutdown: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -259,11 +264,20 @@ impl TestServer {
     }
 
     /// Snapshot of all completed requests, sorted by start. A request appears once
-    /// its response body has ended (or it was abandoned).
+    /// its response body has ended, i.e. just *before* the client can have read the
+    /// last byte, so when a client has finished, its records are all there. Requests
+    /// abandoned by the client appear when the server notices (status 0).
     pub fn records(&self) -> Vec<Record> {
         let mut v = lock(&self.records).clone();
         v.sort_by_key(|r| (r.start, r.end));
         v
+    }
+
+    /// Number of TCP connections accepted so far, over all listeners (including
+    /// connections on which no request was ever sent; not reset by
+    /// [`clear_records`](Self::clear_records)).
+    pub fn accepted_connections(&self) -> usize {
+        self.accepted.load(Ordering::Relaxed)
     }
 
     /// Forgets all records so far.
@@ -311,6 +325,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Shared {
     epoch: Instant,
     records: Arc<Mutex<Vec<Record>>>,
+    accepted: Arc<AtomicUsize>,
 }
 
 struct HostSite {
@@ -330,6 +345,7 @@ async fn accept_loop(listener: tokio::net::TcpListener, sites: Sites, shared: Ar
                 continue;
             }
         };
+        shared.accepted.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
         let local = match stream.local_addr() {
             Ok(a) => a,
