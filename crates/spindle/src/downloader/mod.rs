@@ -1,0 +1,132 @@
+//! The downloader: one shared HTTP client that fetches a request and reads
+//! its body within the size and time limits. Politeness (slots, caps,
+//! delays) is decided before a request gets here, by the scheduler.
+
+pub mod dns;
+pub mod slot;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+
+use crate::request::Request;
+use crate::response::Response;
+use crate::settings::Settings;
+use dns::{Resolver, SharedResolver};
+
+/// Why a download produced no response. The kind names the stat it is counted under.
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    #[error("timed out after {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    #[error("body larger than DOWNLOAD_MAXSIZE ({0} bytes)")]
+    TooLarge(u64),
+    #[error("{0}")]
+    Http(String),
+}
+
+impl DownloadError {
+    /// The name used in `downloader/exception_type_count/<kind>`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DownloadError::Timeout(_) => "TimeoutError",
+            DownloadError::Connect(_) => "ConnectionRefusedError",
+            DownloadError::TooLarge(_) => "DownloadMaxSizeError",
+            DownloadError::Http(_) => "HttpError",
+        }
+    }
+
+    fn from_reqwest(e: reqwest::Error, settings: &Settings) -> Self {
+        if e.is_timeout() {
+            DownloadError::Timeout(settings.download_timeout)
+        } else if e.is_connect() {
+            DownloadError::Connect(error_chain(&e))
+        } else {
+            DownloadError::Http(error_chain(&e))
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+pub struct Downloader {
+    client: reqwest::Client,
+    settings: Arc<Settings>,
+}
+
+impl Downloader {
+    pub fn new(settings: Arc<Settings>, resolver: Arc<Resolver>) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .user_agent(settings.user_agent.clone())
+            // Redirects go back through the scheduler, so they obey slots and dedup.
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(settings.download_timeout)
+            .connect_timeout(settings.download_timeout)
+            // Keep as many idle connections per host as the slot may use at once.
+            .pool_max_idle_per_host(settings.default_slot_concurrency().max(1))
+            .tcp_nodelay(true)
+            .dns_resolver(Arc::new(SharedResolver(resolver)))
+            .build()?;
+        Ok(Downloader { client, settings })
+    }
+
+    /// Fetches the request and reads the whole body.
+    pub async fn fetch(&self, request: Request) -> Result<Response, (Request, DownloadError)> {
+        let started = Instant::now();
+        let settings = &self.settings;
+        let result = async {
+            let response = self
+                .client
+                .get(request.url.clone())
+                .send()
+                .await
+                .map_err(|e| DownloadError::from_reqwest(e, settings))?;
+            let status = response.status().as_u16();
+            let headers = response.headers().clone();
+            let body = read_body(response, settings).await?;
+            Ok((status, headers, body))
+        }
+        .await;
+        match result {
+            Ok((status, headers, body)) => Ok(Response {
+                url: request.url.clone(),
+                status,
+                headers,
+                body,
+                request,
+                latency: started.elapsed(),
+            }),
+            Err(e) => Err((request, e)),
+        }
+    }
+}
+
+async fn read_body(response: reqwest::Response, settings: &Settings) -> Result<Bytes, DownloadError> {
+    let max = settings.download_maxsize;
+    if max > 0 && response.content_length().is_some_and(|n| n > max) {
+        return Err(DownloadError::TooLarge(max));
+    }
+    let mut body = BytesMut::with_capacity(response.content_length().unwrap_or(0).min(1 << 20) as usize);
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| DownloadError::from_reqwest(e, settings))?;
+        if max > 0 && (body.len() + chunk.len()) as u64 > max {
+            return Err(DownloadError::TooLarge(max));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}

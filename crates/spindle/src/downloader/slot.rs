@@ -1,0 +1,145 @@
+//! A download slot: the unit politeness is enforced on (a host name, an IP
+//! address, or a name a request gives). It caps requests on the wire and
+//! spaces request starts by the download delay.
+
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use serde::Serialize;
+
+/// How a slot behaves, fixed when the slot is created (as in Scrapy).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SlotPolicy {
+    pub concurrency: usize,
+    pub delay: Duration,
+    pub randomize_delay: bool,
+}
+
+/// A slot's politeness state and the figures it reports.
+#[derive(Debug)]
+pub struct Slot {
+    pub policy: SlotPolicy,
+    active: usize,
+    last_start: Option<Instant>,
+    /// When the next request may start; `None` for a fresh slot, which starts at once.
+    next_start: Option<Instant>,
+    pub stats: SlotStats,
+}
+
+/// What one slot saw, reported beside Scrapy's stats.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct SlotStats {
+    pub requests: u64,
+    pub max_in_flight: usize,
+    /// Shortest time between two request starts, in seconds; none with fewer than two requests.
+    pub min_start_gap_seconds: Option<f64>,
+}
+
+impl Slot {
+    pub fn new(policy: SlotPolicy) -> Self {
+        Slot {
+            policy,
+            active: 0,
+            last_start: None,
+            next_start: None,
+            stats: SlotStats::default(),
+        }
+    }
+
+    pub fn active(&self) -> usize {
+        self.active
+    }
+
+    pub fn has_capacity(&self) -> bool {
+        self.active < self.policy.concurrency
+    }
+
+    /// When the delay lets the next request start: `None` means now.
+    pub fn delayed_until(&self, now: Instant) -> Option<Instant> {
+        self.next_start.filter(|t| *t > now)
+    }
+
+    /// Records a request start and draws the gap before the next one.
+    ///
+    /// The gap is drawn once per start, so with randomization the mean gap is
+    /// the delay itself (Scrapy redraws on every timer and drifts to ~1.22×).
+    pub fn start(&mut self, now: Instant, rng: &mut impl Rng) {
+        self.active += 1;
+        self.stats.requests += 1;
+        self.stats.max_in_flight = self.stats.max_in_flight.max(self.active);
+        if let Some(last) = self.last_start {
+            let gap = now.duration_since(last).as_secs_f64();
+            let min = self.stats.min_start_gap_seconds.get_or_insert(gap);
+            *min = min.min(gap);
+        }
+        self.last_start = Some(now);
+        let delay = self.policy.delay;
+        if !delay.is_zero() {
+            let gap = if self.policy.randomize_delay {
+                delay.mul_f64(rng.gen_range(0.5..=1.5))
+            } else {
+                delay
+            };
+            self.next_start = Some(now + gap);
+        }
+    }
+
+    pub fn finish(&mut self) {
+        self.active = self.active.saturating_sub(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn slot(delay_ms: u64, randomize: bool) -> Slot {
+        Slot::new(SlotPolicy {
+            concurrency: 2,
+            delay: Duration::from_millis(delay_ms),
+            randomize_delay: randomize,
+        })
+    }
+
+    #[test]
+    fn fresh_slot_starts_at_once_then_waits_the_delay() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let mut s = slot(100, false);
+        let t0 = Instant::now();
+        assert_eq!(s.delayed_until(t0), None);
+        s.start(t0, &mut rng);
+        assert_eq!(s.delayed_until(t0), Some(t0 + Duration::from_millis(100)));
+        assert_eq!(s.delayed_until(t0 + Duration::from_millis(100)), None);
+    }
+
+    #[test]
+    fn capacity_counts_active_requests() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let mut s = slot(0, false);
+        let t = Instant::now();
+        s.start(t, &mut rng);
+        s.start(t, &mut rng);
+        assert!(!s.has_capacity());
+        assert_eq!(s.stats.max_in_flight, 2);
+        s.finish();
+        assert!(s.has_capacity());
+    }
+
+    #[test]
+    fn randomized_gaps_stay_in_range_with_mean_at_the_delay() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut s = slot(100, true);
+        let t0 = Instant::now();
+        let n = 20_000;
+        let mut sum = 0.0;
+        for _ in 0..n {
+            s.start(t0, &mut rng);
+            let gap = s.delayed_until(t0).unwrap().duration_since(t0).as_secs_f64();
+            assert!((0.05..=0.15).contains(&gap), "{gap}");
+            sum += gap;
+        }
+        let mean = sum / n as f64;
+        assert!((mean - 0.1).abs() < 0.002, "mean gap {mean}");
+    }
+}

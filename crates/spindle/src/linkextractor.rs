@@ -1,0 +1,307 @@
+//! Link and field extraction in one streaming pass over a page (lol_html).
+//!
+//! lol_html tokenizes the bytes as they are, in the page's charset, without
+//! building a DOM, so a page costs one linear pass and little memory however
+//! large or deeply nested it is. The same pass collects the text of the
+//! first element each field selector matches.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use lol_html::html_content::{Element, EndTag, TextChunk};
+use lol_html::{AsciiCompatibleEncoding, ElementContentHandlers, HtmlRewriter, Selector, Settings};
+use url::Url;
+
+use crate::request::check_crawlable;
+
+/// URLs longer than this are skipped: no server serves them and they only cost memory.
+pub const MAX_URL_LEN: usize = 8 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid CSS selector `{selector}` for field `{field}`: {reason}")]
+pub struct FieldSelectorError {
+    pub field: String,
+    pub selector: String,
+    pub reason: String,
+}
+
+/// Extracts links, and optionally named fields, from HTML.
+#[derive(Clone, Default)]
+pub struct LinkExtractor {
+    fields: Vec<(String, Selector)>,
+}
+
+/// What one page yielded.
+#[derive(Debug, Default, PartialEq)]
+pub struct Extracted {
+    /// Absolute http(s) links in document order (duplicates kept; the scheduler drops them).
+    pub links: Vec<Url>,
+    /// Each field's trimmed text, `None` when its selector matched nothing.
+    pub fields: Vec<(String, Option<String>)>,
+    /// `href`s that were not followable: other schemes, malformed, or too long.
+    pub skipped_links: usize,
+}
+
+#[derive(Default)]
+struct FieldCapture {
+    text: String,
+    capturing: bool,
+    matched: bool,
+    done: bool,
+}
+
+#[derive(Default)]
+struct State {
+    base: Option<Url>,
+    saw_base: bool,
+    links: Vec<Url>,
+    skipped: usize,
+    fields: Vec<FieldCapture>,
+}
+
+impl LinkExtractor {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a field: the trimmed text of the first element `css` matches.
+    pub fn with_field(mut self, name: &str, css: &str) -> Result<Self, FieldSelectorError> {
+        let selector = css.parse::<Selector>().map_err(|e| FieldSelectorError {
+            field: name.to_string(),
+            selector: css.to_string(),
+            reason: e.to_string(),
+        })?;
+        self.fields.push((name.to_string(), selector));
+        Ok(self)
+    }
+
+    pub fn field_names(&self) -> impl Iterator<Item = &str> {
+        self.fields.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// Extracts from `body`, resolving links against `page_url` (or the page's `<base href>`).
+    pub fn extract(&self, body: &[u8], page_url: &Url, charset: Option<&str>) -> Extracted {
+        let state = Rc::new(RefCell::new(State {
+            base: Some(page_url.clone()),
+            fields: self.fields.iter().map(|_| FieldCapture::default()).collect(),
+            ..State::default()
+        }));
+        let link_selector: Selector = "a[href], area[href]".parse().expect("static selector");
+        let base_selector: Selector = "base[href]".parse().expect("static selector");
+
+        let mut handlers: Vec<(Cow<'_, Selector>, ElementContentHandlers<'_>)> = Vec::new();
+        let s = state.clone();
+        handlers.push((
+            Cow::Owned(base_selector),
+            ElementContentHandlers::default().element(move |el: &mut Element| {
+                let mut st = s.borrow_mut();
+                if !st.saw_base {
+                    st.saw_base = true;
+                    if let Some(href) = el.get_attribute("href") {
+                        if let Ok(base) = page_url.join(decode(&href).trim()) {
+                            st.base = Some(base);
+                        }
+                    }
+                }
+                Ok(())
+            }),
+        ));
+        let s = state.clone();
+        handlers.push((
+            Cow::Owned(link_selector),
+            ElementContentHandlers::default().element(move |el: &mut Element| {
+                if let Some(href) = el.get_attribute("href") {
+                    let mut st = s.borrow_mut();
+                    match resolve_link(st.base.as_ref(), &href) {
+                        Some(url) => st.links.push(url),
+                        None => st.skipped += 1,
+                    }
+                }
+                Ok(())
+            }),
+        ));
+        for (i, (_, selector)) in self.fields.iter().enumerate() {
+            let on_element = state.clone();
+            let on_text = state.clone();
+            handlers.push((
+                Cow::Borrowed(selector),
+                ElementContentHandlers::default()
+                    .element(move |el: &mut Element| {
+                        let mut st = on_element.borrow_mut();
+                        let field = &mut st.fields[i];
+                        if field.matched {
+                            // A second match while the first never closed (no end tag
+                            // seen): the first element's text is complete.
+                            field.capturing = false;
+                            field.done = true;
+                            return Ok(());
+                        }
+                        field.matched = true;
+                        field.capturing = true;
+                        let on_end = on_element.clone();
+                        match el.end_tag_handlers() {
+                            Some(end) => end.push(Box::new(move |_: &mut EndTag| {
+                                let mut st = on_end.borrow_mut();
+                                st.fields[i].capturing = false;
+                                st.fields[i].done = true;
+                                Ok(())
+                            })),
+                            None => {
+                                // A void element has no text.
+                                field.capturing = false;
+                                field.done = true;
+                            }
+                        }
+                        Ok(())
+                    })
+                    .text(move |t: &mut TextChunk| {
+                        let mut st = on_text.borrow_mut();
+                        let field = &mut st.fields[i];
+                        if field.capturing && !field.done {
+                            field.text.push_str(t.as_str());
+                        }
+                        Ok(())
+                    }),
+            ));
+        }
+
+        let encoding = charset
+            .and_then(|c| encoding_rs::Encoding::for_label(c.as_bytes()))
+            .and_then(AsciiCompatibleEncoding::new)
+            .unwrap_or_else(AsciiCompatibleEncoding::utf_8);
+        // A `<meta charset>` switches the decoding when no header named one.
+        let settings = handlers
+            .into_iter()
+            .fold(Settings::new(), Settings::append_element_content_handler)
+            .with_encoding(encoding)
+            .with_adjust_charset_on_meta_tag(charset.is_none());
+        let mut rewriter = HtmlRewriter::new(settings, |_: &[u8]| {});
+        // A parse error ends the pass early; what was found up to it is kept.
+        if rewriter.write(body).is_ok() {
+            let _ = rewriter.end();
+        }
+
+        let st = Rc::try_unwrap(state)
+            .ok()
+            .expect("handlers dropped with the rewriter")
+            .into_inner();
+        Extracted {
+            links: st.links,
+            skipped_links: st.skipped,
+            fields: self
+                .fields
+                .iter()
+                .zip(st.fields)
+                .map(|((name, _), f)| {
+                    let text = f.matched.then(|| decode(f.text.trim()).trim().to_string());
+                    (name.clone(), text)
+                })
+                .collect(),
+        }
+    }
+}
+
+fn decode(raw: &str) -> Cow<'_, str> {
+    if raw.contains('&') {
+        html_escape::decode_html_entities(raw)
+    } else {
+        Cow::Borrowed(raw)
+    }
+}
+
+/// The absolute URL an `href` leads to, if it is one the crawler can follow.
+fn resolve_link(base: Option<&Url>, href: &str) -> Option<Url> {
+    let href = decode(href);
+    let href = href.trim();
+    if href.is_empty() || href.len() > MAX_URL_LEN {
+        return None;
+    }
+    let url = base?.join(href).ok()?;
+    (check_crawlable(&url).is_ok() && url.as_str().len() <= MAX_URL_LEN).then_some(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page() -> Url {
+        Url::parse("http://e.test/dir/page.html").unwrap()
+    }
+
+    #[test]
+    fn resolves_relative_links_and_skips_unfollowable() {
+        let html = br#"<html><body>
+            <a href="/a">A</a><a href="b?x=1&amp;y=2">B</a><a href="http://other.test/c#f">C</a>
+            <a href="javascript:void(0)">J</a><a href="mailto:x@y.z">M</a><a href="">E</a>
+            <a name="no-href">N</a><map><area href="/area"></map><a href="http://[bad">X</a>
+        </body></html>"#;
+        let out = LinkExtractor::new().extract(html, &page(), None);
+        let links: Vec<&str> = out.links.iter().map(Url::as_str).collect();
+        assert_eq!(
+            links,
+            [
+                "http://e.test/a",
+                "http://e.test/dir/b?x=1&y=2",
+                "http://other.test/c#f",
+                "http://e.test/area"
+            ]
+        );
+        assert_eq!(out.skipped_links, 4);
+    }
+
+    #[test]
+    fn honours_base_href() {
+        let html = br#"<head><base href="http://cdn.test/root/"></head><a href="x">x</a>"#;
+        let out = LinkExtractor::new().extract(html, &page(), None);
+        assert_eq!(out.links[0].as_str(), "http://cdn.test/root/x");
+    }
+
+    #[test]
+    fn fields_take_the_first_match_trimmed_with_nested_text() {
+        let html = br#"<title> The &amp; Title </title>
+            <p class="price">  <b>12</b>.99 &euro; </p><p class="price">99</p>"#;
+        let ex = LinkExtractor::new()
+            .with_field("title", "title")
+            .unwrap()
+            .with_field("price", ".price")
+            .unwrap()
+            .with_field("missing", "h6")
+            .unwrap();
+        let out = ex.extract(html, &page(), None);
+        assert_eq!(
+            out.fields,
+            [
+                ("title".to_string(), Some("The & Title".to_string())),
+                ("price".to_string(), Some("12.99 €".to_string())),
+                ("missing".to_string(), None),
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_selector_names_the_field() {
+        let err = LinkExtractor::new().with_field("t", "p[").err().unwrap();
+        assert!(err.to_string().contains("`t`"), "{err}");
+    }
+
+    #[test]
+    fn other_charsets_and_invalid_bytes() {
+        // "é" in windows-1252 is 0xE9; the link must survive it.
+        let html = b"<p>caf\xe9</p><a href=\"/menu\">m</a>";
+        let ex = LinkExtractor::new().with_field("p", "p").unwrap();
+        let out = ex.extract(html, &page(), Some("windows-1252"));
+        assert_eq!(out.fields[0].1.as_deref(), Some("café"));
+        assert_eq!(out.links.len(), 1);
+        let out = ex.extract(html, &page(), None);
+        assert_eq!(out.links.len(), 1, "invalid UTF-8 does not stop extraction");
+    }
+
+    #[test]
+    fn deep_nesting_does_not_overflow() {
+        let mut html = "<div>".repeat(200_000);
+        html.push_str("<a href=\"/deep\">d</a>");
+        let out = LinkExtractor::new().extract(html.as_bytes(), &page(), None);
+        assert_eq!(out.links.len(), 1);
+    }
+}

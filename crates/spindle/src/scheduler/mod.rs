@@ -1,0 +1,364 @@
+//! The scheduler: the frontier of requests waiting to be downloaded, one
+//! priority queue per download slot, and the duplicate filter.
+//!
+//! It decides what starts next, so it owns the slots' politeness state: a
+//! request leaves the scheduler only when its slot has room under its
+//! concurrency cap and its download delay has passed. Among the slots that
+//! may start, it picks the one with the fewest requests on the wire, ties
+//! going to the slot picked least recently — Scrapy's
+//! `DownloaderAwarePriorityQueue`, without its head-of-line blocking (#2638):
+//! a slow or delayed slot is simply not eligible, so it never holds a place
+//! that another slot could use. Priority orders requests within a slot only.
+//!
+//! All of this state belongs to the engine's single event-loop task, so no
+//! lock is taken per request.
+
+pub mod dupefilter;
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::time::Instant;
+
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+
+use crate::downloader::slot::{Slot, SlotPolicy, SlotStats};
+use crate::request::Request;
+use crate::settings::Settings;
+pub use dupefilter::{canonicalize_url, fingerprint, DupeFilter};
+
+/// Index of a slot inside the scheduler.
+pub type SlotId = usize;
+
+/// Which policy each new slot gets.
+#[derive(Debug, Clone)]
+pub struct SlotPolicies {
+    default: SlotPolicy,
+    overrides: HashMap<String, SlotPolicy>,
+}
+
+impl SlotPolicies {
+    pub fn from_settings(settings: &Settings) -> Self {
+        let default = SlotPolicy {
+            concurrency: settings.default_slot_concurrency(),
+            delay: settings.download_delay,
+            randomize_delay: settings.randomize_download_delay,
+        };
+        let overrides = settings
+            .download_slots
+            .iter()
+            .map(|(key, o)| {
+                let policy = SlotPolicy {
+                    concurrency: o.concurrency.unwrap_or(default.concurrency),
+                    delay: o
+                        .delay
+                        .map(std::time::Duration::from_secs_f64)
+                        .unwrap_or(default.delay),
+                    randomize_delay: o.randomize_delay.unwrap_or(default.randomize_delay),
+                };
+                (key.clone(), policy)
+            })
+            .collect();
+        SlotPolicies { default, overrides }
+    }
+
+    pub fn for_key(&self, key: &str) -> SlotPolicy {
+        self.overrides.get(key).copied().unwrap_or(self.default)
+    }
+}
+
+struct Queued {
+    priority: i32,
+    seq: u64,
+    request: Request,
+}
+
+impl Ord for Queued {
+    /// Higher priority first; first in, first out within a priority, so the
+    /// crawl goes breadth-first and depths are shortest distances.
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.priority
+            .cmp(&other.priority)
+            .then_with(|| other.seq.cmp(&self.seq))
+    }
+}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl PartialEq for Queued {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Queued {}
+
+struct SlotEntry {
+    key: String,
+    slot: Slot,
+    queue: BinaryHeap<Queued>,
+    last_pick: u64,
+    /// The entry this slot has in `ready`, if it is there.
+    ready_key: Option<(usize, u64)>,
+    /// The wake-up time this slot has in `timers`, if any (older heap entries are stale).
+    timer: Option<Instant>,
+}
+
+/// The frontier, the slots and the duplicate filter.
+pub struct Scheduler {
+    policies: SlotPolicies,
+    slots: Vec<SlotEntry>,
+    by_key: HashMap<String, SlotId>,
+    /// Slots that may start a request now: (active, last pick, id).
+    ready: BTreeSet<(usize, u64, SlotId)>,
+    /// Slots with work and room that wait for their delay.
+    timers: BinaryHeap<Reverse<(Instant, SlotId)>>,
+    dupefilter: DupeFilter,
+    queued: usize,
+    seq: u64,
+    picks: u64,
+    rng: SmallRng,
+}
+
+impl Scheduler {
+    pub fn new(policies: SlotPolicies) -> Self {
+        Scheduler {
+            policies,
+            slots: Vec::new(),
+            by_key: HashMap::new(),
+            ready: BTreeSet::new(),
+            timers: BinaryHeap::new(),
+            dupefilter: DupeFilter::default(),
+            queued: 0,
+            seq: 0,
+            picks: 0,
+            rng: SmallRng::from_entropy(),
+        }
+    }
+
+    /// Records the request's URL as seen; false when it is a duplicate to drop.
+    pub fn admit(&mut self, request: &Request) -> bool {
+        request.dont_filter || self.dupefilter.insert(&request.url)
+    }
+
+    /// Queues an admitted request in the named slot, creating the slot if needed.
+    pub fn push(&mut self, slot_key: &str, request: Request, now: Instant) {
+        let id = self.slot_id(slot_key);
+        self.seq += 1;
+        self.slots[id].queue.push(Queued {
+            priority: request.priority,
+            seq: self.seq,
+            request,
+        });
+        self.queued += 1;
+        self.refresh(id, now);
+    }
+
+    /// The next request allowed to start now, with its slot, which counts it as started.
+    pub fn pop(&mut self, now: Instant) -> Option<(SlotId, Request)> {
+        self.wake_due(now);
+        let &(_, _, id) = self.ready.first()?;
+        self.picks += 1;
+        let entry = &mut self.slots[id];
+        let queued = entry.queue.pop().expect("a ready slot has queued requests");
+        entry.last_pick = self.picks;
+        entry.slot.start(now, &mut self.rng);
+        self.queued -= 1;
+        self.refresh(id, now);
+        Some((id, queued.request))
+    }
+
+    /// A request of this slot has left the wire.
+    pub fn finish(&mut self, id: SlotId, now: Instant) {
+        self.slots[id].slot.finish();
+        self.refresh(id, now);
+    }
+
+    /// The earliest time a delayed slot may start its next request.
+    pub fn next_wakeup(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((t, _))| *t)
+    }
+
+    /// Requests waiting in the frontier.
+    pub fn len(&self) -> usize {
+        self.queued
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queued == 0
+    }
+
+    pub fn slot_key(&self, id: SlotId) -> &str {
+        &self.slots[id].key
+    }
+
+    pub fn seen_count(&self) -> usize {
+        self.dupefilter.len()
+    }
+
+    /// Every slot's figures, by slot key.
+    pub fn slot_stats(&self) -> impl Iterator<Item = (&str, &SlotStats)> {
+        self.slots.iter().map(|e| (e.key.as_str(), &e.slot.stats))
+    }
+
+    fn slot_id(&mut self, key: &str) -> SlotId {
+        if let Some(&id) = self.by_key.get(key) {
+            return id;
+        }
+        let id = self.slots.len();
+        self.slots.push(SlotEntry {
+            key: key.to_string(),
+            slot: Slot::new(self.policies.for_key(key)),
+            queue: BinaryHeap::new(),
+            last_pick: 0,
+            ready_key: None,
+            timer: None,
+        });
+        self.by_key.insert(key.to_string(), id);
+        id
+    }
+
+    fn wake_due(&mut self, now: Instant) {
+        while let Some(&Reverse((t, id))) = self.timers.peek() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            if self.slots[id].timer == Some(t) {
+                self.slots[id].timer = None;
+                self.refresh(id, now);
+            }
+        }
+    }
+
+    /// Puts the slot where its state says it belongs: ready, waiting on a timer, or neither.
+    fn refresh(&mut self, id: SlotId, now: Instant) {
+        let entry = &mut self.slots[id];
+        if let Some((active, pick)) = entry.ready_key.take() {
+            self.ready.remove(&(active, pick, id));
+        }
+        if entry.queue.is_empty() || !entry.slot.has_capacity() {
+            return;
+        }
+        match entry.slot.delayed_until(now) {
+            None => {
+                let key = (entry.slot.active(), entry.last_pick);
+                self.ready.insert((key.0, key.1, id));
+                entry.ready_key = Some(key);
+            }
+            Some(t) => {
+                if entry.timer != Some(t) {
+                    entry.timer = Some(t);
+                    self.timers.push(Reverse((t, id)));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn policies(concurrency: usize, delay_ms: u64) -> SlotPolicies {
+        let mut s = Settings::default();
+        s.concurrent_requests_per_domain = concurrency;
+        s.download_delay = Duration::from_millis(delay_ms);
+        s.randomize_download_delay = false;
+        SlotPolicies::from_settings(&s)
+    }
+
+    fn req(url: &str, priority: i32) -> Request {
+        Request::get(url).unwrap().with_priority(priority)
+    }
+
+    fn host_of(r: &Request) -> String {
+        r.url.host_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn ties_rotate_between_slots() {
+        let mut s = Scheduler::new(policies(8, 0));
+        let now = Instant::now();
+        for i in 0..3 {
+            s.push("a", req(&format!("http://a/{i}"), 0), now);
+            s.push("b", req(&format!("http://b/{i}"), 0), now);
+        }
+        // Each pop raises that slot's active count, so the other slot wins next.
+        let order: Vec<String> = (0..4).map(|_| host_of(&s.pop(now).unwrap().1)).collect();
+        assert_eq!(order, ["a", "b", "a", "b"]);
+    }
+
+    #[test]
+    fn prefers_the_slot_with_fewest_active() {
+        let mut s = Scheduler::new(policies(8, 0));
+        let now = Instant::now();
+        for i in 0..3 {
+            s.push("a", req(&format!("http://a/{i}"), 0), now);
+        }
+        let (a, _) = s.pop(now).unwrap();
+        s.pop(now).unwrap();
+        s.push("b", req("http://b/0", 0), now);
+        assert_eq!(host_of(&s.pop(now).unwrap().1), "b");
+        s.finish(a, now);
+        s.finish(a, now);
+        assert_eq!(host_of(&s.pop(now).unwrap().1), "a");
+    }
+
+    #[test]
+    fn priority_orders_within_a_slot_only() {
+        let mut s = Scheduler::new(policies(1, 0));
+        let now = Instant::now();
+        s.push("a", req("http://a/low", 0), now);
+        s.push("a", req("http://a/high", 10), now);
+        s.push("a", req("http://a/low2", 0), now);
+        s.push("b", req("http://b/x", -100), now);
+        let (id, first) = s.pop(now).unwrap();
+        assert_eq!(first.url.path(), "/high");
+        // Slot a is at its cap of 1: the low-priority b goes rather than waiting behind a.
+        assert_eq!(s.pop(now).unwrap().1.url.path(), "/x");
+        assert!(s.pop(now).is_none());
+        s.finish(id, now);
+        assert_eq!(s.pop(now).unwrap().1.url.path(), "/low", "FIFO within a priority");
+    }
+
+    #[test]
+    fn a_delayed_slot_does_not_hold_back_others() {
+        let mut s = Scheduler::new(policies(8, 1000));
+        let now = Instant::now();
+        for i in 0..3 {
+            s.push("slow", req(&format!("http://slow/{i}"), 100), now);
+        }
+        s.push("fast", req("http://fast/0", 0), now);
+        assert_eq!(host_of(&s.pop(now).unwrap().1), "slow");
+        assert_eq!(host_of(&s.pop(now).unwrap().1), "fast");
+        assert!(s.pop(now).is_none(), "slow waits for its delay");
+        assert_eq!(s.next_wakeup(), Some(now + Duration::from_secs(1)));
+        let later = now + Duration::from_secs(1);
+        assert_eq!(host_of(&s.pop(later).unwrap().1), "slow");
+    }
+
+    #[test]
+    fn slot_overrides_apply_to_new_slots() {
+        let mut settings = Settings::default();
+        settings
+            .set("DOWNLOAD_SLOTS", r#"{"a": {"concurrency": 1, "delay": 2.0}}"#)
+            .unwrap();
+        let p = SlotPolicies::from_settings(&settings);
+        assert_eq!(p.for_key("a").concurrency, 1);
+        assert_eq!(p.for_key("a").delay, Duration::from_secs(2));
+        assert_eq!(p.for_key("b").concurrency, 8);
+    }
+
+    #[test]
+    fn admit_filters_duplicates_unless_told_not_to() {
+        let mut s = Scheduler::new(policies(8, 0));
+        assert!(s.admit(&req("http://a/x#1", 0)));
+        assert!(!s.admit(&req("http://a/x#2", 0)));
+        let mut again = req("http://a/x", 0);
+        again.dont_filter = true;
+        assert!(s.admit(&again));
+    }
+}

@@ -1,0 +1,402 @@
+//! Crawl settings under Scrapy's names, with Scrapy's defaults.
+//!
+//! Settings arrive as text (`-s NAME=VALUE` on the command line), as a TOML
+//! file, or from Rust code by setting the fields directly. Every way in goes
+//! through [`Settings::set`] or [`Settings::apply_toml`] so that an unknown
+//! name or a bad value is reported the same way, before anything is fetched.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Why a setting was refused. The message names the setting and says what to fix.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum SettingsError {
+    #[error("unknown setting `{name}`{}", suggestion.as_ref().map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default())]
+    Unknown {
+        name: String,
+        suggestion: Option<String>,
+    },
+    #[error("invalid value `{value}` for setting `{name}`: expected {expected}")]
+    InvalidValue {
+        name: String,
+        value: String,
+        expected: String,
+    },
+    #[error("`{0}` is not NAME=VALUE (for example CONCURRENT_REQUESTS=32)")]
+    NotAssignment(String),
+    #[error("settings file: {0}")]
+    File(String),
+}
+
+/// Per-slot overrides, as in Scrapy's `DOWNLOAD_SLOTS`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlotOverride {
+    pub concurrency: Option<usize>,
+    /// Seconds between request starts in this slot.
+    pub delay: Option<f64>,
+    pub randomize_delay: Option<bool>,
+}
+
+/// Every setting spindle understands. Field docs give the Scrapy name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// `CONCURRENT_REQUESTS`: requests on the wire at once, across all slots; 0 = no limit.
+    pub concurrent_requests: usize,
+    /// `CONCURRENT_REQUESTS_PER_DOMAIN`: requests on the wire at once per slot (host name).
+    pub concurrent_requests_per_domain: usize,
+    /// `CONCURRENT_REQUESTS_PER_IP`: when > 0, slots are keyed by IP address and capped by this.
+    pub concurrent_requests_per_ip: usize,
+    /// `DOWNLOAD_DELAY`: minimum time between request starts in one slot.
+    pub download_delay: Duration,
+    /// `RANDOMIZE_DOWNLOAD_DELAY`: draw each gap from 0.5–1.5 × the delay.
+    pub randomize_download_delay: bool,
+    /// `DOWNLOAD_SLOTS`: per-slot overrides of concurrency, delay and randomization.
+    pub download_slots: HashMap<String, SlotOverride>,
+    /// `DEPTH_LIMIT`: deepest request followed (start requests are depth 0); 0 = no limit.
+    pub depth_limit: u32,
+    /// `CLOSESPIDER_PAGECOUNT`: stop after this many responses; 0 = off.
+    pub closespider_pagecount: u64,
+    /// `CLOSESPIDER_TIMEOUT`: stop after this long; zero = off.
+    pub closespider_timeout: Duration,
+    /// `DOWNLOAD_TIMEOUT`: bound on one whole request, connect to last byte.
+    pub download_timeout: Duration,
+    /// `DOWNLOAD_MAXSIZE`: largest body accepted, in bytes; 0 = no limit.
+    pub download_maxsize: u64,
+    /// `USER_AGENT`.
+    pub user_agent: String,
+    /// `LOGSTATS_INTERVAL`: how often the "Crawled N pages" line is logged; zero = never.
+    pub logstats_interval: Duration,
+    /// `ROBOTSTXT_OBEY`: accepted; robots.txt handling is not implemented yet.
+    pub robotstxt_obey: bool,
+    /// `REDIRECT_MAX_TIMES`: redirects followed for one request.
+    pub redirect_max_times: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            concurrent_requests: 16,
+            concurrent_requests_per_domain: 8,
+            concurrent_requests_per_ip: 0,
+            download_delay: Duration::ZERO,
+            randomize_download_delay: true,
+            download_slots: HashMap::new(),
+            depth_limit: 0,
+            closespider_pagecount: 0,
+            closespider_timeout: Duration::ZERO,
+            download_timeout: Duration::from_secs(180),
+            download_maxsize: 1024 * 1024 * 1024,
+            user_agent: concat!("spindle/", env!("CARGO_PKG_VERSION")).to_string(),
+            logstats_interval: Duration::from_secs(60),
+            robotstxt_obey: false,
+            redirect_max_times: 20,
+        }
+    }
+}
+
+/// The names [`Settings::set`] accepts, for suggestions and documentation.
+pub const SETTING_NAMES: &[&str] = &[
+    "CONCURRENT_REQUESTS",
+    "CONCURRENT_REQUESTS_PER_DOMAIN",
+    "CONCURRENT_REQUESTS_PER_IP",
+    "DOWNLOAD_DELAY",
+    "RANDOMIZE_DOWNLOAD_DELAY",
+    "DOWNLOAD_SLOTS",
+    "DEPTH_LIMIT",
+    "CLOSESPIDER_PAGECOUNT",
+    "CLOSESPIDER_TIMEOUT",
+    "DOWNLOAD_TIMEOUT",
+    "DOWNLOAD_MAXSIZE",
+    "USER_AGENT",
+    "LOGSTATS_INTERVAL",
+    "ROBOTSTXT_OBEY",
+    "REDIRECT_MAX_TIMES",
+];
+
+impl Settings {
+    /// Sets one setting from its text form, as given by `-s NAME=VALUE`.
+    pub fn set(&mut self, name: &str, value: &str) -> Result<(), SettingsError> {
+        let v = value.trim();
+        match name {
+            "CONCURRENT_REQUESTS" => self.concurrent_requests = parse_count(name, v)?,
+            "CONCURRENT_REQUESTS_PER_DOMAIN" => {
+                self.concurrent_requests_per_domain = parse_positive(name, v)?
+            }
+            "CONCURRENT_REQUESTS_PER_IP" => self.concurrent_requests_per_ip = parse_count(name, v)?,
+            "DOWNLOAD_DELAY" => self.download_delay = parse_seconds(name, v)?,
+            "RANDOMIZE_DOWNLOAD_DELAY" => self.randomize_download_delay = parse_bool(name, v)?,
+            "DOWNLOAD_SLOTS" => self.download_slots = parse_slots_json(name, v)?,
+            "DEPTH_LIMIT" => self.depth_limit = parse_count(name, v)?,
+            "CLOSESPIDER_PAGECOUNT" => self.closespider_pagecount = parse_count(name, v)?,
+            "CLOSESPIDER_TIMEOUT" => self.closespider_timeout = parse_seconds(name, v)?,
+            "DOWNLOAD_TIMEOUT" => match parse_seconds(name, v)? {
+                t if t.is_zero() => {
+                    return Err(invalid(name, v, "a number of seconds greater than 0"))
+                }
+                t => self.download_timeout = t,
+            },
+            "DOWNLOAD_MAXSIZE" => self.download_maxsize = parse_count(name, v)?,
+            "USER_AGENT" => {
+                if v.is_empty() || v.contains(['\r', '\n']) {
+                    return Err(invalid(name, v, "a non-empty single line of text"));
+                }
+                self.user_agent = v.to_string()
+            }
+            "LOGSTATS_INTERVAL" => self.logstats_interval = parse_seconds(name, v)?,
+            "ROBOTSTXT_OBEY" => self.robotstxt_obey = parse_bool(name, v)?,
+            "REDIRECT_MAX_TIMES" => self.redirect_max_times = parse_count(name, v)?,
+            _ => {
+                return Err(SettingsError::Unknown {
+                    name: name.to_string(),
+                    suggestion: suggest(name),
+                })
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies `NAME=VALUE`, the command line's form.
+    pub fn set_assignment(&mut self, assignment: &str) -> Result<(), SettingsError> {
+        let (name, value) = assignment
+            .split_once('=')
+            .ok_or_else(|| SettingsError::NotAssignment(assignment.to_string()))?;
+        self.set(name.trim(), value)
+    }
+
+    /// Applies a TOML settings file: top-level `NAME = value` pairs, and
+    /// `[DOWNLOAD_SLOTS."host"]` tables.
+    pub fn apply_toml(&mut self, text: &str) -> Result<(), SettingsError> {
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| SettingsError::File(e.to_string()))?;
+        for (name, value) in table {
+            if name == "DOWNLOAD_SLOTS" {
+                let slots: HashMap<String, SlotOverride> = value
+                    .try_into()
+                    .map_err(|e: toml::de::Error| invalid(&name, "(table)", &e.to_string()))?;
+                self.download_slots = validate_slots(&name, slots)?;
+                continue;
+            }
+            let text = match &value {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) => {
+                    value.to_string()
+                }
+                other => {
+                    return Err(invalid(
+                        &name,
+                        &other.to_string(),
+                        "a number, a boolean or a string",
+                    ))
+                }
+            };
+            self.set(&name, &text)?;
+        }
+        Ok(())
+    }
+
+    /// The concurrency cap every slot gets unless `DOWNLOAD_SLOTS` overrides it.
+    pub fn default_slot_concurrency(&self) -> usize {
+        if self.concurrent_requests_per_ip > 0 {
+            self.concurrent_requests_per_ip
+        } else {
+            self.concurrent_requests_per_domain
+        }
+    }
+}
+
+fn invalid(name: &str, value: &str, expected: &str) -> SettingsError {
+    SettingsError::InvalidValue {
+        name: name.to_string(),
+        value: value.to_string(),
+        expected: expected.to_string(),
+    }
+}
+
+fn parse_count<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, SettingsError> {
+    v.parse()
+        .map_err(|_| invalid(name, v, "a whole number, 0 or more"))
+}
+
+fn parse_positive(name: &str, v: &str) -> Result<usize, SettingsError> {
+    match v.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(invalid(name, v, "a whole number, 1 or more")),
+    }
+}
+
+fn parse_seconds(name: &str, v: &str) -> Result<Duration, SettingsError> {
+    let expected = "a number of seconds, 0 or more (for example 0.25)";
+    let secs: f64 = v.parse().map_err(|_| invalid(name, v, expected))?;
+    Duration::try_from_secs_f64(secs).map_err(|_| invalid(name, v, expected))
+}
+
+fn parse_bool(name: &str, v: &str) -> Result<bool, SettingsError> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(invalid(name, v, "true, false, 1 or 0")),
+    }
+}
+
+fn parse_slots_json(name: &str, v: &str) -> Result<HashMap<String, SlotOverride>, SettingsError> {
+    let slots = serde_json::from_str(v).map_err(|e| {
+        invalid(
+            name,
+            v,
+            &format!(
+                "a JSON object such as {{\"example.com\": {{\"concurrency\": 2, \"delay\": 1.5}}}} ({e})"
+            ),
+        )
+    })?;
+    validate_slots(name, slots)
+}
+
+fn validate_slots(
+    name: &str,
+    slots: HashMap<String, SlotOverride>,
+) -> Result<HashMap<String, SlotOverride>, SettingsError> {
+    for (key, slot) in &slots {
+        if slot.concurrency == Some(0) {
+            return Err(invalid(name, key, "a slot concurrency of 1 or more"));
+        }
+        if let Some(d) = slot.delay {
+            if Duration::try_from_secs_f64(d).is_err() {
+                return Err(invalid(name, key, "a slot delay of 0 seconds or more"));
+            }
+        }
+    }
+    Ok(slots)
+}
+
+/// The known name closest to a misspelt one, if any is close.
+fn suggest(name: &str) -> Option<String> {
+    let upper = name.to_ascii_uppercase();
+    SETTING_NAMES
+        .iter()
+        .map(|known| (edit_distance(&upper, known), *known))
+        .filter(|(d, _)| *d <= 3)
+        .min()
+        .map(|(_, k)| k.to_string())
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_scrapy() {
+        let s = Settings::default();
+        assert_eq!(s.concurrent_requests, 16);
+        assert_eq!(s.concurrent_requests_per_domain, 8);
+        assert_eq!(s.concurrent_requests_per_ip, 0);
+        assert_eq!(s.download_delay, Duration::ZERO);
+        assert!(s.randomize_download_delay);
+        assert_eq!(s.download_timeout, Duration::from_secs(180));
+        assert_eq!(s.logstats_interval, Duration::from_secs(60));
+        assert_eq!(s.depth_limit, 0);
+    }
+
+    #[test]
+    fn booleans_accept_any_case_and_digits() {
+        let mut s = Settings::default();
+        for (text, want) in [("TRUE", true), ("False", false), ("1", true), ("0", false)] {
+            s.set("RANDOMIZE_DOWNLOAD_DELAY", text).unwrap();
+            assert_eq!(s.randomize_download_delay, want, "{text}");
+        }
+        assert!(s.set("ROBOTSTXT_OBEY", "yes").is_err());
+    }
+
+    #[test]
+    fn unknown_name_suggests_the_close_one() {
+        let err = Settings::default()
+            .set_assignment("CONCURENT_REQUESTS=4")
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown setting `CONCURENT_REQUESTS` (did you mean `CONCURRENT_REQUESTS`?)"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let mut s = Settings::default();
+        let err = s.set("DOWNLOAD_DELAY", "-1").unwrap_err().to_string();
+        assert!(err.contains("DOWNLOAD_DELAY") && err.contains("-1"), "{err}");
+        assert!(s.set("CONCURRENT_REQUESTS_PER_DOMAIN", "0").is_err());
+        assert!(s.set("CONCURRENT_REQUESTS", "many").is_err());
+        assert!(s.set_assignment("CONCURRENT_REQUESTS").is_err());
+        assert_eq!(s, Settings::default(), "a refused value changes nothing");
+    }
+
+    #[test]
+    fn zero_global_cap_means_unlimited_and_is_accepted() {
+        let mut s = Settings::default();
+        s.set("CONCURRENT_REQUESTS", "0").unwrap();
+        assert_eq!(s.concurrent_requests, 0);
+    }
+
+    #[test]
+    fn toml_file_with_slots() {
+        let mut s = Settings::default();
+        s.apply_toml(
+            r#"
+            CONCURRENT_REQUESTS = 32
+            DOWNLOAD_DELAY = 0.5
+            RANDOMIZE_DOWNLOAD_DELAY = false
+            USER_AGENT = "bot/1"
+            [DOWNLOAD_SLOTS."a.test"]
+            concurrency = 2
+            delay = 1.5
+            "#,
+        )
+        .unwrap();
+        assert_eq!(s.concurrent_requests, 32);
+        assert_eq!(s.download_delay, Duration::from_millis(500));
+        assert!(!s.randomize_download_delay);
+        assert_eq!(s.user_agent, "bot/1");
+        assert_eq!(s.download_slots["a.test"].concurrency, Some(2));
+        assert_eq!(s.download_slots["a.test"].delay, Some(1.5));
+        let err = Settings::default()
+            .apply_toml("[DOWNLOAD_SLOTS.\"a\"]\nconcurency = 1")
+            .unwrap_err();
+        assert!(err.to_string().contains("DOWNLOAD_SLOTS"), "{err}");
+    }
+
+    #[test]
+    fn slots_from_json_on_the_command_line() {
+        let mut s = Settings::default();
+        s.set_assignment(r#"DOWNLOAD_SLOTS={"a.test": {"delay": 2, "randomize_delay": false}}"#)
+            .unwrap();
+        assert_eq!(s.download_slots["a.test"].randomize_delay, Some(false));
+        assert!(s
+            .set_assignment(r#"DOWNLOAD_SLOTS={"a.test": {"concurrency": 0}}"#)
+            .is_err());
+    }
+
+    #[test]
+    fn per_ip_replaces_the_domain_cap() {
+        let mut s = Settings::default();
+        assert_eq!(s.default_slot_concurrency(), 8);
+        s.set("CONCURRENT_REQUESTS_PER_IP", "3").unwrap();
+        assert_eq!(s.default_slot_concurrency(), 3);
+    }
+}

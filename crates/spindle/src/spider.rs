@@ -1,0 +1,37 @@
+//! The `Spider` trait: what a crawl starts from and what it makes of each page.
+
+use crate::item::Item;
+use crate::request::Request;
+use crate::response::Response;
+
+/// An error a spider returns from `parse`; counted, logged, and the crawl goes on.
+pub type SpiderError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a spider makes of one response: items to export and requests to follow.
+#[derive(Debug, Default)]
+pub struct Output {
+    pub items: Vec<Item>,
+    pub requests: Vec<Request>,
+}
+
+/// A spider: start requests, and a parse step for every 2xx response.
+///
+/// `parse` runs on the engine's parse threads, never on the I/O threads, so it
+/// may take CPU time without stalling downloads. Requests it returns are given
+/// depth `response.depth() + 1`, checked against `allowed_domains`, the depth
+/// limit and the duplicate filter by the engine.
+pub trait Spider: Send + Sync + 'static {
+    fn name(&self) -> &str {
+        "spider"
+    }
+
+    fn start_requests(&self) -> Vec<Request>;
+
+    /// Domains whose hosts (the domain itself and its subdomains) requests may
+    /// go to; empty allows every host. Start requests are never filtered.
+    fn allowed_domains(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn parse(&self, response: &Response) -> Result<Output, SpiderError>;
+}

@@ -1,0 +1,132 @@
+//! Crawl statistics under Scrapy's names, plus the per-slot figures Scrapy lacks.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::downloader::slot::SlotStats;
+
+/// Counters the engine keeps while it runs. Owned by the engine's event loop, so no locks.
+#[derive(Debug, Default)]
+pub struct Stats {
+    counters: BTreeMap<String, u64>,
+}
+
+impl Stats {
+    pub fn inc(&mut self, key: &str) {
+        self.inc_by(key, 1);
+    }
+
+    pub fn inc_by(&mut self, key: &str, n: u64) {
+        match self.counters.get_mut(key) {
+            Some(v) => *v += n,
+            None => {
+                self.counters.insert(key.to_string(), n);
+            }
+        }
+    }
+
+    pub fn max(&mut self, key: &str, n: u64) {
+        let v = self.counters.entry(key.to_string()).or_insert(n);
+        *v = (*v).max(n);
+    }
+
+    pub fn get(&self, key: &str) -> u64 {
+        self.counters.get(key).copied().unwrap_or(0)
+    }
+
+    pub fn counters(&self) -> &BTreeMap<String, u64> {
+        &self.counters
+    }
+}
+
+/// Live figures for a progress display, updated by the engine and readable from any thread.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub pages: AtomicU64,
+    pub items: AtomicU64,
+    pub requests: AtomicU64,
+    pub in_flight: AtomicU64,
+    pub queued: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+impl Progress {
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set(counter: &AtomicU64, value: u64) {
+        counter.store(value, Ordering::Relaxed);
+    }
+}
+
+/// The final report of a crawl.
+#[derive(Debug, Clone, Serialize)]
+pub struct CrawlReport {
+    /// Scrapy's counters (`downloader/request_count`, `item_scraped_count`, …).
+    #[serde(flatten)]
+    pub counters: BTreeMap<String, u64>,
+    pub start_time: f64,
+    pub finish_time: f64,
+    pub elapsed_time_seconds: f64,
+    pub finish_reason: String,
+    /// Per download slot: requests, the most in flight at once, the shortest start-to-start gap.
+    pub slots: BTreeMap<String, SlotStats>,
+}
+
+impl CrawlReport {
+    pub(crate) fn new(
+        stats: &Stats,
+        started: SystemTime,
+        elapsed: Duration,
+        finish_reason: &str,
+        slots: BTreeMap<String, SlotStats>,
+    ) -> Self {
+        let unix = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+        CrawlReport {
+            counters: stats.counters().clone(),
+            start_time: unix(started),
+            finish_time: unix(started + elapsed),
+            elapsed_time_seconds: elapsed.as_secs_f64(),
+            finish_reason: finish_reason.to_string(),
+            slots,
+        }
+    }
+
+    pub fn get(&self, key: &str) -> u64 {
+        self.counters.get(key).copied().unwrap_or(0)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("stats serialize")
+    }
+
+    /// A human-readable dump, one stat a line, as Scrapy prints at the end of a crawl.
+    pub fn summary(&self) -> String {
+        let mut out = String::from("Dumping spindle stats:\n");
+        for (k, v) in &self.counters {
+            out.push_str(&format!("  {k}: {v}\n"));
+        }
+        out.push_str(&format!(
+            "  elapsed_time_seconds: {:.3}\n  finish_reason: {}\n",
+            self.elapsed_time_seconds, self.finish_reason
+        ));
+        if !self.slots.is_empty() {
+            out.push_str("Slots (requests, max in flight, min start gap):\n");
+            for (key, s) in &self.slots {
+                let gap = s
+                    .min_start_gap_seconds
+                    .map(|g| format!("{:.3}s", g))
+                    .unwrap_or_else(|| "-".to_string());
+                out.push_str(&format!(
+                    "  {key}: {} requests, max {} in flight, min gap {gap}\n",
+                    s.requests, s.max_in_flight
+                ));
+            }
+        }
+        out
+    }
+}
