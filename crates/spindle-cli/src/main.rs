@@ -1,1 +1,53 @@
-fn main() {}
+//! The `spindle` binary: a thin layer over the `spindle` library.
+
+mod args;
+mod crawl;
+mod progress;
+mod spider;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use args::{Cli, Command};
+
+/// How a run failed: bad usage (exit 2, nothing fetched) or trouble while crawling (exit 1).
+pub enum Failure {
+    Usage(anyhow::Error),
+    Runtime(anyhow::Error),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let bar = progress::bar_if_terminal();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(progress::LogWriter(bar.clone()))
+        .with_target(false)
+        .init();
+
+    let result = match cli.command {
+        Command::Crawl(args) => match crawl::plan(args) {
+            Err(e) => Err(Failure::Usage(e)),
+            Ok(plan) => tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Failure::Runtime(e.into()))
+                .and_then(|rt| rt.block_on(crawl::run(plan, bar))),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! The command line, as clap sees it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "spindle", version, about = "A fast, polite web crawler with Scrapy's concurrency settings")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Crawl from one or more start URLs, following links within the allowed domains.
+    Crawl(CrawlArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CrawlArgs {
+    /// Start URLs (http or https).
+    #[arg(required = true, value_name = "URL")]
+    pub urls: Vec<String>,
+
+    /// Follow links only to this domain and its subdomains (repeatable; default: the start URLs' hosts).
+    #[arg(long = "allow-domain", value_name = "DOMAIN")]
+    pub allow_domains: Vec<String>,
+
+    /// Follow only links whose URL matches this regex (repeatable: any may match).
+    #[arg(long = "follow", value_name = "REGEX")]
+    pub follow: Vec<String>,
+
+    /// Add a field to every item: the trimmed text of the first element the CSS selector matches.
+    #[arg(long = "field", value_name = "NAME=CSS")]
+    pub fields: Vec<String>,
+
+    /// Write items to FILE: JSON lines (.jsonl), JSON (.json) or CSV (.csv).
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Set a setting, Scrapy style (repeatable), e.g. -s CONCURRENT_REQUESTS=32.
+    #[arg(short = 's', long = "set", value_name = "NAME=VALUE")]
+    pub settings: Vec<String>,
+
+    /// Read settings from a TOML file; -s values override it.
+    #[arg(long = "settings", value_name = "FILE")]
+    pub settings_file: Option<PathBuf>,
+
+    /// Connect to ADDR for HOST, like curl's --resolve (repeatable).
+    #[arg(long = "resolve", value_name = "HOST:PORT:ADDR")]
+    pub resolve: Vec<String>,
+
+    /// Write the final stats as JSON to FILE.
+    #[arg(long = "stats", value_name = "FILE")]
+    pub stats: Option<PathBuf>,
+}

@@ -1,0 +1,167 @@
+//! `spindle crawl`: checks every argument before anything is fetched, then runs the crawl.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use regex::RegexSet;
+use spindle::exporter::{self, Format};
+use spindle::{Crawler, LinkExtractor, Request, Settings};
+
+use crate::args::CrawlArgs;
+use crate::progress;
+use crate::spider::FollowSpider;
+use crate::Failure;
+
+/// Everything a crawl needs, checked.
+pub struct Plan {
+    spider: FollowSpider,
+    settings: Settings,
+    resolve: HashMap<String, IpAddr>,
+    output: Option<(PathBuf, Format, Vec<String>)>,
+    stats: Option<PathBuf>,
+}
+
+/// Turns the arguments into a plan, or says what to fix. Fetches nothing.
+pub fn plan(args: CrawlArgs) -> anyhow::Result<Plan> {
+    let mut settings = Settings::default();
+    if let Some(path) = &args.settings_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read settings file {}", path.display()))?;
+        settings
+            .apply_toml(&text)
+            .with_context(|| format!("in settings file {}", path.display()))?;
+    }
+    for assignment in &args.settings {
+        settings.set_assignment(assignment)?;
+    }
+
+    let mut start = Vec::new();
+    for url in &args.urls {
+        start.push(Request::get(url).context("bad start URL: give an absolute http:// or https:// URL")?);
+    }
+    let allowed_domains = if args.allow_domains.is_empty() {
+        start
+            .iter()
+            .filter_map(|r| r.url.host_str().map(str::to_string))
+            .collect()
+    } else {
+        args.allow_domains.clone()
+    };
+    let follow = RegexSet::new(&args.follow).context("bad --follow regex")?;
+
+    let mut extractor = LinkExtractor::new();
+    let mut field_names = vec!["url".to_string(), "status".to_string(), "depth".to_string()];
+    for field in &args.fields {
+        let Some((name, css)) = field.split_once('=') else {
+            bail!("--field `{field}` is not NAME=CSS (for example --field title=title)");
+        };
+        let name = name.trim();
+        if name.is_empty() || field_names.iter().any(|n| n == name) {
+            bail!("--field `{field}`: the name must be non-empty and not repeat another field");
+        }
+        extractor = extractor.with_field(name, css.trim())?;
+        field_names.push(name.to_string());
+    }
+
+    let output = match args.output {
+        None => None,
+        Some(path) => {
+            let Some(format) = Format::from_path(&path) else {
+                bail!(
+                    "cannot tell the output format of {}: name it .jsonl, .json or .csv",
+                    path.display()
+                );
+            };
+            Some((path, format, field_names))
+        }
+    };
+
+    let mut resolve = HashMap::new();
+    for entry in &args.resolve {
+        let (host, ip) = parse_resolve(entry)?;
+        if let Some(old) = resolve.insert(host.clone(), ip) {
+            if old != ip {
+                bail!("--resolve maps {host} to both {old} and {ip}: spindle resolves per host name, give one address");
+            }
+        }
+    }
+
+    Ok(Plan {
+        spider: FollowSpider {
+            start,
+            allowed_domains,
+            follow,
+            extractor,
+        },
+        settings,
+        resolve,
+        output,
+        stats: args.stats,
+    })
+}
+
+/// `HOST:PORT:ADDR`, as curl takes it. The port is checked but every port of the host is mapped.
+fn parse_resolve(entry: &str) -> anyhow::Result<(String, IpAddr)> {
+    let mut parts = entry.splitn(3, ':');
+    let (Some(host), Some(port), Some(addr)) = (parts.next(), parts.next(), parts.next()) else {
+        bail!("--resolve `{entry}` is not HOST:PORT:ADDR (for example example.com:80:127.0.0.1)");
+    };
+    if host.is_empty() {
+        bail!("--resolve `{entry}`: the host is empty");
+    }
+    port.parse::<u16>()
+        .with_context(|| format!("--resolve `{entry}`: `{port}` is not a port number"))?;
+    let ip = addr
+        .trim_matches(['[', ']'])
+        .parse::<IpAddr>()
+        .with_context(|| format!("--resolve `{entry}`: `{addr}` is not an IP address"))?;
+    Ok((host.to_ascii_lowercase(), ip))
+}
+
+/// Runs a checked plan to the end: the crawl, the output file, the stats.
+pub async fn run(plan: Plan, bar: Option<indicatif::ProgressBar>) -> Result<(), Failure> {
+    let mut crawler = Crawler::new(plan.spider, plan.settings);
+    for (host, ip) in plan.resolve {
+        crawler = crawler.resolve(&host, ip);
+    }
+    if let Some((path, format, fields)) = &plan.output {
+        let exporter = exporter::open(path, *format, Some(fields.clone()))
+            .with_context(|| format!("cannot create output file {}", path.display()))
+            .map_err(Failure::Usage)?;
+        crawler = crawler.exporter(exporter);
+    }
+
+    let shutdown = crawler.shutdown_handle();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::warn!("Ctrl-C: stopping gracefully; press it again to stop at once");
+            shutdown.shutdown();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                // The item writer flushes after every batch, so the file ends on a whole record.
+                eprintln!("second Ctrl-C: stopping now");
+                std::process::exit(130);
+            }
+        }
+    });
+    let progress_task = bar
+        .clone()
+        .map(|bar| tokio::spawn(progress::drive(bar, crawler.progress())));
+
+    let report = crawler.run().await.map_err(|e| Failure::Runtime(e.into()));
+    if let Some(task) = progress_task {
+        task.abort();
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let report = report?;
+    eprint!("{}", report.summary());
+    if let Some(path) = plan.stats {
+        std::fs::write(&path, report.to_json())
+            .with_context(|| format!("cannot write stats to {}", path.display()))
+            .map_err(Failure::Runtime)?;
+    }
+    Ok(())
+}

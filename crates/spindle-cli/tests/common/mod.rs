@@ -1,0 +1,102 @@
+//! Runs the real `spindle` binary against an in-process test server, with a time bound.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use spindle_testsite::TestServer;
+
+pub struct Run {
+    pub code: i32,
+    pub stderr: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Run {
+    pub fn items(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(self.path("items.jsonl")).expect("items file");
+        text.lines()
+            .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+            .collect()
+    }
+
+    pub fn stats(&self) -> Value {
+        let text = std::fs::read_to_string(self.path("stats.json")).expect("stats file");
+        serde_json::from_str(&text).expect("stats are JSON")
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// `spindle crawl` with the server's --resolve mappings, items to items.jsonl and
+/// stats to stats.json in a fresh directory; killed (and the test failed) after `limit`.
+pub fn crawl(server: &TestServer, args: &[&str], limit: Duration) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let mut all: Vec<String> = vec!["crawl".into()];
+    all.extend(args.iter().map(|s| s.to_string()));
+    for r in server.resolve_args() {
+        all.push("--resolve".into());
+        all.push(r);
+    }
+    if !args.contains(&"-o") {
+        all.push("-o".into());
+        all.push(dir.path().join("items.jsonl").display().to_string());
+    }
+    all.push("--stats".into());
+    all.push(dir.path().join("stats.json").display().to_string());
+    run_in(dir, &all, limit)
+}
+
+/// The binary with exactly these arguments.
+pub fn spindle(args: &[&str], limit: Duration) -> Run {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    run_in(tempfile::tempdir().unwrap(), &args, limit)
+}
+
+fn run_in(dir: tempfile::TempDir, args: &[String], limit: Duration) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_spindle"))
+        .args(args)
+        .current_dir(dir.path())
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start spindle");
+    let mut stderr_pipe = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr_pipe.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("spindle {args:?} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Run {
+        code: status.code().unwrap_or(-1),
+        stderr: reader.join().unwrap(),
+        dir,
+    }
+}
+
+pub fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+pub fn exists(p: &Path) -> bool {
+    p.exists()
+}
