@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "spindle", version, about = "A fast, polite web crawler with Scrapy's concurrency settings")]
+#[command(
+    name = "spindle",
+    version,
+    about = "A fast, polite web crawler with Scrapy's concurrency settings"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -39,7 +39,9 @@ pub fn plan(args: CrawlArgs) -> anyhow::Result<Plan> {
 
     let mut start = Vec::new();
     for url in &args.urls {
-        start.push(Request::get(url).context("bad start URL: give an absolute http:// or https:// URL")?);
+        start.push(
+            Request::get(url).context("bad start URL: give an absolute http:// or https:// URL")?,
+        );
     }
     let allowed_domains = if args.allow_domains.is_empty() {
         start

@@ -33,9 +33,11 @@ impl Spider for FollowSpider {
         item.insert("depth".into(), response.depth().into());
         let mut out = Output::default();
         if response.is_html() {
-            let page =
-                self.extractor
-                    .extract(&response.body, &response.url, response.charset().as_deref());
+            let page = self.extractor.extract(
+                &response.body,
+                &response.url,
+                response.charset().as_deref(),
+            );
             for (name, value) in page.fields {
                 item.insert(name, value.map_or(Value::Null, Value::String));
             }

@@ -17,7 +17,11 @@ fn ip(last: u8) -> Ipv4Addr {
 
 #[test]
 fn global_cap_holds_across_sites_and_is_reached() {
-    let site = || Site::generated(300).links_per_page(8).latency(Duration::from_millis(100));
+    let site = || {
+        Site::generated(300)
+            .links_per_page(8)
+            .latency(Duration::from_millis(100))
+    };
     let server = TestServer::builder()
         .host("a.test", ip(2), site())
         .host("b.test", ip(3), site())
@@ -30,12 +34,21 @@ fn global_cap_holds_across_sites_and_is_reached() {
         .map(|h| server.url(h, "/"))
         .collect();
     let mut args: Vec<&str> = urls.iter().map(String::as_str).collect();
-    args.extend(["-s", "CONCURRENT_REQUESTS=5", "-s", "CLOSESPIDER_PAGECOUNT=80"]);
+    args.extend([
+        "-s",
+        "CONCURRENT_REQUESTS=5",
+        "-s",
+        "CLOSESPIDER_PAGECOUNT=80",
+    ]);
     let run = crawl(&server, &args, LIMIT);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let records = server.records();
     assert!(records.len() >= 80, "{} requests", records.len());
-    assert_eq!(max_in_flight(&records), 5, "the global cap is held and reached");
+    assert_eq!(
+        max_in_flight(&records),
+        5,
+        "the global cap is held and reached"
+    );
     let hosts: std::collections::HashSet<&str> = records.iter().map(|r| r.host.as_str()).collect();
     assert_eq!(hosts.len(), 4, "every site was crawled: {hosts:?}");
 }
@@ -43,13 +56,25 @@ fn global_cap_holds_across_sites_and_is_reached() {
 #[test]
 fn per_domain_cap_holds_and_is_reached() {
     let server = TestServer::builder()
-        .host("a.test", ip(2), Site::generated(300).links_per_page(8).latency(Duration::from_millis(100)))
+        .host(
+            "a.test",
+            ip(2),
+            Site::generated(300)
+                .links_per_page(8)
+                .latency(Duration::from_millis(100)),
+        )
         .start()
         .unwrap();
     let url = server.url("a.test", "/");
     let run = crawl(
         &server,
-        &[&url, "-s", "CONCURRENT_REQUESTS_PER_DOMAIN=3", "-s", "CLOSESPIDER_PAGECOUNT=40"],
+        &[
+            &url,
+            "-s",
+            "CONCURRENT_REQUESTS_PER_DOMAIN=3",
+            "-s",
+            "CLOSESPIDER_PAGECOUNT=40",
+        ],
         LIMIT,
     );
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -61,23 +86,43 @@ fn per_domain_cap_holds_and_is_reached() {
 
 #[test]
 fn per_ip_cap_covers_two_hosts_on_one_address_from_the_first_request() {
-    let site = || Site::generated(200).links_per_page(8).latency(Duration::from_millis(150));
+    let site = || {
+        Site::generated(200)
+            .links_per_page(8)
+            .latency(Duration::from_millis(150))
+    };
     let server = TestServer::builder()
         .host("a.test", ip(2), site())
         .host("b.test", ip(2), site())
         .host("c.test", ip(3), site())
         .start()
         .unwrap();
-    let (a, b, c) = (server.url("a.test", "/"), server.url("b.test", "/"), server.url("c.test", "/"));
+    let (a, b, c) = (
+        server.url("a.test", "/"),
+        server.url("b.test", "/"),
+        server.url("c.test", "/"),
+    );
     let run = crawl(
         &server,
-        &[&a, &b, &c, "-s", "CONCURRENT_REQUESTS_PER_IP=2", "-s", "CLOSESPIDER_PAGECOUNT=60"],
+        &[
+            &a,
+            &b,
+            &c,
+            "-s",
+            "CONCURRENT_REQUESTS_PER_IP=2",
+            "-s",
+            "CLOSESPIDER_PAGECOUNT=60",
+        ],
         LIMIT,
     );
     assert_eq!(run.code, 0, "{}", run.stderr);
     let records = server.records();
     let by_ip = max_in_flight_by_ip(&records);
-    assert_eq!(by_ip[&std::net::IpAddr::from(ip(2))], 2, "a.test + b.test share one cap of 2: {by_ip:?}");
+    assert_eq!(
+        by_ip[&std::net::IpAddr::from(ip(2))],
+        2,
+        "a.test + b.test share one cap of 2: {by_ip:?}"
+    );
     assert_eq!(by_ip[&std::net::IpAddr::from(ip(3))], 2);
     // Both names on the shared address were crawled, and the cap held from the very start.
     let first_two_s: Vec<_> = records
@@ -86,8 +131,15 @@ fn per_ip_cap_covers_two_hosts_on_one_address_from_the_first_request() {
         .cloned()
         .collect();
     assert!(max_in_flight(&first_two_s) <= 2);
-    assert!(records.iter().any(|r| r.host == "a.test") && records.iter().any(|r| r.host == "b.test"));
-    assert!(run.stats()["slots"]["127.0.0.2"]["requests"].as_u64().unwrap() > 0);
+    assert!(
+        records.iter().any(|r| r.host == "a.test") && records.iter().any(|r| r.host == "b.test")
+    );
+    assert!(
+        run.stats()["slots"]["127.0.0.2"]["requests"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
 }
 
 #[test]
@@ -99,7 +151,15 @@ fn fixed_delay_spaces_request_starts() {
     let url = server.url("a.test", "/");
     let run = crawl(
         &server,
-        &[&url, "-s", "DOWNLOAD_DELAY=0.2", "-s", "RANDOMIZE_DOWNLOAD_DELAY=false", "-s", "CLOSESPIDER_PAGECOUNT=12"],
+        &[
+            &url,
+            "-s",
+            "DOWNLOAD_DELAY=0.2",
+            "-s",
+            "RANDOMIZE_DOWNLOAD_DELAY=false",
+            "-s",
+            "CLOSESPIDER_PAGECOUNT=12",
+        ],
         LIMIT,
     );
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -121,11 +181,27 @@ fn randomized_delay_gaps_are_in_range_with_the_delay_as_mean() {
         .start()
         .unwrap();
     let url = server.url("a.test", "/");
-    let run = crawl(&server, &[&url, "-s", "DOWNLOAD_DELAY=0.1", "-s", "CLOSESPIDER_PAGECOUNT=81"], LIMIT);
+    let run = crawl(
+        &server,
+        &[
+            &url,
+            "-s",
+            "DOWNLOAD_DELAY=0.1",
+            "-s",
+            "CLOSESPIDER_PAGECOUNT=81",
+        ],
+        LIMIT,
+    );
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let gaps: Vec<f64> = start_gaps(&server.records()).iter().map(|g| secs(*g)).take(80).collect();
+    let gaps: Vec<f64> = start_gaps(&server.records())
+        .iter()
+        .map(|g| secs(*g))
+        .take(80)
+        .collect();
     assert_eq!(gaps.len(), 80);
-    let (min, max) = gaps.iter().fold((f64::MAX, 0f64), |(lo, hi), g| (lo.min(*g), hi.max(*g)));
+    let (min, max) = gaps
+        .iter()
+        .fold((f64::MAX, 0f64), |(lo, hi), g| (lo.min(*g), hi.max(*g)));
     let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
     assert!(min >= 0.045, "min gap {min}");
     assert!(max <= 0.2, "max gap {max}");
@@ -138,13 +214,27 @@ fn randomized_delay_gaps_are_in_range_with_the_delay_as_mean() {
 #[test]
 fn delay_does_not_collapse_concurrency_when_latency_exceeds_it() {
     let server = TestServer::builder()
-        .host("a.test", ip(2), Site::generated(200).links_per_page(8).latency(Duration::from_secs(1)))
+        .host(
+            "a.test",
+            ip(2),
+            Site::generated(200)
+                .links_per_page(8)
+                .latency(Duration::from_secs(1)),
+        )
         .start()
         .unwrap();
     let url = server.url("a.test", "/");
     let run = crawl(
         &server,
-        &[&url, "-s", "DOWNLOAD_DELAY=0.25", "-s", "RANDOMIZE_DOWNLOAD_DELAY=0", "-s", "CLOSESPIDER_PAGECOUNT=12"],
+        &[
+            &url,
+            "-s",
+            "DOWNLOAD_DELAY=0.25",
+            "-s",
+            "RANDOMIZE_DOWNLOAD_DELAY=0",
+            "-s",
+            "CLOSESPIDER_PAGECOUNT=12",
+        ],
         LIMIT,
     );
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -158,12 +248,16 @@ fn delay_does_not_collapse_concurrency_when_latency_exceeds_it() {
 
 #[test]
 fn a_slow_site_does_not_hold_back_a_fast_one() {
-    let hub: String = (0..300).map(|i| format!("<a href=\"/p/{i}\">{i}</a>")).collect();
+    let hub: String = (0..300)
+        .map(|i| format!("<a href=\"/p/{i}\">{i}</a>"))
+        .collect();
     let server = TestServer::builder()
         .host(
             "slow.test",
             ip(2),
-            Site::generated(500).latency(Duration::from_secs(1)).page("/", 200, hub),
+            Site::generated(500)
+                .latency(Duration::from_secs(1))
+                .page("/", 200, hub),
         )
         .host("fast.test", ip(3), Site::generated(100).links_per_page(5))
         .start()
@@ -173,16 +267,32 @@ fn a_slow_site_does_not_hold_back_a_fast_one() {
     // first second; the global cap of 2 is all there is to share.
     let run = crawl(
         &server,
-        &[&slow, &fast, "-s", "CONCURRENT_REQUESTS=2", "-s", "CLOSESPIDER_TIMEOUT=4"],
+        &[
+            &slow,
+            &fast,
+            "-s",
+            "CONCURRENT_REQUESTS=2",
+            "-s",
+            "CLOSESPIDER_TIMEOUT=4",
+        ],
         LIMIT,
     );
     assert_eq!(run.code, 0, "{}", run.stderr);
     let records = server.records();
-    let fast_pages: Vec<_> = records.iter().filter(|r| r.host == "fast.test" && r.status == 200).collect();
+    let fast_pages: Vec<_> = records
+        .iter()
+        .filter(|r| r.host == "fast.test" && r.status == 200)
+        .collect();
     assert_eq!(fast_pages.len(), 101, "the whole fast site was crawled");
     let done = fast_pages.iter().map(|r| r.end).max().unwrap();
-    assert!(done < Duration::from_secs(3), "fast site finished at {done:?}");
+    assert!(
+        done < Duration::from_secs(3),
+        "fast site finished at {done:?}"
+    );
     let slow_queued = run.stats()["scheduler/enqueued"].as_u64().unwrap() - records.len() as u64;
-    assert!(slow_queued > 250, "the slow site had {slow_queued} pages waiting");
+    assert!(
+        slow_queued > 250,
+        "the slow site had {slow_queued} pages waiting"
+    );
     assert!(max_in_flight(records.iter().filter(|r| r.host == "slow.test")) <= 2);
 }

@@ -26,7 +26,7 @@ use crate::item::Item;
 use crate::offsite::OffsiteFilter;
 use crate::request::Request;
 use crate::response::Response;
-use crate::scheduler::{SlotId, SlotPolicies, Scheduler};
+use crate::scheduler::{Scheduler, SlotId, SlotPolicies};
 use crate::settings::Settings;
 use crate::spider::{Output, Spider};
 use crate::stats::{CrawlReport, Progress, Stats};
@@ -137,12 +137,20 @@ impl Crawler {
             .slot_stats()
             .map(|(k, s)| (k.to_string(), s.clone()))
             .collect();
-        let report = CrawlReport::new(&engine.stats, started.0, started.1.elapsed(), &reason, slots);
+        let report = CrawlReport::new(
+            &engine.stats,
+            started.0,
+            started.1.elapsed(),
+            &reason,
+            slots,
+        );
         drop(engine);
         match writer.join() {
             Ok(Ok(())) => Ok(report),
             Ok(Err(e)) => Err(CrawlError::Export(e)),
-            Err(_) => Err(CrawlError::Export(std::io::Error::other("item writer panicked"))),
+            Err(_) => Err(CrawlError::Export(std::io::Error::other(
+                "item writer panicked",
+            ))),
         }
     }
 }
@@ -151,7 +159,10 @@ impl Crawler {
 /// caught up, so the file is valid and current without a flush per item.
 fn spawn_writer(
     exporter: Option<Box<dyn ItemExporter>>,
-) -> (Option<std_mpsc::Sender<Item>>, JoinHandle<std::io::Result<()>>) {
+) -> (
+    Option<std_mpsc::Sender<Item>>,
+    JoinHandle<std::io::Result<()>>,
+) {
     let Some(mut exporter) = exporter else {
         return (None, std::thread::spawn(|| Ok(())));
     };
@@ -176,7 +187,7 @@ fn spawn_writer(
 enum Event {
     Downloaded {
         slot: SlotId,
-        result: Result<Response, (Request, DownloadError)>,
+        result: Box<Result<Response, (Request, DownloadError)>>,
     },
     Parsed {
         depth: u32,
@@ -231,7 +242,11 @@ impl Engine {
         });
         let mut last_logged = (0u64, 0u64);
         let timeout = self.settings.closespider_timeout;
-        let close_timer = tokio::time::sleep(if timeout.is_zero() { Duration::MAX / 4 } else { timeout });
+        let close_timer = tokio::time::sleep(if timeout.is_zero() {
+            Duration::MAX / 4
+        } else {
+            timeout
+        });
         tokio::pin!(close_timer);
 
         loop {
@@ -240,7 +255,10 @@ impl Engine {
             if self.is_done() {
                 break;
             }
-            let wakeup = self.scheduler.next_wakeup().map(tokio::time::Instant::from_std);
+            let wakeup = self
+                .scheduler
+                .next_wakeup()
+                .map(tokio::time::Instant::from_std);
             tokio::select! {
                 Some(event) = events.recv() => {
                     self.handle(event);
@@ -261,7 +279,10 @@ impl Engine {
                 }
             }
         }
-        let reason = self.closing.take().unwrap_or_else(|| "finished".to_string());
+        let reason = self
+            .closing
+            .take()
+            .unwrap_or_else(|| "finished".to_string());
         info!(reason = %reason, "spider closed");
         reason
     }
@@ -300,7 +321,10 @@ impl Engine {
             let tx = self.events_tx.clone();
             tokio::spawn(async move {
                 let result = downloader.fetch(request).await;
-                let _ = tx.send(Event::Downloaded { slot, result });
+                let _ = tx.send(Event::Downloaded {
+                    slot,
+                    result: Box::new(result),
+                });
             });
         }
     }
@@ -310,7 +334,7 @@ impl Engine {
             Event::Downloaded { slot, result } => {
                 self.in_flight -= 1;
                 self.scheduler.finish(slot, Instant::now());
-                match result {
+                match *result {
                     Ok(response) => self.on_response(response),
                     Err((request, error)) => {
                         warn!(url = %request.url, %error, "download failed");
@@ -348,7 +372,8 @@ impl Engine {
                     }
                     Err(error) => {
                         warn!(%error, requests = waiting.len(), "dropping requests");
-                        self.stats.inc_by("downloader/exception_count", waiting.len() as u64);
+                        self.stats
+                            .inc_by("downloader/exception_count", waiting.len() as u64);
                         self.stats.inc_by(
                             "downloader/exception_type_count/DNSLookupError",
                             waiting.len() as u64,
@@ -396,7 +421,11 @@ impl Engine {
             let result = match result {
                 Ok(Ok(output)) => Ok(output),
                 Ok(Err(e)) => Err(format!("{} on {}", e, response.url)),
-                Err(panic) => Err(format!("parse panicked on {}: {}", response.url, panic_message(&panic))),
+                Err(panic) => Err(format!(
+                    "parse panicked on {}: {}",
+                    response.url,
+                    panic_message(&panic)
+                )),
             };
             let _ = tx.send(Event::Parsed {
                 depth,
@@ -473,8 +502,13 @@ impl Engine {
             return;
         }
         self.stats.inc("scheduler/enqueued");
-        self.stats.max("request_depth_max", u64::from(request.depth));
-        let host = request.url.host_str().unwrap_or_default().to_ascii_lowercase();
+        self.stats
+            .max("request_depth_max", u64::from(request.depth));
+        let host = request
+            .url
+            .host_str()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
         if request.slot.is_some() || self.settings.concurrent_requests_per_ip == 0 {
             let key = request.slot.clone().unwrap_or(host);
             self.scheduler.push(&key, request, Instant::now());
@@ -510,7 +544,11 @@ impl Engine {
     }
 
     /// Scrapy's LogStats line; returns the counts it logged.
-    fn log_stats(&self, (pages_before, items_before): (u64, u64), interval: Duration) -> (u64, u64) {
+    fn log_stats(
+        &self,
+        (pages_before, items_before): (u64, u64),
+        interval: Duration,
+    ) -> (u64, u64) {
         let pages = self.stats.get("response_received_count");
         let items = self.stats.get("item_scraped_count");
         let per_min = 60.0 / interval.as_secs_f64();
@@ -526,7 +564,11 @@ impl Engine {
 }
 
 fn redirect_target(response: &Response) -> Option<Url> {
-    let location = response.headers.get(reqwest::header::LOCATION)?.to_str().ok()?;
+    let location = response
+        .headers
+        .get(reqwest::header::LOCATION)?
+        .to_str()
+        .ok()?;
     response.url.join(location.trim()).ok()
 }
 

@@ -39,7 +39,11 @@ impl Format {
 }
 
 /// Opens `path` for the format; `csv_fields` fixes the CSV columns (else the first item's keys).
-pub fn open(path: &Path, format: Format, csv_fields: Option<Vec<String>>) -> io::Result<Box<dyn ItemExporter>> {
+pub fn open(
+    path: &Path,
+    format: Format,
+    csv_fields: Option<Vec<String>>,
+) -> io::Result<Box<dyn ItemExporter>> {
     let file = BufWriter::new(File::create(path)?);
     Ok(match format {
         Format::JsonLines => Box::new(JsonLines { out: file }),
@@ -88,10 +92,12 @@ impl<W: Write + Seek> JsonArray<W> {
 impl<W: Write + Seek + Send> ItemExporter for JsonArray<W> {
     fn export(&mut self, item: &Item) -> io::Result<()> {
         if self.tail_written {
-            self.out.seek(SeekFrom::Current(-(JSON_TAIL.len() as i64)))?;
+            self.out
+                .seek(SeekFrom::Current(-(JSON_TAIL.len() as i64)))?;
             self.tail_written = false;
         }
-        self.out.write_all(if self.count == 0 { b"\n" } else { b",\n" })?;
+        self.out
+            .write_all(if self.count == 0 { b"\n" } else { b",\n" })?;
         serde_json::to_writer(&mut self.out, item)?;
         self.count += 1;
         Ok(())
@@ -167,7 +173,10 @@ mod tests {
 
     #[test]
     fn format_by_extension() {
-        assert_eq!(Format::from_path(Path::new("a.jsonl")), Some(Format::JsonLines));
+        assert_eq!(
+            Format::from_path(Path::new("a.jsonl")),
+            Some(Format::JsonLines)
+        );
         assert_eq!(Format::from_path(Path::new("a.JSON")), Some(Format::Json));
         assert_eq!(Format::from_path(Path::new("a.csv")), Some(Format::Csv));
         assert_eq!(Format::from_path(Path::new("a.txt")), None);
@@ -186,11 +195,17 @@ mod tests {
     #[test]
     fn json_lines_and_csv() {
         let text = export_all(Format::JsonLines, "jsonl", 3, 1);
-        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), 3);
         let csv = export_all(Format::Csv, "csv", 2, 1);
         let mut r = csv::Reader::from_reader(csv.as_bytes());
-        assert_eq!(r.headers().unwrap().iter().collect::<Vec<_>>(), ["url", "status", "title"]);
+        assert_eq!(
+            r.headers().unwrap().iter().collect::<Vec<_>>(),
+            ["url", "status", "title"]
+        );
         let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
         assert_eq!(rows.len(), 2);
         assert_eq!(&rows[1][2], "a, \"b\"");

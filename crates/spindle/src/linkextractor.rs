@@ -84,7 +84,11 @@ impl LinkExtractor {
     pub fn extract(&self, body: &[u8], page_url: &Url, charset: Option<&str>) -> Extracted {
         let state = Rc::new(RefCell::new(State {
             base: Some(page_url.clone()),
-            fields: self.fields.iter().map(|_| FieldCapture::default()).collect(),
+            fields: self
+                .fields
+                .iter()
+                .map(|_| FieldCapture::default())
+                .collect(),
             ..State::default()
         }));
         let link_selector: Selector = "a[href], area[href]".parse().expect("static selector");

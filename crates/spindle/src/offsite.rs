@@ -28,7 +28,10 @@ impl OffsiteFilter {
             return false;
         };
         self.domains.iter().any(|d| {
-            host == d || (host.len() > d.len() && host.ends_with(d.as_str()) && host.as_bytes()[host.len() - d.len() - 1] == b'.')
+            host == d
+                || (host.len() > d.len()
+                    && host.ends_with(d.as_str())
+                    && host.as_bytes()[host.len() - d.len() - 1] == b'.')
         })
     }
 }

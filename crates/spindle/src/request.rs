@@ -85,7 +85,13 @@ mod tests {
     fn only_absolute_http_urls() {
         assert!(Request::get("http://example.com/a").is_ok());
         assert!(Request::get("https://example.com").is_ok());
-        for bad in ["example.com", "ftp://example.com/", "mailto:a@b.c", "http://", "/a/b"] {
+        for bad in [
+            "example.com",
+            "ftp://example.com/",
+            "mailto:a@b.c",
+            "http://",
+            "/a/b",
+        ] {
             let err = Request::get(bad).unwrap_err();
             assert_eq!(err.url, bad);
         }

@@ -27,14 +27,22 @@ impl Response {
 
     /// The `Content-Type` header's media type, lower-cased, without parameters.
     pub fn media_type(&self) -> Option<String> {
-        let value = self.headers.get(reqwest::header::CONTENT_TYPE)?.to_str().ok()?;
+        let value = self
+            .headers
+            .get(reqwest::header::CONTENT_TYPE)?
+            .to_str()
+            .ok()?;
         let media = value.split(';').next()?.trim().to_ascii_lowercase();
         Some(media)
     }
 
     /// The charset the `Content-Type` header names, if any.
     pub fn charset(&self) -> Option<String> {
-        let value = self.headers.get(reqwest::header::CONTENT_TYPE)?.to_str().ok()?;
+        let value = self
+            .headers
+            .get(reqwest::header::CONTENT_TYPE)?
+            .to_str()
+            .ok()?;
         value.split(';').skip(1).find_map(|param| {
             let (k, v) = param.split_once('=')?;
             k.trim()

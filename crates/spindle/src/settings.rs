@@ -340,7 +340,10 @@ mod tests {
     fn bad_values_name_the_setting() {
         let mut s = Settings::default();
         let err = s.set("DOWNLOAD_DELAY", "-1").unwrap_err().to_string();
-        assert!(err.contains("DOWNLOAD_DELAY") && err.contains("-1"), "{err}");
+        assert!(
+            err.contains("DOWNLOAD_DELAY") && err.contains("-1"),
+            "{err}"
+        );
         assert!(s.set("CONCURRENT_REQUESTS_PER_DOMAIN", "0").is_err());
         assert!(s.set("CONCURRENT_REQUESTS", "many").is_err());
         assert!(s.set_assignment("CONCURRENT_REQUESTS").is_err());

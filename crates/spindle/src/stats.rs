@@ -85,7 +85,11 @@ impl CrawlReport {
         finish_reason: &str,
         slots: BTreeMap<String, SlotStats>,
     ) -> Self {
-        let unix = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+        let unix = |t: SystemTime| {
+            t.duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64()
+        };
         CrawlReport {
             counters: stats.counters().clone(),
             start_time: unix(started),

@@ -63,7 +63,10 @@ impl Resolver {
         }
         let mut cache = self.cache.lock().expect("dns cache");
         // Keep the first answer: a host's slot key must not change mid-crawl.
-        Ok(cache.entry(host.to_string()).or_insert(addrs.into()).clone())
+        Ok(cache
+            .entry(host.to_string())
+            .or_insert(addrs.into())
+            .clone())
     }
 }
 
@@ -96,8 +99,14 @@ mod tests {
             "A.test".to_string(),
             "127.0.0.2".parse().unwrap(),
         )]));
-        assert_eq!(&*r.lookup("a.test").await.unwrap(), &["127.0.0.2".parse::<IpAddr>().unwrap()]);
-        assert_eq!(&*r.lookup("127.0.0.9").await.unwrap(), &["127.0.0.9".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            &*r.lookup("a.test").await.unwrap(),
+            &["127.0.0.2".parse::<IpAddr>().unwrap()]
+        );
+        assert_eq!(
+            &*r.lookup("127.0.0.9").await.unwrap(),
+            &["127.0.0.9".parse::<IpAddr>().unwrap()]
+        );
         let local = r.lookup("localhost").await.unwrap();
         assert!(local.iter().all(|ip| ip.is_loopback()));
     }

@@ -114,12 +114,16 @@ impl Downloader {
     }
 }
 
-async fn read_body(response: reqwest::Response, settings: &Settings) -> Result<Bytes, DownloadError> {
+async fn read_body(
+    response: reqwest::Response,
+    settings: &Settings,
+) -> Result<Bytes, DownloadError> {
     let max = settings.download_maxsize;
     if max > 0 && response.content_length().is_some_and(|n| n > max) {
         return Err(DownloadError::TooLarge(max));
     }
-    let mut body = BytesMut::with_capacity(response.content_length().unwrap_or(0).min(1 << 20) as usize);
+    let mut body =
+        BytesMut::with_capacity(response.content_length().unwrap_or(0).min(1 << 20) as usize);
     let mut stream = response.bytes_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| DownloadError::from_reqwest(e, settings))?;

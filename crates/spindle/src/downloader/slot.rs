@@ -135,7 +135,11 @@ mod tests {
         let mut sum = 0.0;
         for _ in 0..n {
             s.start(t0, &mut rng);
-            let gap = s.delayed_until(t0).unwrap().duration_since(t0).as_secs_f64();
+            let gap = s
+                .delayed_until(t0)
+                .unwrap()
+                .duration_since(t0)
+                .as_secs_f64();
             assert!((0.05..=0.15).contains(&gap), "{gap}");
             sum += gap;
         }

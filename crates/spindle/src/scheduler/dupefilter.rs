@@ -26,7 +26,11 @@ pub fn canonicalize_url(url: &Url) -> String {
             // order Scrapy's canonicalize_url gives, and stable for repeated keys.
             args.sort_by(|a, b| split_arg(a).cmp(&split_arg(b)));
             let sorted = args.join("&");
-            canonical.set_query(if sorted.is_empty() { None } else { Some(&sorted) });
+            canonical.set_query(if sorted.is_empty() {
+                None
+            } else {
+                Some(&sorted)
+            });
         }
     }
     canonical.into()
@@ -88,10 +92,19 @@ mod tests {
 
     #[test]
     fn canonical_forms() {
-        assert_eq!(canon("http://Example.COM:80/a#frag"), "http://example.com/a");
+        assert_eq!(
+            canon("http://Example.COM:80/a#frag"),
+            "http://example.com/a"
+        );
         assert_eq!(canon("https://example.com:443/"), "https://example.com/");
-        assert_eq!(canon("http://example.com:8080/"), "http://example.com:8080/");
-        assert_eq!(canon("http://e.com/p?b=2&a=1&a=0"), "http://e.com/p?a=0&a=1&b=2");
+        assert_eq!(
+            canon("http://example.com:8080/"),
+            "http://example.com:8080/"
+        );
+        assert_eq!(
+            canon("http://e.com/p?b=2&a=1&a=0"),
+            "http://e.com/p?a=0&a=1&b=2"
+        );
         assert_eq!(canon("http://e.com/p?"), "http://e.com/p");
         assert_eq!(canon("http://e.com/p?c&&a=1"), "http://e.com/p?a=1&c");
         assert_eq!(canon("http://e.com"), "http://e.com/");

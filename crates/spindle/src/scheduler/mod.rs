@@ -263,11 +263,12 @@ mod tests {
     use std::time::Duration;
 
     fn policies(concurrency: usize, delay_ms: u64) -> SlotPolicies {
-        let mut s = Settings::default();
-        s.concurrent_requests_per_domain = concurrency;
-        s.download_delay = Duration::from_millis(delay_ms);
-        s.randomize_download_delay = false;
-        SlotPolicies::from_settings(&s)
+        SlotPolicies::from_settings(&Settings {
+            concurrent_requests_per_domain: concurrency,
+            download_delay: Duration::from_millis(delay_ms),
+            randomize_download_delay: false,
+            ..Settings::default()
+        })
     }
 
     fn req(url: &str, priority: i32) -> Request {
@@ -321,7 +322,11 @@ mod tests {
         assert_eq!(s.pop(now).unwrap().1.url.path(), "/x");
         assert!(s.pop(now).is_none());
         s.finish(id, now);
-        assert_eq!(s.pop(now).unwrap().1.url.path(), "/low", "FIFO within a priority");
+        assert_eq!(
+            s.pop(now).unwrap().1.url.path(),
+            "/low",
+            "FIFO within a priority"
+        );
     }
 
     #[test]
@@ -344,7 +349,10 @@ mod tests {
     fn slot_overrides_apply_to_new_slots() {
         let mut settings = Settings::default();
         settings
-            .set("DOWNLOAD_SLOTS", r#"{"a": {"concurrency": 1, "delay": 2.0}}"#)
+            .set(
+                "DOWNLOAD_SLOTS",
+                r#"{"a": {"concurrency": 1, "delay": 2.0}}"#,
+            )
             .unwrap();
         let p = SlotPolicies::from_settings(&settings);
         assert_eq!(p.for_key("a").concurrency, 1);
