@@ -1,0 +1,700 @@
+//! The process pool: Python's `multiprocessing.Pool`, minus its hangs.
+//!
+//! Each worker has its own link (socketpair + shared mappings) and its own
+//! supervisor thread in the parent, which takes a job from the shared queue,
+//! sends it, and waits for the reply or for end-of-file. End-of-file means
+//! the worker died: the supervisor reaps it (exit code or signal), fails the
+//! job with [`Error::WorkerLost`] (or requeues it if retries are configured),
+//! starts a replacement, and carries on. There is no shared, lockable inqueue
+//! a dying worker could leave locked (gh-96062), and no task can be lost
+//! silently (bpo-22393).
+
+use crate::error::{Error, RemoteError, Result};
+use crate::result::{
+    collect_map, default_chunksize, AsyncResult, IMapIter, IMapUnorderedIter, Slots,
+};
+use crate::sys::Deadline;
+use crate::wire::{self, K_ACK, K_ERROR, K_INIT, K_RESULT, K_SHUTDOWN, K_TASK};
+use crate::worker::{self, PoolTramp, ProcTramp, Worker};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::os::fd::RawFd;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+type InitEncoder = Arc<dyn Fn() -> Result<(Vec<u8>, Vec<RawFd>)> + Send + Sync>;
+
+struct Init {
+    tramp: i64,
+    func: i64,
+    encode: InitEncoder,
+}
+
+pub(crate) trait Sink: Send + Sync {
+    fn ok(&self, chunk: usize, body: &[u8]);
+    fn err(&self, chunk: usize, e: Error);
+}
+
+struct ChunkSink<R> {
+    slots: Arc<Slots<R>>,
+    chunks: Vec<(usize, usize)>,
+}
+
+impl<R: DeserializeOwned + Send> Sink for ChunkSink<R> {
+    fn ok(&self, chunk: usize, body: &[u8]) {
+        let Some(&(start, len)) = self.chunks.get(chunk) else {
+            return;
+        };
+        match wire::decode::<Vec<std::result::Result<R, RemoteError>>>(body) {
+            Ok(v) if v.len() == len => {
+                for (k, r) in v.into_iter().enumerate() {
+                    self.slots.set(start + k, r.map_err(Error::Remote));
+                }
+            }
+            Ok(v) => self.err(
+                chunk,
+                Error::Protocol(format!("expected {len} results, got {}", v.len())),
+            ),
+            Err(e) => self.err(chunk, e),
+        }
+    }
+    fn err(&self, chunk: usize, e: Error) {
+        let Some(&(start, len)) = self.chunks.get(chunk) else {
+            return;
+        };
+        for k in 0..len {
+            self.slots.set(start + k, Err(e.clone()));
+        }
+    }
+}
+
+struct Job {
+    tramp: i64,
+    func: i64,
+    payload: Vec<u8>,
+    sink: Arc<dyn Sink>,
+    chunk: usize,
+    attempts: u32,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Run {
+    Running,
+    Closed,
+    Terminated,
+}
+
+struct St {
+    run: Run,
+    queue: VecDeque<Job>,
+    pids: Vec<Option<u32>>,
+    live: usize,
+}
+
+struct Shared {
+    st: Mutex<St>,
+    cv: Condvar,
+    maxtasks: Option<usize>,
+    retries: u32,
+    init: Option<Init>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, St> {
+        self.st.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Configures a [`Pool`].
+#[derive(Default)]
+pub struct PoolBuilder {
+    processes: Option<usize>,
+    maxtasks: Option<usize>,
+    retries: u32,
+    init: Option<Init>,
+}
+
+impl PoolBuilder {
+    /// Number of worker processes (default: [`crate::cpu_count`]).
+    pub fn processes(mut self, n: usize) -> Self {
+        self.processes = Some(n);
+        self
+    }
+
+    /// Replace a worker after it has run this many tasks (chunks).
+    pub fn maxtasksperchild(mut self, n: usize) -> Self {
+        self.maxtasks = Some(n);
+        self
+    }
+
+    /// Re-run a task whose worker died up to `n` more times before failing
+    /// it with [`Error::WorkerLost`]. Only use for idempotent tasks.
+    pub fn retries(mut self, n: u32) -> Self {
+        self.retries = n;
+        self
+    }
+
+    /// Run `f(args)` in each worker when it starts. `args` may contain
+    /// handles (Queue, Lock, ...), which the workers inherit.
+    pub fn initializer<A>(mut self, f: fn(A), args: A) -> Self
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let args = Mutex::new(args);
+        self.init = Some(Init {
+            tramp: worker::fn_offset(worker::proc_tramp::<A> as ProcTramp as usize),
+            func: worker::fn_offset(f as usize),
+            encode: Arc::new(move || {
+                let a = args.lock().unwrap_or_else(|p| p.into_inner());
+                wire::encode_sharing(&*a)
+            }),
+        });
+        self
+    }
+
+    /// Start the pool.
+    pub fn build(self) -> Result<Pool> {
+        let n = self.processes.unwrap_or_else(crate::cpu_count);
+        if n < 1 {
+            return Err(Error::InvalidArgument(
+                "Number of processes must be at least 1".into(),
+            ));
+        }
+        if self.maxtasks == Some(0) {
+            return Err(Error::InvalidArgument(
+                "maxtasksperchild must be a positive integer".into(),
+            ));
+        }
+        let shared = Arc::new(Shared {
+            st: Mutex::new(St {
+                run: Run::Running,
+                queue: VecDeque::new(),
+                pids: vec![None; n],
+                live: n,
+            }),
+            cv: Condvar::new(),
+            maxtasks: self.maxtasks,
+            retries: self.retries,
+            init: self.init,
+        });
+        let mut handlers = Vec::with_capacity(n);
+        for i in 0..n {
+            let s = Arc::clone(&shared);
+            let h = std::thread::Builder::new()
+                .name(format!("spindle-pool-{i}"))
+                .spawn(move || supervise(s, i));
+            match h {
+                Ok(h) => handlers.push(h),
+                Err(e) => {
+                    shared.lock().live -= n - i;
+                    let pool = Pool {
+                        shared,
+                        handlers: Mutex::new(handlers),
+                        size: n,
+                    };
+                    pool.terminate();
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(Pool {
+            shared,
+            handlers: Mutex::new(handlers),
+            size: n,
+        })
+    }
+}
+
+/// A pool of worker processes (Python's `multiprocessing.Pool`).
+///
+/// Task functions are `fn` items or non-capturing closures (`fn(A) -> R`);
+/// arguments and results are serialized with serde + postcard. Dropping the
+/// pool terminates it (like leaving `with Pool() as p:`).
+pub struct Pool {
+    shared: Arc<Shared>,
+    handlers: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    size: usize,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("processes", &self.size)
+            .finish()
+    }
+}
+
+impl Pool {
+    /// A pool with one worker per CPU.
+    pub fn new() -> Result<Pool> {
+        PoolBuilder::default().build()
+    }
+
+    /// A pool with `n` workers (`n < 1` is an error).
+    pub fn with_processes(n: usize) -> Result<Pool> {
+        PoolBuilder::default().processes(n).build()
+    }
+
+    /// A builder for the other options.
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder::default()
+    }
+
+    /// Number of workers.
+    pub fn processes(&self) -> usize {
+        self.size
+    }
+
+    /// Pids of the currently running workers.
+    pub fn pids(&self) -> Vec<u32> {
+        self.shared.lock().pids.iter().flatten().copied().collect()
+    }
+
+    fn submit(&self, jobs: Vec<Job>) -> Result<()> {
+        let mut st = self.shared.lock();
+        if st.run != Run::Running {
+            return Err(Error::PoolNotRunning);
+        }
+        st.queue.extend(jobs);
+        drop(st);
+        self.shared.cv.notify_all();
+        Ok(())
+    }
+
+    fn submit_chunks<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: Vec<A>,
+        chunksize: usize,
+    ) -> Result<Arc<Slots<R>>>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let n = items.len();
+        let slots = Slots::new(n);
+        let mut chunks = Vec::new();
+        let mut payloads = Vec::new();
+        let mut start = 0;
+        for c in items.chunks(chunksize.max(1)) {
+            payloads.push(wire::encode(c)?);
+            chunks.push((start, c.len()));
+            start += c.len();
+        }
+        let sink: Arc<dyn Sink> = Arc::new(ChunkSink {
+            slots: Arc::clone(&slots),
+            chunks,
+        });
+        let tramp = worker::fn_offset(worker::pool_tramp::<A, R> as PoolTramp as usize);
+        let func = worker::fn_offset(f as usize);
+        let jobs = payloads
+            .into_iter()
+            .enumerate()
+            .map(|(chunk, payload)| Job {
+                tramp,
+                func,
+                payload,
+                sink: Arc::clone(&sink),
+                chunk,
+                attempts: 0,
+            })
+            .collect();
+        self.submit(jobs)?;
+        Ok(slots)
+    }
+
+    /// Run `f(args)` in a worker; returns a handle to its result.
+    pub fn apply_async<A, R>(&self, f: fn(A) -> R, args: A) -> Result<AsyncResult<R>>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        Ok(AsyncResult {
+            slots: self.submit_chunks(f, vec![args], 1)?,
+        })
+    }
+
+    /// Like [`apply_async`](Pool::apply_async) with a callback called (in a
+    /// pool thread) with the result when it arrives (`callback` and
+    /// `error_callback` in one).
+    pub fn apply_async_with_callback<A, R>(
+        &self,
+        f: fn(A) -> R,
+        args: A,
+        callback: impl FnOnce(&Result<R>) + Send + 'static,
+    ) -> Result<AsyncResult<R>>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let n = 1;
+        let slots = Slots::new(n);
+        slots.set_callback(Box::new(callback));
+        let payload = wire::encode(&[args][..])?;
+        let sink: Arc<dyn Sink> = Arc::new(ChunkSink {
+            slots: Arc::clone(&slots),
+            chunks: vec![(0, 1)],
+        });
+        let job = Job {
+            tramp: worker::fn_offset(worker::pool_tramp::<A, R> as PoolTramp as usize),
+            func: worker::fn_offset(f as usize),
+            payload,
+            sink,
+            chunk: 0,
+            attempts: 0,
+        };
+        self.submit(vec![job])?;
+        Ok(AsyncResult { slots })
+    }
+
+    /// Run `f(args)` and wait for the result.
+    pub fn apply<A, R>(&self, f: fn(A) -> R, args: A) -> Result<R>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.apply_async(f, args)?.get()
+    }
+
+    /// Ordered map. `chunksize` `None` uses Python's default
+    /// (`ceil(len / (4 * processes))`). All items run even if some fail; the
+    /// first error in input order is returned (`test_map_no_failfast`).
+    pub fn map<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+        chunksize: Option<usize>,
+    ) -> Result<Vec<R>>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.map_deadline(f, items, chunksize, Deadline::never())
+    }
+
+    /// [`map`](Pool::map) bounded by `timeout` ([`Error::Timeout`]).
+    pub fn map_timeout<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+        chunksize: Option<usize>,
+        timeout: Duration,
+    ) -> Result<Vec<R>>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.map_deadline(f, items, chunksize, Deadline::after(Some(timeout)))
+    }
+
+    fn map_deadline<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+        chunksize: Option<usize>,
+        d: Deadline,
+    ) -> Result<Vec<R>>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let items: Vec<A> = items.into_iter().collect();
+        let cs = match chunksize {
+            Some(0) => {
+                return Err(Error::InvalidArgument(
+                    "chunksize must be at least 1".into(),
+                ))
+            }
+            Some(c) => c,
+            None => default_chunksize(items.len(), self.size),
+        };
+        let slots = self.submit_chunks(f, items, cs)?;
+        if !slots.wait_all(d) {
+            return Err(Error::Timeout);
+        }
+        collect_map(slots.take_all())
+    }
+
+    /// Ordered lazy results (chunksize ≥ 1; Python's default is 1).
+    pub fn imap<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+        chunksize: usize,
+    ) -> Result<IMapIter<R>>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        if chunksize < 1 {
+            return Err(Error::InvalidArgument("Chunksize must be 1+".into()));
+        }
+        let items: Vec<A> = items.into_iter().collect();
+        let len = items.len();
+        let slots = self.submit_chunks(f, items, chunksize)?;
+        Ok(IMapIter {
+            slots,
+            pos: 0,
+            len,
+            _keep: None,
+        })
+    }
+
+    /// Results in completion order.
+    pub fn imap_unordered<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+        chunksize: usize,
+    ) -> Result<IMapUnorderedIter<R>>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        if chunksize < 1 {
+            return Err(Error::InvalidArgument("Chunksize must be 1+".into()));
+        }
+        let items: Vec<A> = items.into_iter().collect();
+        let len = items.len();
+        let slots = self.submit_chunks(f, items, chunksize)?;
+        Ok(IMapUnorderedIter {
+            slots,
+            taken: 0,
+            len,
+            _keep: None,
+        })
+    }
+
+    /// Stop accepting tasks; workers exit once the queue is drained.
+    pub fn close(&self) {
+        let mut st = self.shared.lock();
+        if st.run == Run::Running {
+            st.run = Run::Closed;
+        }
+        drop(st);
+        self.shared.cv.notify_all();
+    }
+
+    /// Stop now: pending tasks fail with [`Error::Terminated`], workers are killed.
+    pub fn terminate(&self) {
+        let mut st = self.shared.lock();
+        st.run = Run::Terminated;
+        let pending: Vec<Job> = st.queue.drain(..).collect();
+        for pid in st.pids.iter().flatten() {
+            // Not yet reaped (the supervisor clears the slot before reaping).
+            let _ = crate::sys::kill(*pid, libc::SIGKILL);
+        }
+        drop(st);
+        self.shared.cv.notify_all();
+        for j in pending {
+            j.sink.err(j.chunk, Error::Terminated);
+        }
+    }
+
+    /// Wait for the workers to exit; [`Error::PoolRunning`] before
+    /// `close`/`terminate`.
+    pub fn join(&self) -> Result<()> {
+        self.join_deadline(Deadline::never())
+    }
+
+    /// [`join`](Pool::join) bounded by `timeout` ([`Error::Timeout`]).
+    pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
+        self.join_deadline(Deadline::after(Some(timeout)))
+    }
+
+    fn join_deadline(&self, d: Deadline) -> Result<()> {
+        let mut st = self.shared.lock();
+        if st.run == Run::Running {
+            return Err(Error::PoolRunning);
+        }
+        while st.live > 0 {
+            st = match d.remaining() {
+                None => self.shared.cv.wait(st).unwrap_or_else(|p| p.into_inner()),
+                Some(r) if r.is_zero() => return Err(Error::Timeout),
+                Some(r) => {
+                    self.shared
+                        .cv
+                        .wait_timeout(st, r)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+        }
+        drop(st);
+        let hs: Vec<_> = self
+            .handlers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+            .collect();
+        for h in hs {
+            let _ = h.join();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.terminate();
+        let _ = self.join_timeout(Duration::from_secs(10));
+    }
+}
+
+fn start_worker(shared: &Shared) -> Result<Worker> {
+    let (init_body, fds) = match &shared.init {
+        Some(i) => {
+            let (b, f) = (i.encode)()?;
+            (Some(b), f)
+        }
+        None => (None, Vec::new()),
+    };
+    let mut w = worker::spawn_worker("pool", &fds)?;
+    if let (Some(init), Some(body)) = (&shared.init, init_body) {
+        w.link.send_raw(K_INIT, init.tramp, init.func, &body)?;
+        match w.link.recv(Deadline::never()) {
+            Ok(h) if h.kind == K_ACK => {}
+            _ => {
+                let exit = w.reap(Duration::from_secs(1));
+                return Err(Error::Protocol(format!(
+                    "pool initializer failed in worker {}: {exit}",
+                    w.pid
+                )));
+            }
+        }
+    }
+    Ok(w)
+}
+
+fn supervise(shared: Arc<Shared>, idx: usize) {
+    let mut worker: Option<Worker> = None;
+    let mut tasks_done = 0usize;
+    let mut spawn_failures = 0u32;
+    loop {
+        // Keep a worker ready while the pool runs (Python starts them eagerly).
+        if worker.is_none() && shared.lock().run == Run::Running {
+            if spawn_failures > 0 {
+                std::thread::sleep(Duration::from_millis(
+                    50 * u64::from(spawn_failures.min(20)),
+                ));
+            }
+            match start_worker(&shared) {
+                Ok(w) => {
+                    let mut st = shared.lock();
+                    if st.run == Run::Terminated {
+                        drop(st);
+                        let mut w = w;
+                        let _ = w.child.kill();
+                        w.reap(Duration::from_secs(1));
+                        break;
+                    }
+                    st.pids[idx] = Some(w.pid);
+                    worker = Some(w);
+                    tasks_done = 0;
+                    spawn_failures = 0;
+                }
+                Err(e) => {
+                    spawn_failures += 1;
+                    // Fail one queued job so callers see the cause instead of waiting.
+                    let job = shared.lock().queue.pop_front();
+                    if let Some(j) = job {
+                        j.sink.err(j.chunk, e);
+                    }
+                    continue;
+                }
+            }
+        }
+        let job = {
+            let mut st = shared.lock();
+            loop {
+                if st.run == Run::Terminated {
+                    break None;
+                }
+                if let Some(j) = st.queue.pop_front() {
+                    break Some(j);
+                }
+                if st.run == Run::Closed {
+                    break None;
+                }
+                st = shared.cv.wait(st).unwrap_or_else(|p| p.into_inner());
+            }
+        };
+        let Some(mut job) = job else { break };
+        if worker.is_none() {
+            match start_worker(&shared) {
+                Ok(w) => {
+                    shared.lock().pids[idx] = Some(w.pid);
+                    worker = Some(w);
+                    tasks_done = 0;
+                }
+                Err(e) => {
+                    job.sink.err(job.chunk, e);
+                    continue;
+                }
+            }
+        }
+        let Some(w) = worker.as_mut() else { continue };
+        let res = w
+            .link
+            .send_raw(K_TASK, job.tramp, job.func, &job.payload)
+            .and_then(|_| w.link.recv(Deadline::never()));
+        match res {
+            Ok(h) if h.kind == K_RESULT || h.kind == K_ERROR => {
+                if h.kind == K_RESULT {
+                    job.sink.ok(job.chunk, w.link.rx.body());
+                } else {
+                    let e = match wire::decode::<RemoteError>(w.link.rx.body()) {
+                        Ok(r) => Error::Remote(r),
+                        Err(e) => e,
+                    };
+                    job.sink.err(job.chunk, e);
+                }
+                tasks_done += 1;
+                if shared.maxtasks.is_some_and(|m| tasks_done >= m) {
+                    if let Some(w) = worker.take() {
+                        retire(&shared, idx, w);
+                    }
+                }
+            }
+            other => {
+                // The worker died (end-of-file) or spoke nonsense: reap it.
+                let Some(mut w) = worker.take() else { continue };
+                shared.lock().pids[idx] = None;
+                if !matches!(other, Err(Error::Eof) | Err(Error::Io(_))) {
+                    let _ = w.child.kill();
+                }
+                let exit = w.reap(Duration::from_secs(2));
+                let pid = w.pid;
+                drop(w);
+                let mut st = shared.lock();
+                if st.run == Run::Terminated {
+                    drop(st);
+                    job.sink.err(job.chunk, Error::Terminated);
+                } else if job.attempts < shared.retries {
+                    job.attempts += 1;
+                    st.queue.push_front(job);
+                    drop(st);
+                    shared.cv.notify_all();
+                } else {
+                    drop(st);
+                    job.sink.err(job.chunk, Error::WorkerLost { pid, exit });
+                }
+            }
+        }
+    }
+    if let Some(w) = worker.take() {
+        retire(&shared, idx, w);
+    }
+    let mut st = shared.lock();
+    st.live -= 1;
+    drop(st);
+    shared.cv.notify_all();
+}
+
+/// Ask a worker to exit, bounded; SIGKILL if it does not.
+fn retire(shared: &Shared, idx: usize, mut w: Worker) {
+    shared.lock().pids[idx] = None;
+    let _ = w.link.send_raw(K_SHUTDOWN, 0, 0, &[]);
+    w.reap(Duration::from_secs(2));
+}

@@ -1,0 +1,259 @@
+//! Result handles shared by [`crate::Pool`] and [`crate::ThreadPool`].
+
+use crate::error::{Error, Result};
+use crate::sys::Deadline;
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+type Callback<R> = Box<dyn FnOnce(&Result<R>) + Send>;
+
+/// Result slots for a batch of `n` items, filled as workers finish.
+pub(crate) struct Slots<R> {
+    inner: Mutex<Inner<R>>,
+    cv: Condvar,
+}
+
+struct Inner<R> {
+    items: Vec<Option<Result<R>>>,
+    filled: Vec<bool>,
+    ok: Vec<bool>,
+    done: usize,
+    order: VecDeque<usize>,
+    callback: Option<Callback<R>>,
+}
+
+impl<R> Slots<R> {
+    pub(crate) fn new(n: usize) -> Arc<Self> {
+        Arc::new(Slots {
+            inner: Mutex::new(Inner {
+                items: (0..n).map(|_| None).collect(),
+                filled: vec![false; n],
+                ok: vec![false; n],
+                done: 0,
+                order: VecDeque::new(),
+                callback: None,
+            }),
+            cv: Condvar::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner<R>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn set_callback(&self, cb: Callback<R>) {
+        let mut g = self.lock();
+        if g.done == g.items.len() && !g.items.is_empty() {
+            if let Some(r) = g.items[0].as_ref() {
+                cb(r);
+            }
+        } else {
+            g.callback = Some(cb);
+        }
+    }
+
+    /// Fill item `i` (first write wins).
+    pub(crate) fn set(&self, i: usize, r: Result<R>) {
+        let mut g = self.lock();
+        if i >= g.items.len() || g.filled[i] {
+            return;
+        }
+        if let Some(cb) = g.callback.take() {
+            cb(&r);
+        }
+        g.ok[i] = r.is_ok();
+        g.items[i] = Some(r);
+        g.filled[i] = true;
+        g.done += 1;
+        g.order.push_back(i);
+        drop(g);
+        self.cv.notify_all();
+    }
+
+    /// Wait until `pred` holds; false on timeout.
+    fn wait_until(
+        &self,
+        deadline: Deadline,
+        pred: impl Fn(&Inner<R>) -> bool,
+    ) -> (bool, MutexGuard<'_, Inner<R>>) {
+        let mut g = self.lock();
+        loop {
+            if pred(&g) {
+                return (true, g);
+            }
+            match deadline.remaining() {
+                None => g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner()),
+                Some(d) if d.is_zero() => return (false, g),
+                Some(d) => {
+                    g = self
+                        .cv
+                        .wait_timeout(g, d)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            }
+        }
+    }
+
+    pub(crate) fn wait_all(&self, deadline: Deadline) -> bool {
+        self.wait_until(deadline, |g| g.done == g.items.len()).0
+    }
+
+    /// Take every result in order (call after `wait_all`).
+    pub(crate) fn take_all(&self) -> Vec<Result<R>> {
+        let mut g = self.lock();
+        g.items
+            .iter_mut()
+            .map(|s| s.take().unwrap_or(Err(Error::AlreadyTaken)))
+            .collect()
+    }
+}
+
+/// Handle to one submitted task (Python's `AsyncResult`).
+pub struct AsyncResult<R> {
+    pub(crate) slots: Arc<Slots<R>>,
+}
+
+impl<R> std::fmt::Debug for AsyncResult<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncResult")
+            .field("ready", &self.ready())
+            .finish()
+    }
+}
+
+impl<R> AsyncResult<R> {
+    /// Whether the task has finished (successfully or not).
+    pub fn ready(&self) -> bool {
+        self.slots.lock().done == 1
+    }
+
+    /// Whether it finished without error; [`Error::NotReady`] before it finishes.
+    pub fn successful(&self) -> Result<bool> {
+        let g = self.slots.lock();
+        if g.done == 0 {
+            return Err(Error::NotReady);
+        }
+        Ok(g.ok[0])
+    }
+
+    /// Block until the task finishes.
+    pub fn wait(&self) {
+        self.slots.wait_all(Deadline::never());
+    }
+
+    /// Block at most `timeout`; true if the task finished.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.slots.wait_all(Deadline::after(Some(timeout)))
+    }
+
+    /// Wait for and take the result.
+    pub fn get(self) -> Result<R> {
+        self.take(Deadline::never())
+    }
+
+    /// Wait at most `timeout` for the result; [`Error::Timeout`] leaves it
+    /// in place for a later call. After a successful take further calls
+    /// return [`Error::AlreadyTaken`].
+    pub fn get_timeout(&self, timeout: Duration) -> Result<R> {
+        self.take(Deadline::after(Some(timeout)))
+    }
+
+    fn take(&self, deadline: Deadline) -> Result<R> {
+        let (ok, mut g) = self.slots.wait_until(deadline, |g| g.done == 1);
+        if !ok {
+            return Err(Error::Timeout);
+        }
+        g.items[0].take().unwrap_or(Err(Error::AlreadyTaken))
+    }
+}
+
+/// Ordered iterator over `imap` results. `next` blocks;
+/// [`next_timeout`](IMapIter::next_timeout) is bounded.
+pub struct IMapIter<R> {
+    pub(crate) slots: Arc<Slots<R>>,
+    pub(crate) pos: usize,
+    pub(crate) len: usize,
+    pub(crate) _keep: Option<Box<dyn std::any::Any + Send>>,
+}
+
+impl<R> IMapIter<R> {
+    /// The next result in order, waiting at most `timeout`. On timeout
+    /// returns `Some(Err(Error::Timeout))` and does not consume the item
+    /// (Python's `next(timeout)` raising `TimeoutError`). A failed item
+    /// yields its error at its position; iteration then continues.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R>> {
+        self.next_deadline(Deadline::after(Some(timeout)))
+    }
+
+    fn next_deadline(&mut self, deadline: Deadline) -> Option<Result<R>> {
+        if self.pos >= self.len {
+            return None;
+        }
+        let i = self.pos;
+        let (ok, mut g) = self.slots.wait_until(deadline, |g| g.filled[i]);
+        if !ok {
+            return Some(Err(Error::Timeout));
+        }
+        self.pos += 1;
+        Some(g.items[i].take().unwrap_or(Err(Error::AlreadyTaken)))
+    }
+}
+
+impl<R> Iterator for IMapIter<R> {
+    type Item = Result<R>;
+    fn next(&mut self) -> Option<Result<R>> {
+        self.next_deadline(Deadline::never())
+    }
+}
+
+/// Iterator over `imap_unordered` results in completion order.
+pub struct IMapUnorderedIter<R> {
+    pub(crate) slots: Arc<Slots<R>>,
+    pub(crate) taken: usize,
+    pub(crate) len: usize,
+    pub(crate) _keep: Option<Box<dyn std::any::Any + Send>>,
+}
+
+impl<R> IMapUnorderedIter<R> {
+    /// The next finished result, waiting at most `timeout`
+    /// (`Some(Err(Error::Timeout))` on timeout, nothing consumed).
+    pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R>> {
+        self.next_deadline(Deadline::after(Some(timeout)))
+    }
+
+    fn next_deadline(&mut self, deadline: Deadline) -> Option<Result<R>> {
+        if self.taken >= self.len {
+            return None;
+        }
+        let (ok, mut g) = self.slots.wait_until(deadline, |g| !g.order.is_empty());
+        if !ok {
+            return Some(Err(Error::Timeout));
+        }
+        let i = g.order.pop_front()?;
+        self.taken += 1;
+        Some(g.items[i].take().unwrap_or(Err(Error::AlreadyTaken)))
+    }
+}
+
+impl<R> Iterator for IMapUnorderedIter<R> {
+    type Item = Result<R>;
+    fn next(&mut self) -> Option<Result<R>> {
+        self.next_deadline(Deadline::never())
+    }
+}
+
+/// Python's default chunk size: `ceil(len / (4 * workers))`.
+pub(crate) fn default_chunksize(len: usize, workers: usize) -> usize {
+    if len == 0 {
+        1
+    } else {
+        len.div_ceil(4 * workers.max(1)).max(1)
+    }
+}
+
+/// First error (in input order) or all values.
+pub(crate) fn collect_map<R>(v: Vec<Result<R>>) -> Result<Vec<R>> {
+    v.into_iter().collect()
+}

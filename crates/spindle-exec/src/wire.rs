@@ -1,0 +1,320 @@
+//! Serialization (serde + postcard) and the framed parent↔worker link.
+//!
+//! A link is one `SOCK_STREAM` socketpair plus two memfd-backed shared
+//! mappings (one per direction). Frames carry a 40-byte header; a body up to
+//! [`SHM_THRESHOLD`] bytes follows inline on the socket, a larger body is
+//! serialized straight into the sender's mapping and only the header travels
+//! through the socket. At most one message per direction is outstanding
+//! (strict request/response), so a mapping is never overwritten while the
+//! peer still reads it.
+
+use crate::error::{Error, Result};
+use crate::sys::{self, Deadline, Mapping};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::cell::RefCell;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+/// Bodies larger than this travel through shared memory.
+pub const SHM_THRESHOLD: usize = 64 * 1024;
+
+pub(crate) fn encode<T: Serialize + ?Sized>(v: &T) -> Result<Vec<u8>> {
+    postcard::to_allocvec(v).map_err(|e| Error::Encode(e.to_string()))
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T> {
+    postcard::from_bytes(b).map_err(|e| Error::Decode(e.to_string()))
+}
+
+// ---------------------------------------------------------------------------
+// Handing OS handles (Queue, Connection, SharedMemory, Lock) to children.
+//
+// Like Python, handles are shared by inheritance: they may appear in the
+// arguments of `Process` or of a pool initializer. Serializing them records
+// the fd to keep open across exec; deserializing in the child adopts it.
+
+thread_local! {
+    static SHARE: RefCell<Option<Vec<RawFd>>> = const { RefCell::new(None) };
+    static ADOPT: RefCell<Option<Vec<RawFd>>> = const { RefCell::new(None) };
+}
+
+/// Serialize `v`, collecting the fds of handles inside it.
+pub(crate) fn encode_sharing<T: Serialize + ?Sized>(v: &T) -> Result<(Vec<u8>, Vec<RawFd>)> {
+    SHARE.with(|s| *s.borrow_mut() = Some(Vec::new()));
+    let r = encode(v);
+    let fds = SHARE.with(|s| s.borrow_mut().take()).unwrap_or_default();
+    r.map(|b| (b, fds))
+}
+
+/// Deserialize `b` in a child, adopting inherited handle fds; the inherited
+/// originals are closed afterwards (each handle keeps its own duplicate).
+pub(crate) fn decode_adopting<T: DeserializeOwned>(b: &[u8]) -> Result<T> {
+    ADOPT.with(|s| *s.borrow_mut() = Some(Vec::new()));
+    let r = decode(b);
+    let fds = ADOPT.with(|s| s.borrow_mut().take()).unwrap_or_default();
+    let mut fds = fds;
+    fds.sort_unstable();
+    fds.dedup();
+    for fd in fds {
+        // SAFETY: these fds were inherited for this purpose and are owned by nobody else.
+        unsafe { libc::close(fd) };
+    }
+    r
+}
+
+/// Called by a handle's `Serialize`: register `fd` for inheritance.
+pub(crate) fn share_fd(fd: RawFd) -> std::result::Result<i32, String> {
+    SHARE.with(|s| match s.borrow_mut().as_mut() {
+        Some(v) => {
+            v.push(fd);
+            Ok(fd)
+        }
+        None => Err(
+            "spindle-exec handles (Queue, Connection, SharedMemory, Lock) can only be shared \
+                     through inheritance: pass them in Process arguments or a pool initializer"
+                .to_string(),
+        ),
+    })
+}
+
+/// Called by a handle's `Deserialize`: adopt inherited fd `n`.
+/// `reopen` gives the handle its own open file description (needed for flock).
+pub(crate) fn adopt_fd(n: i32, reopen: bool) -> std::result::Result<OwnedFd, String> {
+    ADOPT.with(|s| match s.borrow_mut().as_mut() {
+        Some(v) => {
+            let fd = if reopen {
+                sys::reopen(n)
+            } else {
+                sys::dup_cloexec(n)
+            }
+            .map_err(|e| format!("adopting inherited fd {n}: {e}"))?;
+            v.push(n);
+            Ok(fd)
+        }
+        None => Err(
+            "handle deserialized outside of process start-up (handles travel only by inheritance)"
+                .to_string(),
+        ),
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Frames.
+
+pub(crate) const K_TASK: u32 = 1;
+pub(crate) const K_RESULT: u32 = 2;
+pub(crate) const K_ERROR: u32 = 3;
+pub(crate) const K_SHUTDOWN: u32 = 4;
+pub(crate) const K_INIT: u32 = 5;
+pub(crate) const K_ACK: u32 = 6;
+
+const F_SHM: u32 = 1;
+const HDR: usize = 40;
+const MAGIC: u32 = 0x5350_4e44; // "SPND"
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Header {
+    pub kind: u32,
+    flags: u32,
+    len: u64,
+    pub a: i64,
+    pub b: i64,
+}
+
+impl Header {
+    fn to_bytes(self) -> [u8; HDR] {
+        let mut h = [0u8; HDR];
+        h[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+        h[4..8].copy_from_slice(&self.kind.to_le_bytes());
+        h[8..12].copy_from_slice(&self.flags.to_le_bytes());
+        h[16..24].copy_from_slice(&self.len.to_le_bytes());
+        h[24..32].copy_from_slice(&self.a.to_le_bytes());
+        h[32..40].copy_from_slice(&self.b.to_le_bytes());
+        h
+    }
+    fn from_bytes(h: &[u8; HDR]) -> io::Result<Self> {
+        let u32_at = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+        let u64_at = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&h[i..i + 8]);
+            u64::from_le_bytes(b)
+        };
+        if u32_at(0) != MAGIC {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "bad frame magic",
+            ));
+        }
+        Ok(Header {
+            kind: u32_at(4),
+            flags: u32_at(8),
+            len: u64_at(16),
+            a: u64_at(24) as i64,
+            b: u64_at(32) as i64,
+        })
+    }
+}
+
+/// The sending half: socket fd plus this side's outgoing mapping.
+pub(crate) struct Tx {
+    pub(crate) map: Mapping,
+}
+
+/// The receiving half: this side's view of the peer's mapping.
+pub(crate) struct Rx {
+    pub(crate) map: Mapping,
+    inbuf: Vec<u8>,
+    last: Option<(bool, usize)>,
+}
+
+/// A parent↔worker link.
+pub(crate) struct Link {
+    pub(crate) sock: OwnedFd,
+    pub(crate) tx: Tx,
+    pub(crate) rx: Rx,
+}
+
+impl Link {
+    pub(crate) fn new(sock: OwnedFd, tx: OwnedFd, rx: OwnedFd) -> io::Result<Self> {
+        Ok(Link {
+            sock,
+            tx: Tx {
+                map: Mapping::new(tx)?,
+            },
+            rx: Rx {
+                map: Mapping::new(rx)?,
+                inbuf: Vec::new(),
+                last: None,
+            },
+        })
+    }
+
+    pub(crate) fn send_raw(&mut self, kind: u32, a: i64, b: i64, body: &[u8]) -> Result<()> {
+        self.tx.send_raw(self.sock.as_raw_fd(), kind, a, b, body)
+    }
+
+    /// Receive one frame; the body is available via [`Rx::body`] until the next receive.
+    pub(crate) fn recv(&mut self, deadline: Deadline) -> Result<Header> {
+        self.rx.recv(self.sock.as_raw_fd(), deadline)
+    }
+}
+
+impl Tx {
+    pub(crate) fn send_raw(
+        &mut self,
+        fd: RawFd,
+        kind: u32,
+        a: i64,
+        b: i64,
+        body: &[u8],
+    ) -> Result<()> {
+        if body.len() > SHM_THRESHOLD {
+            self.map.ensure(body.len())?;
+            // SAFETY: the mapping is at least body.len() bytes and the peer
+            // does not read it until it receives the header sent below.
+            unsafe { std::ptr::copy_nonoverlapping(body.as_ptr(), self.map.as_ptr(), body.len()) };
+            let h = Header {
+                kind,
+                flags: F_SHM,
+                len: body.len() as u64,
+                a,
+                b,
+            };
+            sys::send_all(fd, &h.to_bytes())?;
+        } else {
+            let h = Header {
+                kind,
+                flags: 0,
+                len: body.len() as u64,
+                a,
+                b,
+            };
+            let mut buf = Vec::with_capacity(HDR + body.len());
+            buf.extend_from_slice(&h.to_bytes());
+            buf.extend_from_slice(body);
+            sys::send_all(fd, &buf)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn send_value<T: Serialize + ?Sized>(
+        &mut self,
+        fd: RawFd,
+        kind: u32,
+        a: i64,
+        b: i64,
+        v: &T,
+    ) -> Result<()> {
+        // Fast path: serialize straight into the shared mapping (one copy).
+        if self.map.len() > SHM_THRESHOLD {
+            // SAFETY: see send_raw; nobody else writes this mapping.
+            let dst = unsafe { std::slice::from_raw_parts_mut(self.map.as_ptr(), self.map.len()) };
+            if let Ok(used) = postcard::to_slice(v, dst) {
+                let n = used.len();
+                if n > SHM_THRESHOLD {
+                    let h = Header {
+                        kind,
+                        flags: F_SHM,
+                        len: n as u64,
+                        a,
+                        b,
+                    };
+                    sys::send_all(fd, &h.to_bytes())?;
+                    return Ok(());
+                }
+                let body = dst[..n].to_vec();
+                return self.send_raw(fd, kind, a, b, &body);
+            }
+        }
+        let body = encode(v)?;
+        self.send_raw(fd, kind, a, b, &body)
+    }
+}
+
+impl Rx {
+    /// Body of the last received frame.
+    pub(crate) fn body(&self) -> &[u8] {
+        match self.last {
+            // SAFETY: the peer wrote len bytes into the mapping before sending
+            // the header and does not touch it until we reply.
+            Some((true, len)) => unsafe { std::slice::from_raw_parts(self.map.as_ptr(), len) },
+            Some((false, _)) => &self.inbuf,
+            None => &[],
+        }
+    }
+
+    pub(crate) fn recv(&mut self, fd: RawFd, deadline: Deadline) -> Result<Header> {
+        if !sys::poll_fd(fd, libc::POLLIN, deadline)? {
+            return Err(Error::Timeout);
+        }
+        let mut hb = [0u8; HDR];
+        sys::recv_exact(fd, &mut hb).map_err(map_eof)?;
+        let h = Header::from_bytes(&hb)?;
+        let len = usize::try_from(h.len).map_err(|_| Error::Protocol("frame too large".into()))?;
+        if h.flags & F_SHM != 0 {
+            if self.map.len() < len {
+                self.map.refresh()?;
+            }
+            if self.map.len() < len {
+                return Err(Error::Protocol(
+                    "shared-memory frame exceeds mapping".into(),
+                ));
+            }
+        } else {
+            self.inbuf.clear();
+            self.inbuf.resize(len, 0);
+            sys::recv_exact(fd, &mut self.inbuf).map_err(map_eof)?;
+        }
+        self.last = Some((h.flags & F_SHM != 0, len));
+        Ok(h)
+    }
+}
+
+fn map_eof(e: io::Error) -> Error {
+    if e.kind() == io::ErrorKind::UnexpectedEof || e.kind() == io::ErrorKind::ConnectionReset {
+        Error::Eof
+    } else {
+        Error::from(e)
+    }
+}
