@@ -27,6 +27,7 @@
 //! crates, and the benchmark against Python.
 
 #![warn(missing_docs)]
+#![allow(clippy::needless_doctest_main)]
 
 pub mod error;
 pub mod lock;
