@@ -25,7 +25,11 @@ pub struct Plan {
 
 /// Turns the arguments into a plan, or says what to fix. Fetches nothing.
 pub fn plan(args: CrawlArgs) -> anyhow::Result<Plan> {
-    let mut settings = Settings::default();
+    // The command line obeys robots.txt unless told not to (the library, like Scrapy, does not).
+    let mut settings = Settings {
+        robotstxt_obey: true,
+        ..Settings::default()
+    };
     if let Some(path) = &args.settings_file {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read settings file {}", path.display()))?;
@@ -141,7 +145,9 @@ pub async fn run(plan: Plan, bar: Option<indicatif::ProgressBar>) -> Result<(), 
             tracing::warn!("Ctrl-C: stopping gracefully; press it again to stop at once");
             shutdown.shutdown();
             if tokio::signal::ctrl_c().await.is_ok() {
-                // The item writer flushes after every batch, so the file ends on a whole record.
+                // Exit between two batches of items, never inside one, so the
+                // output file ends on a whole record.
+                let _between_batches = spindle::exporter::lock_writes();
                 eprintln!("second Ctrl-C: stopping now");
                 std::process::exit(130);
             }

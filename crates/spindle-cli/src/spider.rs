@@ -41,6 +41,10 @@ impl Spider for FollowSpider {
             for (name, value) in page.fields {
                 item.insert(name, value.map_or(Value::Null, Value::String));
             }
+            if page.skipped_links > 0 {
+                out.stats
+                    .push(("linkextractor/skipped_links", page.skipped_links as u64));
+            }
             for mut link in page.links {
                 link.set_fragment(None);
                 if self.follow.is_empty() || self.follow.is_match(link.as_str()) {

@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use common::crawl;
+use common::{crawl, pages};
 use serde_json::Value;
 use spindle_testsite::{duplicates, normalize_path, Site, TestServer};
 
@@ -35,7 +35,7 @@ fn every_page_of_a_2000_page_site_exactly_once() {
     let run = crawl(&server, &[&start], LIMIT);
     assert_eq!(run.code, 0, "{}", run.stderr);
 
-    let records = server.records();
+    let records = pages(server.records());
     assert!(
         duplicates(&records).is_empty(),
         "fetched twice: {:?}",
@@ -71,9 +71,10 @@ fn every_page_of_a_2000_page_site_exactly_once() {
     let stats = run.stats();
     assert_eq!(
         stats["downloader/request_count"],
-        records.len() as u64,
+        server.records().len() as u64,
         "stats match the server"
     );
+    assert_eq!(stats["robotstxt/request_count"], 1);
     assert_eq!(stats["item_scraped_count"], items.len() as u64);
     assert!(stats["dupefilter/filtered"].as_u64().unwrap() > 10_000);
     assert_eq!(stats["finish_reason"], "finished");
@@ -116,8 +117,7 @@ fn depth_limit_fetches_exactly_the_pages_within_it() {
         LIMIT,
     );
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let fetched: BTreeSet<String> = server
-        .records()
+    let fetched: BTreeSet<String> = pages(server.records())
         .iter()
         .map(|r| normalize_path(&r.path))
         .collect();
@@ -132,7 +132,7 @@ fn depth_limit_fetches_exactly_the_pages_within_it() {
     server.clear_records();
     let run = crawl(&server, &[&start, "-s", "DEPTH_LIMIT=2"], LIMIT);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    for r in server.records() {
+    for r in pages(server.records()) {
         assert!(
             dist[&normalize_path(&r.path)] <= 2,
             "{} is beyond depth 2",
@@ -189,8 +189,7 @@ fn only_allowed_domains_are_followed() {
     args.extend(["--allow-domain", "a.test", "--allow-domain", "b.test"]);
     let run = crawl(&hub, &args, LIMIT);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let b_pages = server
-        .records()
+    let b_pages = pages(server.records())
         .iter()
         .filter(|r| r.host == "b.test")
         .count();
@@ -206,7 +205,7 @@ fn follow_regex_narrows_links() {
     let start = server.url("a.test", "/");
     let run = crawl(&server, &[&start, "--follow", r"/p/[0-9]$"], LIMIT);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    for r in server.records() {
+    for r in pages(server.records()) {
         let p = normalize_path(&r.path);
         assert!(
             p == "/" || (p.starts_with("/p/") && p.len() == 4),
@@ -287,7 +286,7 @@ fn stats_use_scrapy_names_and_count_what_the_server_saw() {
         .start()
         .unwrap();
     let start = server.url("a.test", "/");
-    let run = crawl(&server, &[&start], LIMIT);
+    let run = crawl(&server, &[&start, "-s", "RETRY_BACKOFF_BASE=0.05"], LIMIT);
     assert_eq!(
         run.code, 0,
         "failed pages are counted, not fatal: {}",
@@ -299,8 +298,20 @@ fn stats_use_scrapy_names_and_count_what_the_server_saw() {
     assert_eq!(stats["downloader/request_count"], records.len() as u64);
     assert_eq!(stats["downloader/response_count"], records.len() as u64);
     assert_eq!(stats["downloader/response_status_count/200"], count(200));
-    assert_eq!(stats["downloader/response_status_count/500"], 1);
-    assert_eq!(stats["downloader/response_status_count/404"], 1);
+    assert_eq!(
+        stats["downloader/response_status_count/500"], 3,
+        "tried 1 + RETRY_TIMES times"
+    );
+    assert_eq!(stats["retry/count"], 2);
+    assert_eq!(stats["retry/max_reached"], 1);
+    assert_eq!(
+        stats["downloader/response_status_count/404"], 2,
+        "/p/6 and /robots.txt"
+    );
+    assert_eq!(
+        stats["httperror/response_ignored_count"], 2,
+        "/p/5 and /p/6; robots.txt is not a page"
+    );
     assert_eq!(stats["item_scraped_count"], count(200));
     assert!(stats["elapsed_time_seconds"].as_f64().unwrap() > 0.0);
     assert_eq!(stats["finish_reason"], "finished");
@@ -331,8 +342,8 @@ fn closespider_pagecount_stops_the_crawl() {
         LIMIT,
     );
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let n = server.records().len();
-    // Soft, as in Scrapy: requests already in flight still finish.
+    let n = pages(server.records()).len() + 1;
+    // robots.txt counts as a response, as in Scrapy. Soft, as in Scrapy: requests already in flight still finish.
     assert!((25..=27).contains(&n), "{n} requests");
     assert_eq!(run.stats()["finish_reason"], "closespider_pagecount");
 }

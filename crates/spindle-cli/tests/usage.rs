@@ -87,7 +87,7 @@ fn a_good_settings_file_is_used_and_command_line_wins() {
     let file = dir.path().join("settings.toml");
     std::fs::write(
         &file,
-        "CLOSESPIDER_PAGECOUNT = 1\nCONCURRENT_REQUESTS = 1\n",
+        "CLOSESPIDER_PAGECOUNT = 1\nCONCURRENT_REQUESTS = 1\nROBOTSTXT_OBEY = false\n",
     )
     .unwrap();
     let path = file.display().to_string();

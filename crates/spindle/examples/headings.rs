@@ -52,6 +52,7 @@ impl Spider for Headings {
         Ok(Output {
             items: vec![item],
             requests,
+            ..Output::default()
         })
     }
 }

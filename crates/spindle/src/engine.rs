@@ -15,6 +15,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
 use tokio::sync::{mpsc, Notify};
 use tracing::{debug, info, warn};
 use url::Url;
@@ -24,8 +26,10 @@ use crate::downloader::{DownloadError, Downloader};
 use crate::exporter::ItemExporter;
 use crate::item::Item;
 use crate::offsite::OffsiteFilter;
-use crate::request::Request;
+use crate::request::{Purpose, Request};
 use crate::response::Response;
+use crate::retry;
+use crate::robots::{self, RobotsRules};
 use crate::scheduler::{Scheduler, SlotId, SlotPolicies};
 use crate::settings::Settings;
 use crate::spider::{Output, Spider};
@@ -127,6 +131,8 @@ impl Crawler {
             host_ips: HashMap::new(),
             awaiting_dns: HashMap::new(),
             offsite_domains: HashSet::new(),
+            robots: HashMap::new(),
+            rng: SmallRng::from_entropy(),
             closing: None,
             export_failed: false,
         };
@@ -172,6 +178,7 @@ fn spawn_writer(
         .spawn(move || {
             exporter.flush()?;
             while let Ok(item) = rx.recv() {
+                let _whole_batch = crate::exporter::lock_writes();
                 exporter.export(&item)?;
                 while let Ok(item) = rx.try_recv() {
                     exporter.export(&item)?;
@@ -220,8 +227,17 @@ struct Engine {
     /// Per-IP mode: requests held until their host is resolved.
     awaiting_dns: HashMap<String, Vec<Request>>,
     offsite_domains: HashSet<String>,
+    /// robots.txt per origin, once asked for.
+    robots: HashMap<String, RobotsState>,
+    rng: SmallRng,
     closing: Option<String>,
     export_failed: bool,
+}
+
+enum RobotsState {
+    /// Fetching; these requests wait for the answer.
+    Pending(Vec<Request>),
+    Ready(RobotsRules),
 }
 
 impl Engine {
@@ -335,13 +351,8 @@ impl Engine {
                 self.in_flight -= 1;
                 self.scheduler.finish(slot, Instant::now());
                 match *result {
-                    Ok(response) => self.on_response(response),
-                    Err((request, error)) => {
-                        warn!(url = %request.url, %error, "download failed");
-                        self.stats.inc("downloader/exception_count");
-                        self.stats
-                            .inc(&format!("downloader/exception_type_count/{}", error.kind()));
-                    }
+                    Ok(response) => self.on_downloaded(slot, response),
+                    Err((request, error)) => self.on_download_error(slot, request, error),
                 }
             }
             Event::Parsed {
@@ -378,13 +389,18 @@ impl Engine {
                             "downloader/exception_type_count/DNSLookupError",
                             waiting.len() as u64,
                         );
+                        for request in waiting {
+                            if let Purpose::Robots { origin } = request.purpose {
+                                self.robots_ready(&origin, RobotsRules::DisallowAll);
+                            }
+                        }
                     }
                 }
             }
         }
     }
 
-    fn on_response(&mut self, response: Response) {
+    fn on_downloaded(&mut self, slot: SlotId, response: Response) {
         let status = response.status;
         self.stats.inc("downloader/response_count");
         self.stats
@@ -393,9 +409,39 @@ impl Engine {
             .inc_by("downloader/response_bytes", response.body.len() as u64);
         self.stats.inc("response_received_count");
         debug!(url = %response.url, status, "crawled");
+        let warnsize = self.settings.download_warnsize;
+        if warnsize > 0 && response.body.len() as u64 > warnsize {
+            warn!(url = %response.url, bytes = response.body.len(), "body larger than DOWNLOAD_WARNSIZE");
+            self.stats.inc("downloader/warnsize_count");
+        }
         let pagecount = self.settings.closespider_pagecount;
         if pagecount > 0 && self.stats.get("response_received_count") >= pagecount {
             self.close("closespider_pagecount");
+        }
+
+        // A 429 or 503 that says when to come back pauses its slot, retried or not.
+        let now = Instant::now();
+        let told_to_wait =
+            retry::retry_after(status, &response.headers, &self.settings, SystemTime::now());
+        if let Some(wait) = told_to_wait {
+            info!(
+                slot = self.scheduler.slot_key(slot),
+                ?wait,
+                status,
+                "Retry-After: pausing the slot"
+            );
+            self.stats.inc("retry/retry_after_count");
+            self.scheduler.pause(slot, now + wait, now);
+        }
+        if self.settings.retry_http_codes.contains(&status)
+            && self.retry(
+                slot,
+                &response.request,
+                &status.to_string(),
+                told_to_wait.is_some(),
+            )
+        {
+            return;
         }
 
         if (300..400).contains(&status) {
@@ -403,6 +449,16 @@ impl Engine {
                 self.follow_redirect(response.request, target);
                 return;
             }
+        }
+        if let Purpose::Robots { origin } = &response.request.purpose {
+            self.stats.inc("robotstxt/response_count");
+            self.stats
+                .inc(&format!("robotstxt/response_status_count/{status}"));
+            let rules =
+                RobotsRules::from_response(status, &response.body, &self.settings.user_agent);
+            let origin = origin.clone();
+            self.robots_ready(&origin, rules);
+            return;
         }
         if !(200..300).contains(&status) {
             self.stats.inc("httperror/response_ignored_count");
@@ -435,18 +491,73 @@ impl Engine {
         });
     }
 
+    fn on_download_error(&mut self, slot: SlotId, request: Request, error: DownloadError) {
+        self.stats.inc("downloader/exception_count");
+        self.stats
+            .inc(&format!("downloader/exception_type_count/{}", error.kind()));
+        if error.is_retryable() && self.retry(slot, &request, error.kind(), false) {
+            return;
+        }
+        warn!(url = %request.url, %error, "download failed");
+        if let Purpose::Robots { origin } = request.purpose {
+            // RFC 9309: an unreachable robots.txt means complete disallow.
+            self.stats.inc("robotstxt/unreachable");
+            self.robots_ready(&origin, RobotsRules::DisallowAll);
+        }
+    }
+
+    /// Queues the request again in its slot after pausing the slot, unless
+    /// retries are off or used up. Returns whether it was retried.
+    fn retry(
+        &mut self,
+        slot: SlotId,
+        request: &Request,
+        reason: &str,
+        already_paused: bool,
+    ) -> bool {
+        if !self.settings.retry_enabled || self.closing.is_some() {
+            return false;
+        }
+        if request.retries >= self.settings.retry_times {
+            warn!(url = %request.url, retries = request.retries, reason, "gave up retrying");
+            self.stats.inc("retry/max_reached");
+            return false;
+        }
+        let mut again = request.clone();
+        again.retries += 1;
+        again.priority -= 1;
+        self.stats.inc("retry/count");
+        self.stats.inc(&format!("retry/reason_count/{reason}"));
+        let now = Instant::now();
+        if !already_paused {
+            let pause = retry::backoff(&self.settings, again.retries, &mut self.rng);
+            debug!(url = %request.url, ?pause, reason, "retrying after a pause of the slot");
+            self.scheduler.pause(slot, now + pause, now);
+        }
+        let key = self.scheduler.slot_key(slot).to_string();
+        self.scheduler.push(&key, again, now);
+        true
+    }
+
     fn follow_redirect(&mut self, from: Request, target: Url) {
-        if from.redirects >= self.settings.redirect_max_times {
+        let robots = matches!(from.purpose, Purpose::Robots { .. });
+        let refuse = if from.redirects >= self.settings.redirect_max_times {
             debug!(url = %from.url, "discarding: max redirections reached");
-            self.stats.inc("redirect/max_reached");
-            return;
-        }
-        if crate::request::check_crawlable(&target).is_err() {
-            self.stats.inc("redirect/unsupported_scheme");
-            return;
-        }
-        if !self.offsite.allows(&target) {
+            Some("redirect/max_reached")
+        } else if crate::request::check_crawlable(&target).is_err() {
+            Some("redirect/unsupported_scheme")
+        } else if !robots && !self.offsite.allows(&target) {
             self.count_offsite(&target);
+            Some("redirect/offsite")
+        } else {
+            None
+        };
+        if let Some(stat) = refuse {
+            self.stats.inc(stat);
+            if let Purpose::Robots { origin } = from.purpose {
+                // RFC 9309: a robots.txt that cannot be reached by redirects counts as missing.
+                self.robots_ready(&origin, RobotsRules::AllowAll);
+            }
             return;
         }
         let mut next = Request::new(target);
@@ -454,7 +565,42 @@ impl Engine {
         next.priority = from.priority + 2;
         next.redirects = from.redirects + 1;
         next.dont_filter = from.dont_filter;
+        next.purpose = from.purpose;
         self.schedule(next);
+    }
+
+    /// An origin's robots.txt is known: apply its Crawl-delay, then release or
+    /// drop the requests that waited for it.
+    fn robots_ready(&mut self, origin: &str, rules: RobotsRules) {
+        if let Some(delay) = rules.crawl_delay() {
+            let delay = delay.min(self.settings.robotstxt_crawl_delay_max);
+            if let Some(host) = Url::parse(origin)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_string))
+            {
+                let key = match self.host_ips.get(&host) {
+                    Some(ip) if self.settings.concurrent_requests_per_ip > 0 => ip.to_string(),
+                    _ => host,
+                };
+                info!(slot = %key, ?delay, "robots.txt Crawl-delay applied");
+                let now = Instant::now();
+                let id = self.scheduler.slot(&key);
+                self.scheduler.set_delay_floor(id, delay, now);
+            }
+        }
+        let waiting = match self.robots.remove(origin) {
+            Some(RobotsState::Pending(waiting)) => waiting,
+            _ => Vec::new(),
+        };
+        for request in waiting {
+            if rules.allows(&request.url) {
+                self.enqueue(request);
+            } else {
+                self.stats.inc("robotstxt/forbidden");
+            }
+        }
+        self.robots
+            .insert(origin.to_string(), RobotsState::Ready(rules));
     }
 
     fn on_output(&mut self, parent_depth: u32, output: Output) {
@@ -466,6 +612,9 @@ impl Engine {
                     self.close("export_error");
                 }
             }
+        }
+        for (key, n) in output.stats {
+            self.stats.inc_by(key, n);
         }
         if self.closing.is_some() {
             return;
@@ -495,7 +644,7 @@ impl Engine {
         }
     }
 
-    /// Admits a request through the duplicate filter and queues it in its slot.
+    /// Admits a request through the duplicate filter and robots.txt, then queues it in its slot.
     fn schedule(&mut self, request: Request) {
         if !self.scheduler.admit(&request) {
             self.stats.inc("dupefilter/filtered");
@@ -504,6 +653,42 @@ impl Engine {
         self.stats.inc("scheduler/enqueued");
         self.stats
             .max("request_depth_max", u64::from(request.depth));
+        if self.settings.robotstxt_obey && request.purpose == Purpose::Page {
+            let origin = robots::origin(&request.url);
+            match self.robots.get_mut(&origin) {
+                Some(RobotsState::Ready(rules)) => {
+                    if !rules.allows(&request.url) {
+                        self.stats.inc("robotstxt/forbidden");
+                        return;
+                    }
+                }
+                Some(RobotsState::Pending(waiting)) => {
+                    waiting.push(request);
+                    return;
+                }
+                None => {
+                    // The first request to an origin waits for its robots.txt,
+                    // which goes through the same slot, caps and delay.
+                    let mut fetch = Request::new(robots::robots_url(&request.url));
+                    fetch.priority = 1000;
+                    fetch.dont_filter = true;
+                    fetch.purpose = Purpose::Robots {
+                        origin: origin.clone(),
+                    };
+                    self.robots
+                        .insert(origin, RobotsState::Pending(vec![request]));
+                    self.stats.inc("robotstxt/request_count");
+                    self.enqueue(fetch);
+                    return;
+                }
+            }
+        }
+        self.enqueue(request);
+    }
+
+    /// Queues an admitted request in its slot: the named slot, the host, or in
+    /// per-IP mode the host's address (resolving it first).
+    fn enqueue(&mut self, request: Request) {
         let host = request
             .url
             .host_str()

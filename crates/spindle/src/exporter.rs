@@ -13,6 +13,17 @@ use serde_json::Value;
 
 use crate::item::Item;
 
+/// Held by the item writer while it writes and flushes a batch. A process
+/// that must exit at once (a second Ctrl-C) takes it first, so it exits
+/// between batches and the file ends on a whole record.
+static WRITES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+pub fn lock_writes() -> std::sync::MutexGuard<'static, ()> {
+    WRITES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 pub trait ItemExporter: Send {
     fn export(&mut self, item: &Item) -> io::Result<()>;
     /// Makes everything exported so far reach the file, leaving it valid.

@@ -8,6 +8,7 @@
 //! - [`spider`]: the [`Spider`] trait users implement;
 //! - [`linkextractor`]: streaming link and field extraction;
 //! - [`exporter`]: JSON lines, JSON and CSV item exporters;
+//! - [`robots`] and [`retry`]: robots.txt rules, and retries that back off per slot;
 //! - [`stats`]: Scrapy's stat names plus per-slot figures;
 //! - [`engine`]: the event loop joining them, run with [`Crawler`].
 //!
@@ -37,6 +38,8 @@ pub mod linkextractor;
 pub mod offsite;
 pub mod request;
 pub mod response;
+pub mod retry;
+pub mod robots;
 pub mod scheduler;
 pub mod settings;
 pub mod spider;

@@ -19,6 +19,18 @@ pub struct Request {
     pub dont_filter: bool,
     /// Redirects already followed to reach this request.
     pub redirects: u32,
+    /// Retries already made of this request.
+    pub retries: u32,
+    pub(crate) purpose: Purpose,
+}
+
+/// Why the engine fetches a request.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) enum Purpose {
+    #[default]
+    Page,
+    /// The robots.txt of this origin.
+    Robots { origin: String },
 }
 
 impl Request {
@@ -30,6 +42,8 @@ impl Request {
             slot: None,
             dont_filter: false,
             redirects: 0,
+            retries: 0,
+            purpose: Purpose::Page,
         }
     }
 

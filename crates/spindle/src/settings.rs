@@ -69,10 +69,26 @@ pub struct Settings {
     pub user_agent: String,
     /// `LOGSTATS_INTERVAL`: how often the "Crawled N pages" line is logged; zero = never.
     pub logstats_interval: Duration,
-    /// `ROBOTSTXT_OBEY`: accepted; robots.txt handling is not implemented yet.
+    /// `DOWNLOAD_WARNSIZE`: bodies larger than this are logged and counted; 0 = never.
+    pub download_warnsize: u64,
+    /// `ROBOTSTXT_OBEY`: fetch each origin's robots.txt first and obey it.
     pub robotstxt_obey: bool,
+    /// `ROBOTSTXT_CRAWL_DELAY_MAX`: the largest robots.txt `Crawl-delay` honoured.
+    pub robotstxt_crawl_delay_max: Duration,
     /// `REDIRECT_MAX_TIMES`: redirects followed for one request.
     pub redirect_max_times: u32,
+    /// `RETRY_ENABLED`.
+    pub retry_enabled: bool,
+    /// `RETRY_TIMES`: retries after the first attempt.
+    pub retry_times: u32,
+    /// `RETRY_HTTP_CODES`: statuses that are retried (connection errors and timeouts always are).
+    pub retry_http_codes: Vec<u16>,
+    /// `RETRY_BACKOFF_BASE`: the slot pauses base × 2^(retry−1), with jitter, before a retry.
+    pub retry_backoff_base: Duration,
+    /// `RETRY_BACKOFF_MAX`: the longest backoff pause.
+    pub retry_backoff_max: Duration,
+    /// `RETRY_AFTER_MAX`: the longest pause a `Retry-After` header can impose on a slot.
+    pub retry_after_max: Duration,
 }
 
 impl Default for Settings {
@@ -91,8 +107,16 @@ impl Default for Settings {
             download_maxsize: 1024 * 1024 * 1024,
             user_agent: concat!("spindle/", env!("CARGO_PKG_VERSION")).to_string(),
             logstats_interval: Duration::from_secs(60),
+            download_warnsize: 32 * 1024 * 1024,
             robotstxt_obey: false,
+            robotstxt_crawl_delay_max: Duration::from_secs(60),
             redirect_max_times: 20,
+            retry_enabled: true,
+            retry_times: 2,
+            retry_http_codes: vec![500, 502, 503, 504, 522, 524, 408, 429],
+            retry_backoff_base: Duration::from_secs(1),
+            retry_backoff_max: Duration::from_secs(60),
+            retry_after_max: Duration::from_secs(300),
         }
     }
 }
@@ -110,10 +134,18 @@ pub const SETTING_NAMES: &[&str] = &[
     "CLOSESPIDER_TIMEOUT",
     "DOWNLOAD_TIMEOUT",
     "DOWNLOAD_MAXSIZE",
+    "DOWNLOAD_WARNSIZE",
     "USER_AGENT",
     "LOGSTATS_INTERVAL",
     "ROBOTSTXT_OBEY",
+    "ROBOTSTXT_CRAWL_DELAY_MAX",
     "REDIRECT_MAX_TIMES",
+    "RETRY_ENABLED",
+    "RETRY_TIMES",
+    "RETRY_HTTP_CODES",
+    "RETRY_BACKOFF_BASE",
+    "RETRY_BACKOFF_MAX",
+    "RETRY_AFTER_MAX",
 ];
 
 impl Settings {
@@ -146,8 +178,16 @@ impl Settings {
                 self.user_agent = v.to_string()
             }
             "LOGSTATS_INTERVAL" => self.logstats_interval = parse_seconds(name, v)?,
+            "DOWNLOAD_WARNSIZE" => self.download_warnsize = parse_count(name, v)?,
             "ROBOTSTXT_OBEY" => self.robotstxt_obey = parse_bool(name, v)?,
+            "ROBOTSTXT_CRAWL_DELAY_MAX" => self.robotstxt_crawl_delay_max = parse_seconds(name, v)?,
             "REDIRECT_MAX_TIMES" => self.redirect_max_times = parse_count(name, v)?,
+            "RETRY_ENABLED" => self.retry_enabled = parse_bool(name, v)?,
+            "RETRY_TIMES" => self.retry_times = parse_count(name, v)?,
+            "RETRY_HTTP_CODES" => self.retry_http_codes = parse_codes(name, v)?,
+            "RETRY_BACKOFF_BASE" => self.retry_backoff_base = parse_seconds(name, v)?,
+            "RETRY_BACKOFF_MAX" => self.retry_backoff_max = parse_seconds(name, v)?,
+            "RETRY_AFTER_MAX" => self.retry_after_max = parse_seconds(name, v)?,
             _ => {
                 return Err(SettingsError::Unknown {
                     name: name.to_string(),
@@ -182,9 +222,10 @@ impl Settings {
             }
             let text = match &value {
                 toml::Value::String(s) => s.clone(),
-                toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) => {
-                    value.to_string()
-                }
+                toml::Value::Integer(_)
+                | toml::Value::Float(_)
+                | toml::Value::Boolean(_)
+                | toml::Value::Array(_) => value.to_string(),
                 other => {
                     return Err(invalid(
                         &name,
@@ -240,6 +281,24 @@ fn parse_bool(name: &str, v: &str) -> Result<bool, SettingsError> {
         "false" | "0" => Ok(false),
         _ => Err(invalid(name, v, "true, false, 1 or 0")),
     }
+}
+
+/// A list of HTTP statuses: `500,502` or `[500, 502]` (TOML arrays arrive in the second form).
+fn parse_codes(name: &str, v: &str) -> Result<Vec<u16>, SettingsError> {
+    let inner = v.trim().trim_start_matches('[').trim_end_matches(']');
+    inner
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(|c| match c.parse::<u16>() {
+            Ok(code) if (100..=599).contains(&code) => Ok(code),
+            _ => Err(invalid(
+                name,
+                v,
+                "HTTP status codes separated by commas, e.g. 500,503",
+            )),
+        })
+        .collect()
 }
 
 fn parse_slots_json(name: &str, v: &str) -> Result<HashMap<String, SlotOverride>, SettingsError> {
@@ -393,6 +452,19 @@ mod tests {
         assert!(s
             .set_assignment(r#"DOWNLOAD_SLOTS={"a.test": {"concurrency": 0}}"#)
             .is_err());
+    }
+
+    #[test]
+    fn retry_codes_from_text_and_toml() {
+        let mut s = Settings::default();
+        s.set("RETRY_HTTP_CODES", "503, 429").unwrap();
+        assert_eq!(s.retry_http_codes, [503, 429]);
+        s.apply_toml("RETRY_HTTP_CODES = [500]").unwrap();
+        assert_eq!(s.retry_http_codes, [500]);
+        s.set("RETRY_HTTP_CODES", "").unwrap();
+        assert!(s.retry_http_codes.is_empty());
+        assert!(s.set("RETRY_HTTP_CODES", "5xx").is_err());
+        assert!(s.set("RETRY_HTTP_CODES", "99").is_err());
     }
 
     #[test]

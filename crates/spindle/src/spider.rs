@@ -12,6 +12,8 @@ pub type SpiderError = Box<dyn std::error::Error + Send + Sync>;
 pub struct Output {
     pub items: Vec<Item>,
     pub requests: Vec<Request>,
+    /// Counters to add to the crawl's stats, e.g. `("linkextractor/skipped_links", 3)`.
+    pub stats: Vec<(&'static str, u64)>,
 }
 
 /// A spider: start requests, and a parse step for every 2xx response.

@@ -57,8 +57,8 @@ impl Spider for Walker {
             })
             .collect();
         Ok(Output {
-            items: vec![],
             requests,
+            ..Output::default()
         })
     }
 }

@@ -93,6 +93,14 @@ fn run_in(dir: tempfile::TempDir, args: &[String], limit: Duration) -> Run {
     }
 }
 
+/// The records of pages, leaving out robots.txt fetches.
+pub fn pages(records: Vec<spindle_testsite::Record>) -> Vec<spindle_testsite::Record> {
+    records
+        .into_iter()
+        .filter(|r| r.path != "/robots.txt")
+        .collect()
+}
+
 pub fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }

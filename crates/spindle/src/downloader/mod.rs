@@ -16,17 +16,28 @@ use crate::response::Response;
 use crate::settings::Settings;
 use dns::{Resolver, SharedResolver};
 
-/// Why a download produced no response. The kind names the stat it is counted under.
+/// Why a download produced no response. Each kind is counted under its own
+/// `downloader/exception_type_count/<kind>` stat.
 #[derive(Debug, thiserror::Error)]
 pub enum DownloadError {
-    #[error("timed out after {0:?}")]
+    #[error("timed out after {0:?} (DOWNLOAD_TIMEOUT)")]
     Timeout(std::time::Duration),
     #[error("cannot connect: {0}")]
     Connect(String),
-    #[error("body larger than DOWNLOAD_MAXSIZE ({0} bytes)")]
+    #[error("connection reset: {0}")]
+    ConnectionReset(String),
+    #[error("body ended before its declared length: {0}")]
+    PartialBody(String),
+    #[error("response header too large: {0}")]
+    HeaderTooLarge(String),
+    #[error("invalid HTTP response: {0}")]
+    InvalidResponse(String),
+    #[error("cannot decompress the body: {0}")]
+    Decompression(String),
+    #[error("body larger than DOWNLOAD_MAXSIZE ({0} bytes, counted after decompression)")]
     TooLarge(u64),
     #[error("{0}")]
-    Http(String),
+    Other(String),
 }
 
 impl DownloadError {
@@ -34,19 +45,67 @@ impl DownloadError {
     pub fn kind(&self) -> &'static str {
         match self {
             DownloadError::Timeout(_) => "TimeoutError",
-            DownloadError::Connect(_) => "ConnectionRefusedError",
+            DownloadError::Connect(_) => "ConnectError",
+            DownloadError::ConnectionReset(_) => "ConnectionResetError",
+            DownloadError::PartialBody(_) => "PartialDownloadError",
+            DownloadError::HeaderTooLarge(_) => "HeaderTooLargeError",
+            DownloadError::InvalidResponse(_) => "InvalidResponseError",
+            DownloadError::Decompression(_) => "DecompressionError",
             DownloadError::TooLarge(_) => "DownloadMaxSizeError",
-            DownloadError::Http(_) => "HttpError",
+            DownloadError::Other(_) => "HttpError",
         }
     }
 
+    /// Whether trying again could help: network trouble, not a response that is wrong by design.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            DownloadError::Timeout(_)
+                | DownloadError::Connect(_)
+                | DownloadError::ConnectionReset(_)
+                | DownloadError::PartialBody(_)
+                | DownloadError::Other(_)
+        )
+    }
+
     fn from_reqwest(e: reqwest::Error, settings: &Settings) -> Self {
+        let text = error_chain(&e);
         if e.is_timeout() {
-            DownloadError::Timeout(settings.download_timeout)
+            return DownloadError::Timeout(settings.download_timeout);
+        }
+        let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
+        while let Some(err) = source {
+            if let Some(h) = err.downcast_ref::<hyper::Error>() {
+                // `is_parse_too_large` exists only with hyper's server feature.
+                if h.is_parse() && h.to_string().contains("too large") {
+                    return DownloadError::HeaderTooLarge(text);
+                }
+                if h.is_incomplete_message() {
+                    return DownloadError::PartialBody(text);
+                }
+                if h.is_parse() {
+                    return DownloadError::InvalidResponse(text);
+                }
+            }
+            if let Some(io) = err.downcast_ref::<std::io::Error>() {
+                use std::io::ErrorKind::*;
+                match io.kind() {
+                    ConnectionReset | ConnectionAborted | BrokenPipe => {
+                        return DownloadError::ConnectionReset(text)
+                    }
+                    UnexpectedEof => return DownloadError::PartialBody(text),
+                    TimedOut => return DownloadError::Timeout(settings.download_timeout),
+                    _ => {}
+                }
+            }
+            source = err.source();
+        }
+        if e.is_decode() {
+            DownloadError::Decompression(text)
         } else if e.is_connect() {
-            DownloadError::Connect(error_chain(&e))
+            DownloadError::Connect(text)
         } else {
-            DownloadError::Http(error_chain(&e))
+            DownloadError::Other(text)
         }
     }
 }

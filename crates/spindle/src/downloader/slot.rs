@@ -23,6 +23,8 @@ pub struct Slot {
     last_start: Option<Instant>,
     /// When the next request may start; `None` for a fresh slot, which starts at once.
     next_start: Option<Instant>,
+    /// A robots.txt `Crawl-delay`: no gap, randomized or not, is shorter.
+    delay_floor: Duration,
     pub stats: SlotStats,
 }
 
@@ -42,6 +44,7 @@ impl Slot {
             active: 0,
             last_start: None,
             next_start: None,
+            delay_floor: Duration::ZERO,
             stats: SlotStats::default(),
         }
     }
@@ -80,8 +83,23 @@ impl Slot {
             } else {
                 delay
             };
-            self.next_start = Some(now + gap);
+            self.next_start = Some(now + gap.max(self.delay_floor));
         }
+    }
+
+    /// Applies a robots.txt `Crawl-delay`: it raises the delay and becomes a
+    /// floor that randomization never goes below.
+    pub fn set_delay_floor(&mut self, floor: Duration) {
+        self.delay_floor = floor;
+        self.policy.delay = self.policy.delay.max(floor);
+        if let Some(last) = self.last_start {
+            self.pause_until(last + floor);
+        }
+    }
+
+    /// No request starts before `until` (backoff, `Retry-After`).
+    pub fn pause_until(&mut self, until: Instant) {
+        self.next_start = Some(self.next_start.map_or(until, |t| t.max(until)));
     }
 
     pub fn finish(&mut self) {
@@ -111,6 +129,32 @@ mod tests {
         s.start(t0, &mut rng);
         assert_eq!(s.delayed_until(t0), Some(t0 + Duration::from_millis(100)));
         assert_eq!(s.delayed_until(t0 + Duration::from_millis(100)), None);
+    }
+
+    #[test]
+    fn crawl_delay_is_a_floor_under_randomization() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let mut s = slot(100, true);
+        s.set_delay_floor(Duration::from_millis(100));
+        let t0 = Instant::now();
+        for _ in 0..1000 {
+            s.start(t0, &mut rng);
+            let gap = s.delayed_until(t0).unwrap().duration_since(t0);
+            assert!(gap >= Duration::from_millis(100), "{gap:?}");
+        }
+    }
+
+    #[test]
+    fn pauses_only_push_the_next_start_later() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let mut s = slot(100, false);
+        let t0 = Instant::now();
+        s.pause_until(t0 + Duration::from_secs(2));
+        assert_eq!(s.delayed_until(t0), Some(t0 + Duration::from_secs(2)));
+        s.pause_until(t0 + Duration::from_secs(1));
+        assert_eq!(s.delayed_until(t0), Some(t0 + Duration::from_secs(2)));
+        s.start(t0 + Duration::from_secs(2), &mut rng);
+        assert_eq!(s.delayed_until(t0), Some(t0 + Duration::from_millis(2100)));
     }
 
     #[test]

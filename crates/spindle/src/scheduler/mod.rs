@@ -175,6 +175,23 @@ impl Scheduler {
         self.refresh(id, now);
     }
 
+    /// The slot for a key, created with its policy if it is new.
+    pub fn slot(&mut self, key: &str) -> SlotId {
+        self.slot_id(key)
+    }
+
+    /// Applies a robots.txt `Crawl-delay` to a slot.
+    pub fn set_delay_floor(&mut self, id: SlotId, floor: std::time::Duration, now: Instant) {
+        self.slots[id].slot.set_delay_floor(floor);
+        self.refresh(id, now);
+    }
+
+    /// Starts nothing in this slot before `until`; other slots go on.
+    pub fn pause(&mut self, id: SlotId, until: Instant, now: Instant) {
+        self.slots[id].slot.pause_until(until);
+        self.refresh(id, now);
+    }
+
     /// The earliest time a delayed slot may start its next request.
     pub fn next_wakeup(&self) -> Option<Instant> {
         self.timers.peek().map(|Reverse((t, _))| *t)
