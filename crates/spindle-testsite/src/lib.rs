@@ -48,12 +48,14 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 
 pub mod analysis;
+pub mod faults;
 pub mod site;
 
 pub use analysis::{
     connections, count_by_path, duplicates, max_in_flight, max_in_flight_by_host,
     max_in_flight_by_ip, normalize_path, start_gaps,
 };
+pub use faults::FaultServer;
 pub use site::{Page, Site};
 
 /// One request as seen by the server.

@@ -527,6 +527,7 @@ impl Engine {
         again.retries += 1;
         again.priority -= 1;
         self.stats.inc("retry/count");
+        self.stats.inc("scheduler/enqueued");
         self.stats.inc(&format!("retry/reason_count/{reason}"));
         let now = Instant::now();
         if !already_paused {

@@ -13,6 +13,9 @@ pub struct Run {
     pub code: i32,
     pub stderr: String,
     pub dir: tempfile::TempDir,
+    /// The largest resident set size seen while it ran, in KiB (sampled from /proc).
+    pub peak_rss_kib: u64,
+    pub elapsed: Duration,
 }
 
 impl Run {
@@ -36,12 +39,17 @@ impl Run {
 /// `spindle crawl` with the server's --resolve mappings, items to items.jsonl and
 /// stats to stats.json in a fresh directory; killed (and the test failed) after `limit`.
 pub fn crawl(server: &TestServer, args: &[&str], limit: Duration) -> Run {
+    crawl_with(&server.resolve_args(), args, limit)
+}
+
+/// As [`crawl`], with explicit `--resolve` mappings.
+pub fn crawl_with(resolve: &[String], args: &[&str], limit: Duration) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let mut all: Vec<String> = vec!["crawl".into()];
     all.extend(args.iter().map(|s| s.to_string()));
-    for r in server.resolve_args() {
+    for r in resolve {
         all.push("--resolve".into());
-        all.push(r);
+        all.push(r.clone());
     }
     if !args.contains(&"-o") {
         all.push("-o".into());
@@ -74,8 +82,19 @@ fn run_in(dir: tempfile::TempDir, args: &[String], limit: Duration) -> Run {
         let _ = stderr_pipe.read_to_string(&mut s);
         s
     });
-    let deadline = Instant::now() + limit;
+    let started = Instant::now();
+    let deadline = started + limit;
+    let mut peak_rss_kib = 0;
+    let status_file = format!("/proc/{}/status", child.id());
     let status = loop {
+        // VmHWM is the kernel's own high-water mark, so sampling misses no peak.
+        if let Some(hwm) = std::fs::read_to_string(&status_file).ok().and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        }) {
+            peak_rss_kib = peak_rss_kib.max(hwm);
+        }
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
@@ -90,6 +109,8 @@ fn run_in(dir: tempfile::TempDir, args: &[String], limit: Duration) -> Run {
         code: status.code().unwrap_or(-1),
         stderr: reader.join().unwrap(),
         dir,
+        peak_rss_kib,
+        elapsed: started.elapsed(),
     }
 }
 

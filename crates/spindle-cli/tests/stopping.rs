@@ -1,0 +1,120 @@
+//! Ctrl-C, sent as a real SIGINT to the real process.
+
+use std::net::Ipv4Addr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use spindle_testsite::{Site, TestServer};
+
+fn start(server: &TestServer, dir: &std::path::Path, out: &str) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_spindle"));
+    cmd.arg("crawl").arg(server.url("a.test", "/"));
+    for r in server.resolve_args() {
+        cmd.args(["--resolve", &r]);
+    }
+    cmd.args([
+        "-o",
+        out,
+        "--stats",
+        "stats.json",
+        "-s",
+        "ROBOTSTXT_OBEY=false",
+    ])
+    .current_dir(dir)
+    .env("RUST_LOG", "warn")
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap()
+}
+
+fn sigint(child: &Child) {
+    let ok = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+fn wait(child: &mut Child, limit: Duration) -> i32 {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code().unwrap_or(-1);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("spindle did not stop within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn slow_site() -> TestServer {
+    TestServer::builder()
+        .host(
+            "a.test",
+            Ipv4Addr::new(127, 0, 0, 2),
+            Site::generated(5000)
+                .links_per_page(10)
+                .latency(Duration::from_millis(400)),
+        )
+        .start()
+        .unwrap()
+}
+
+#[test]
+fn ctrl_c_stops_gracefully_and_flushes_everything() {
+    let server = slow_site();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = start(&server, dir.path(), "items.json");
+    std::thread::sleep(Duration::from_millis(2000));
+    sigint(&child);
+    let sent = server.now();
+    assert_eq!(wait(&mut child, Duration::from_secs(10)), 0);
+
+    let records = server.records();
+    // In-flight requests finished (none abandoned); nothing new started after the signal.
+    assert!(records.iter().all(|r| r.status == 200), "{records:?}");
+    let late = records
+        .iter()
+        .filter(|r| r.start > sent + Duration::from_millis(50))
+        .count();
+    assert_eq!(late, 0, "requests started after Ctrl-C");
+    let items: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("items.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        items.as_array().unwrap().len(),
+        records.len(),
+        "every page downloaded is in the output"
+    );
+    let stats: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("stats.json")).unwrap())
+            .unwrap();
+    assert_eq!(stats["finish_reason"], "shutdown");
+}
+
+#[test]
+fn a_second_ctrl_c_stops_at_once_on_a_whole_record() {
+    let server = slow_site();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = start(&server, dir.path(), "items.jsonl");
+    std::thread::sleep(Duration::from_millis(1500));
+    sigint(&child);
+    std::thread::sleep(Duration::from_millis(30));
+    sigint(&child);
+    let code = wait(&mut child, Duration::from_secs(2));
+    assert_eq!(code, 130);
+    let text = std::fs::read_to_string(dir.path().join("items.jsonl")).unwrap();
+    assert!(
+        text.is_empty() || text.ends_with('\n'),
+        "ends on a whole line"
+    );
+    for line in text.lines() {
+        serde_json::from_str::<Value>(line).expect("every line is a whole record");
+    }
+    assert!(text.lines().count() > 0);
+}
