@@ -99,9 +99,13 @@ fn a_hostile_site_costs_its_hostile_pages_only() {
     assert!(!by_path.contains_key("/private/secret"));
     assert_eq!(stat("robotstxt/forbidden"), 1);
     let min_gap = start_gaps(&records).into_iter().min().unwrap();
+    let close: Vec<_> = records
+        .windows(2)
+        .filter(|w| w[1].start - w[0].start < Duration::from_millis(95))
+        .collect();
     assert!(
         min_gap >= Duration::from_millis(95),
-        "Crawl-delay floor: {min_gap:?}"
+        "Crawl-delay floor: {min_gap:?} {close:#?}"
     );
 
     // Retries with backoff: /flaky twice, the second after the backoff pause.

@@ -30,7 +30,7 @@ use crate::request::{Purpose, Request};
 use crate::response::Response;
 use crate::retry;
 use crate::robots::{self, RobotsRules};
-use crate::scheduler::{Scheduler, SlotId, SlotPolicies};
+use crate::scheduler::{Dispatch, Scheduler, SlotId, SlotPolicies};
 use crate::settings::Settings;
 use crate::spider::{Output, Spider};
 use crate::stats::{CrawlReport, Progress, Stats};
@@ -326,7 +326,12 @@ impl Engine {
         let cap = self.settings.concurrent_requests;
         let now = Instant::now();
         while (cap == 0 || self.in_flight < cap) && self.parse_backlog < PARSE_BACKLOG_BYTES {
-            let Some((slot, request)) = self.scheduler.pop(now) else {
+            let Some(Dispatch {
+                slot,
+                request,
+                pacing,
+            }) = self.scheduler.pop(now)
+            else {
                 break;
             };
             self.in_flight += 1;
@@ -336,6 +341,7 @@ impl Engine {
             let downloader = self.downloader.clone();
             let tx = self.events_tx.clone();
             tokio::spawn(async move {
+                pacing.pass().await;
                 let result = downloader.fetch(request).await;
                 let _ = tx.send(Event::Downloaded {
                     slot,

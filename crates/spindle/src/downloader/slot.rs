@@ -2,6 +2,7 @@
 //! address, or a name a request gives). It caps requests on the wire and
 //! spaces request starts by the download delay.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -25,7 +26,67 @@ pub struct Slot {
     next_start: Option<Instant>,
     /// A robots.txt `Crawl-delay`: no gap, randomized or not, is shorter.
     delay_floor: Duration,
+    gate: Arc<SendGate>,
     pub stats: SlotStats,
+}
+
+/// Spaces request sends in one slot as the engine spaced their starts.
+///
+/// The engine decides when a request may start, but its download task may
+/// run a little later when the I/O threads are busy. Without this gate, a
+/// late task and an on-time one could reach the server closer together
+/// than the delay. Each task passes the gate just before it sends. The lock
+/// is per slot and is held for nanoseconds: waiting happens outside it.
+#[derive(Debug, Default)]
+pub struct SendGate {
+    state: Mutex<GateState>,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    last_send: Option<Instant>,
+    next_send: Option<Instant>,
+}
+
+impl SendGate {
+    /// Waits until this slot may send, then records the send and the gap before the next one.
+    pub async fn pass(&self, gap: Duration) {
+        loop {
+            let wait = {
+                let mut st = self.state.lock().expect("send gate");
+                let now = Instant::now();
+                match st.next_send {
+                    Some(t) if t > now => t,
+                    _ => {
+                        st.last_send = Some(now);
+                        st.next_send = Some(now + gap);
+                        return;
+                    }
+                }
+            };
+            tokio::time::sleep_until(wait.into()).await;
+        }
+    }
+
+    fn raise_floor(&self, floor: Duration) {
+        let mut st = self.state.lock().expect("send gate");
+        if let Some(last) = st.last_send {
+            st.next_send = Some(st.next_send.map_or(last + floor, |t| t.max(last + floor)));
+        }
+    }
+}
+
+/// What a started request carries to its download task: the slot's gate and the gap after it.
+#[derive(Debug, Clone)]
+pub struct Pacing {
+    pub gate: Arc<SendGate>,
+    pub gap: Duration,
+}
+
+impl Pacing {
+    pub async fn pass(&self) {
+        self.gate.pass(self.gap).await;
+    }
 }
 
 /// What one slot saw, reported beside Scrapy's stats.
@@ -45,6 +106,7 @@ impl Slot {
             last_start: None,
             next_start: None,
             delay_floor: Duration::ZERO,
+            gate: Arc::default(),
             stats: SlotStats::default(),
         }
     }
@@ -62,11 +124,12 @@ impl Slot {
         self.next_start.filter(|t| *t > now)
     }
 
-    /// Records a request start and draws the gap before the next one.
+    /// Records a request start and draws the gap before the next one, which
+    /// it returns with the gate the request's send must pass.
     ///
     /// The gap is drawn once per start, so with randomization the mean gap is
     /// the delay itself (Scrapy redraws on every timer and drifts to ~1.22×).
-    pub fn start(&mut self, now: Instant, rng: &mut impl Rng) {
+    pub fn start(&mut self, now: Instant, rng: &mut impl Rng) -> Pacing {
         self.active += 1;
         self.stats.requests += 1;
         self.stats.max_in_flight = self.stats.max_in_flight.max(self.active);
@@ -77,13 +140,19 @@ impl Slot {
         }
         self.last_start = Some(now);
         let delay = self.policy.delay;
+        let mut gap = Duration::ZERO;
         if !delay.is_zero() {
-            let gap = if self.policy.randomize_delay {
+            gap = if self.policy.randomize_delay {
                 delay.mul_f64(rng.gen_range(0.5..=1.5))
             } else {
                 delay
             };
-            self.next_start = Some(now + gap.max(self.delay_floor));
+            gap = gap.max(self.delay_floor);
+            self.next_start = Some(now + gap);
+        }
+        Pacing {
+            gate: self.gate.clone(),
+            gap,
         }
     }
 
@@ -95,6 +164,7 @@ impl Slot {
         if let Some(last) = self.last_start {
             self.pause_until(last + floor);
         }
+        self.gate.raise_floor(floor);
     }
 
     /// No request starts before `until` (backoff, `Retry-After`).
@@ -155,6 +225,24 @@ mod tests {
         assert_eq!(s.delayed_until(t0), Some(t0 + Duration::from_secs(2)));
         s.start(t0 + Duration::from_secs(2), &mut rng);
         assert_eq!(s.delayed_until(t0), Some(t0 + Duration::from_millis(2100)));
+    }
+
+    #[tokio::test]
+    async fn the_gate_spaces_sends_started_together() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let mut s = slot(100, false);
+        let t0 = Instant::now();
+        // Two starts the engine spaced correctly, whose tasks then ran at the same moment.
+        let first = s.start(t0, &mut rng);
+        let second = s.start(t0 + Duration::from_millis(100), &mut rng);
+        let begin = tokio::time::Instant::now();
+        first.pass().await;
+        second.pass().await;
+        assert!(
+            begin.elapsed() >= Duration::from_millis(100),
+            "{:?}",
+            begin.elapsed()
+        );
     }
 
     #[test]

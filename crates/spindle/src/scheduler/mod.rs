@@ -22,13 +22,21 @@ use std::time::Instant;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
-use crate::downloader::slot::{Slot, SlotPolicy, SlotStats};
+use crate::downloader::slot::{Pacing, Slot, SlotPolicy, SlotStats};
 use crate::request::Request;
 use crate::settings::Settings;
 pub use dupefilter::{canonicalize_url, fingerprint, DupeFilter};
 
 /// Index of a slot inside the scheduler.
 pub type SlotId = usize;
+
+/// A request leaving the scheduler to be downloaded.
+pub struct Dispatch {
+    pub slot: SlotId,
+    pub request: Request,
+    /// Passed just before sending, so the wire sees the slot's spacing.
+    pub pacing: Pacing,
+}
 
 /// Which policy each new slot gets.
 #[derive(Debug, Clone)]
@@ -155,18 +163,22 @@ impl Scheduler {
         self.refresh(id, now);
     }
 
-    /// The next request allowed to start now, with its slot, which counts it as started.
-    pub fn pop(&mut self, now: Instant) -> Option<(SlotId, Request)> {
+    /// The next request allowed to start now, which its slot counts as started.
+    pub fn pop(&mut self, now: Instant) -> Option<Dispatch> {
         self.wake_due(now);
         let &(_, _, id) = self.ready.first()?;
         self.picks += 1;
         let entry = &mut self.slots[id];
         let queued = entry.queue.pop().expect("a ready slot has queued requests");
         entry.last_pick = self.picks;
-        entry.slot.start(now, &mut self.rng);
+        let pacing = entry.slot.start(now, &mut self.rng);
         self.queued -= 1;
         self.refresh(id, now);
-        Some((id, queued.request))
+        Some(Dispatch {
+            slot: id,
+            request: queued.request,
+            pacing,
+        })
     }
 
     /// A request of this slot has left the wire.
@@ -305,7 +317,9 @@ mod tests {
             s.push("b", req(&format!("http://b/{i}"), 0), now);
         }
         // Each pop raises that slot's active count, so the other slot wins next.
-        let order: Vec<String> = (0..4).map(|_| host_of(&s.pop(now).unwrap().1)).collect();
+        let order: Vec<String> = (0..4)
+            .map(|_| host_of(&s.pop(now).unwrap().request))
+            .collect();
         assert_eq!(order, ["a", "b", "a", "b"]);
     }
 
@@ -316,13 +330,13 @@ mod tests {
         for i in 0..3 {
             s.push("a", req(&format!("http://a/{i}"), 0), now);
         }
-        let (a, _) = s.pop(now).unwrap();
+        let a = s.pop(now).unwrap().slot;
         s.pop(now).unwrap();
         s.push("b", req("http://b/0", 0), now);
-        assert_eq!(host_of(&s.pop(now).unwrap().1), "b");
+        assert_eq!(host_of(&s.pop(now).unwrap().request), "b");
         s.finish(a, now);
         s.finish(a, now);
-        assert_eq!(host_of(&s.pop(now).unwrap().1), "a");
+        assert_eq!(host_of(&s.pop(now).unwrap().request), "a");
     }
 
     #[test]
@@ -333,14 +347,15 @@ mod tests {
         s.push("a", req("http://a/high", 10), now);
         s.push("a", req("http://a/low2", 0), now);
         s.push("b", req("http://b/x", -100), now);
-        let (id, first) = s.pop(now).unwrap();
-        assert_eq!(first.url.path(), "/high");
+        let first = s.pop(now).unwrap();
+        let id = first.slot;
+        assert_eq!(first.request.url.path(), "/high");
         // Slot a is at its cap of 1: the low-priority b goes rather than waiting behind a.
-        assert_eq!(s.pop(now).unwrap().1.url.path(), "/x");
+        assert_eq!(s.pop(now).unwrap().request.url.path(), "/x");
         assert!(s.pop(now).is_none());
         s.finish(id, now);
         assert_eq!(
-            s.pop(now).unwrap().1.url.path(),
+            s.pop(now).unwrap().request.url.path(),
             "/low",
             "FIFO within a priority"
         );
@@ -354,12 +369,12 @@ mod tests {
             s.push("slow", req(&format!("http://slow/{i}"), 100), now);
         }
         s.push("fast", req("http://fast/0", 0), now);
-        assert_eq!(host_of(&s.pop(now).unwrap().1), "slow");
-        assert_eq!(host_of(&s.pop(now).unwrap().1), "fast");
+        assert_eq!(host_of(&s.pop(now).unwrap().request), "slow");
+        assert_eq!(host_of(&s.pop(now).unwrap().request), "fast");
         assert!(s.pop(now).is_none(), "slow waits for its delay");
         assert_eq!(s.next_wakeup(), Some(now + Duration::from_secs(1)));
         let later = now + Duration::from_secs(1);
-        assert_eq!(host_of(&s.pop(later).unwrap().1), "slow");
+        assert_eq!(host_of(&s.pop(later).unwrap().request), "slow");
     }
 
     #[test]
