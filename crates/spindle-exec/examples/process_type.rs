@@ -18,8 +18,15 @@ struct NewProcess {
 impl ProcessTarget for NewProcess {
     fn run(self) {
         // The lock is shared with the parent and the siblings; printing under it.
-        let _guard = self.lock.lock_timeout(Duration::from_secs(10)).expect("lock");
-        println!("I am process {}, my pid is {}", self.num, std::process::id());
+        let _guard = self
+            .lock
+            .lock_timeout(Duration::from_secs(10))
+            .expect("lock");
+        println!(
+            "I am process {}, my pid is {}",
+            self.num,
+            std::process::id()
+        );
     }
 }
 
@@ -28,7 +35,14 @@ fn main() -> spindle_exec::Result<()> {
     let lock = Lock::new()?;
     lock.acquire()?;
     lock.release()?;
-    let mut procs: Vec<Process> = (0..3).map(|num| Process::from_target(NewProcess { num, lock: lock.clone() })).collect();
+    let mut procs: Vec<Process> = (0..3)
+        .map(|num| {
+            Process::from_target(NewProcess {
+                num,
+                lock: lock.clone(),
+            })
+        })
+        .collect();
     for p in &mut procs {
         p.start()?;
     }

@@ -23,7 +23,9 @@ fn main() -> spindle_exec::Result<()> {
     let name = "bob".to_string();
     let t = spawn(move || println!("hello {name}"))?;
     t.join()?;
-    let t = spawn_run(MyThread { name: "alice".into() })?;
+    let t = spawn_run(MyThread {
+        name: "alice".into(),
+    })?;
     println!("run returned {}", t.join()?);
     let failing = spawn(|| -> () { panic!("oops") })?;
     println!("join of a panicking thread: {:?}", failing.join());

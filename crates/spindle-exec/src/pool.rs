@@ -48,9 +48,8 @@ impl<R: DeserializeOwned + Send> Sink for ChunkSink<R> {
         };
         match wire::decode::<Vec<std::result::Result<R, RemoteError>>>(body) {
             Ok(v) if v.len() == len => {
-                for (k, r) in v.into_iter().enumerate() {
-                    self.slots.set(start + k, r.map_err(Error::Remote));
-                }
+                self.slots
+                    .set_batch(start, v.into_iter().map(|r| r.map_err(Error::Remote)));
             }
             Ok(v) => self.err(
                 chunk,
@@ -63,9 +62,8 @@ impl<R: DeserializeOwned + Send> Sink for ChunkSink<R> {
         let Some(&(start, len)) = self.chunks.get(chunk) else {
             return;
         };
-        for k in 0..len {
-            self.slots.set(start + k, Err(e.clone()));
-        }
+        self.slots
+            .set_batch(start, (0..len).map(|_| Err(e.clone())));
     }
 }
 
@@ -95,6 +93,7 @@ struct St {
 struct Shared {
     st: Mutex<St>,
     cv: Condvar,
+    done_cv: Condvar,
     maxtasks: Option<usize>,
     retries: u32,
     init: Option<Init>,
@@ -174,6 +173,7 @@ impl PoolBuilder {
                 live: n,
             }),
             cv: Condvar::new(),
+            done_cv: Condvar::new(),
             maxtasks: self.maxtasks,
             retries: self.retries,
             init: self.init,
@@ -256,9 +256,14 @@ impl Pool {
         if st.run != Run::Running {
             return Err(Error::PoolNotRunning);
         }
+        let n = jobs.len();
         st.queue.extend(jobs);
         drop(st);
-        self.shared.cv.notify_all();
+        if n == 1 {
+            self.shared.cv.notify_one();
+        } else {
+            self.shared.cv.notify_all();
+        }
         Ok(())
     }
 
@@ -510,11 +515,15 @@ impl Pool {
         }
         while st.live > 0 {
             st = match d.remaining() {
-                None => self.shared.cv.wait(st).unwrap_or_else(|p| p.into_inner()),
+                None => self
+                    .shared
+                    .done_cv
+                    .wait(st)
+                    .unwrap_or_else(|p| p.into_inner()),
                 Some(r) if r.is_zero() => return Err(Error::Timeout),
                 Some(r) => {
                     self.shared
-                        .cv
+                        .done_cv
                         .wait_timeout(st, r)
                         .unwrap_or_else(|p| p.into_inner())
                         .0
@@ -675,7 +684,7 @@ fn supervise(shared: Arc<Shared>, idx: usize) {
                     job.attempts += 1;
                     st.queue.push_front(job);
                     drop(st);
-                    shared.cv.notify_all();
+                    shared.cv.notify_one();
                 } else {
                     drop(st);
                     job.sink.err(job.chunk, Error::WorkerLost { pid, exit });
@@ -689,7 +698,7 @@ fn supervise(shared: Arc<Shared>, idx: usize) {
     let mut st = shared.lock();
     st.live -= 1;
     drop(st);
-    shared.cv.notify_all();
+    shared.done_cv.notify_all();
 }
 
 /// Ask a worker to exit, bounded; SIGKILL if it does not.

@@ -20,6 +20,7 @@ struct Inner<R> {
     ok: Vec<bool>,
     done: usize,
     order: VecDeque<usize>,
+    waiters: usize,
     callback: Option<Callback<R>>,
 }
 
@@ -32,6 +33,7 @@ impl<R> Slots<R> {
                 ok: vec![false; n],
                 done: 0,
                 order: VecDeque::new(),
+                waiters: 0,
                 callback: None,
             }),
             cv: Condvar::new(),
@@ -55,20 +57,31 @@ impl<R> Slots<R> {
 
     /// Fill item `i` (first write wins).
     pub(crate) fn set(&self, i: usize, r: Result<R>) {
+        self.set_batch(i, std::iter::once(r));
+    }
+
+    /// Fill items `start..` from `rs` under one lock, with one wake-up.
+    pub(crate) fn set_batch(&self, start: usize, rs: impl IntoIterator<Item = Result<R>>) {
         let mut g = self.lock();
-        if i >= g.items.len() || g.filled[i] {
-            return;
+        for (k, r) in rs.into_iter().enumerate() {
+            let i = start + k;
+            if i >= g.items.len() || g.filled[i] {
+                continue;
+            }
+            if let Some(cb) = g.callback.take() {
+                cb(&r);
+            }
+            g.ok[i] = r.is_ok();
+            g.items[i] = Some(r);
+            g.filled[i] = true;
+            g.done += 1;
+            g.order.push_back(i);
         }
-        if let Some(cb) = g.callback.take() {
-            cb(&r);
-        }
-        g.ok[i] = r.is_ok();
-        g.items[i] = Some(r);
-        g.filled[i] = true;
-        g.done += 1;
-        g.order.push_back(i);
+        let wake = g.waiters > 0;
         drop(g);
-        self.cv.notify_all();
+        if wake {
+            self.cv.notify_all();
+        }
     }
 
     /// Wait until `pred` holds; false on timeout.
@@ -82,17 +95,21 @@ impl<R> Slots<R> {
             if pred(&g) {
                 return (true, g);
             }
-            match deadline.remaining() {
-                None => g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner()),
-                Some(d) if d.is_zero() => return (false, g),
+            let rem = deadline.remaining();
+            if rem.is_some_and(|d| d.is_zero()) {
+                return (false, g);
+            }
+            g.waiters += 1;
+            g = match rem {
+                None => self.cv.wait(g).unwrap_or_else(|p| p.into_inner()),
                 Some(d) => {
-                    g = self
-                        .cv
+                    self.cv
                         .wait_timeout(g, d)
                         .unwrap_or_else(|p| p.into_inner())
                         .0
                 }
-            }
+            };
+            g.waiters -= 1;
         }
     }
 

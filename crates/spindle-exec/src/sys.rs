@@ -129,6 +129,43 @@ pub(crate) fn poll_fd(fd: RawFd, events: libc::c_short, deadline: Deadline) -> i
     }
 }
 
+/// How long a link receiver busy-polls before sleeping in `poll(2)`
+/// (`SPINDLE_EXEC_SPIN_US`, default 50 µs). Trades a little CPU for
+/// avoiding a scheduler wake-up on quick replies.
+pub(crate) fn spin_budget() -> Duration {
+    static SPIN: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *SPIN.get_or_init(|| {
+        let us = std::env::var("SPINDLE_EXEC_SPIN_US")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(50);
+        Duration::from_micros(us)
+    })
+}
+
+/// Busy-poll `fd` for readability for at most `budget`.
+pub(crate) fn spin_readable(fd: RawFd, budget: Duration) -> bool {
+    if budget.is_zero() {
+        return false;
+    }
+    let t0 = Instant::now();
+    loop {
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, zero timeout.
+        if unsafe { libc::poll(&mut p, 1, 0) } > 0 {
+            return true;
+        }
+        if t0.elapsed() >= budget {
+            return false;
+        }
+        std::hint::spin_loop();
+    }
+}
+
 pub(crate) fn send_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
     while !buf.is_empty() {
         // SAFETY: buf is valid for len bytes.

@@ -122,9 +122,14 @@ impl ThreadPool {
         if st.run != Run::Running {
             return Err(Error::PoolNotRunning);
         }
+        let n = tasks.len();
         st.queue.extend(tasks);
         drop(st);
-        self.shared.cv.notify_all();
+        if n == 1 {
+            self.shared.cv.notify_one();
+        } else {
+            self.shared.cv.notify_all();
+        }
         Ok(())
     }
 

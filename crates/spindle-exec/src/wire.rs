@@ -285,7 +285,8 @@ impl Rx {
     }
 
     pub(crate) fn recv(&mut self, fd: RawFd, deadline: Deadline) -> Result<Header> {
-        if !sys::poll_fd(fd, libc::POLLIN, deadline)? {
+        if !sys::spin_readable(fd, sys::spin_budget()) && !sys::poll_fd(fd, libc::POLLIN, deadline)?
+        {
             return Err(Error::Timeout);
         }
         let mut hb = [0u8; HDR];
