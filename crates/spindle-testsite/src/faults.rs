@@ -62,7 +62,7 @@ struct Shared {
 
 impl FaultServer {
     /// robots.txt for every host but the two special ones.
-    pub const ROBOTS: &'static str = "User-agent: *\nDisallow: /private\nCrawl-delay: 0.1\n";
+    pub const ROBOTS: &'static str = "User-agent: *\nDisallow: /private\nCrawl-delay: 0.25\n";
 
     /// Every path the index links to, besides the good pages.
     pub const FAULTS: &'static [&'static str] = &[

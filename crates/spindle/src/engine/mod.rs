@@ -1,0 +1,245 @@
+//! The engine: one event loop that moves requests from the spider through
+//! the scheduler to the downloader, and responses back to the spider.
+//!
+//! The loop owns the scheduler, the stats and every counter, so nothing is
+//! locked per request. Downloads run as tasks on the I/O runtime; parsing runs
+//! on a separate pool of threads sized to the cores, so a CPU-heavy page never
+//! stalls the network. Each finished download or parse comes back to the loop
+//! as an event.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+use tokio::sync::{mpsc, Notify};
+use tracing::{debug, info, warn};
+use url::Url;
+
+use crate::downloader::dns::{DnsError, Resolver};
+use crate::downloader::{DownloadError, Downloader};
+use crate::exporter::ItemExporter;
+use crate::item::Item;
+use crate::offsite::OffsiteFilter;
+use crate::request::{Purpose, Request};
+use crate::response::Response;
+use crate::retry;
+use crate::robots::{self, RobotsRules};
+use crate::scheduler::{Dispatch, Scheduler, SlotId, SlotPolicies};
+use crate::settings::Settings;
+use crate::spider::{Output, Spider};
+use crate::stats::{CrawlReport, Progress, Stats};
+
+/// Bytes of downloaded bodies allowed to wait for parsing before the engine
+/// stops starting downloads (Scrapy's `SCRAPER_SLOT_MAX_ACTIVE_SIZE`; each
+/// response counts at least 1 KiB, as there).
+mod admission;
+mod event_loop;
+mod responses;
+
+const PARSE_BACKLOG_BYTES: usize = 5_000_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CrawlError {
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+    #[error("cannot start the parse threads: {0}")]
+    ParsePool(#[from] rayon::ThreadPoolBuildError),
+    #[error("writing items failed: {0}")]
+    Export(std::io::Error),
+}
+
+/// Asks a running crawl to stop gracefully: no new requests, in-flight ones finish.
+#[derive(Clone, Default)]
+pub struct ShutdownHandle(Arc<Notify>);
+
+impl ShutdownHandle {
+    pub fn shutdown(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// A crawl, configured and ready to run.
+pub struct Crawler {
+    spider: Arc<dyn Spider>,
+    settings: Arc<Settings>,
+    resolved: HashMap<String, IpAddr>,
+    exporter: Option<Box<dyn ItemExporter>>,
+    progress: Arc<Progress>,
+    shutdown: ShutdownHandle,
+}
+
+impl Crawler {
+    pub fn new(spider: impl Spider, settings: Settings) -> Self {
+        Crawler {
+            spider: Arc::new(spider),
+            settings: Arc::new(settings),
+            resolved: HashMap::new(),
+            exporter: None,
+            progress: Arc::default(),
+            shutdown: ShutdownHandle::default(),
+        }
+    }
+
+    /// Sends every connection to `host` to `addr`, like curl's `--resolve`.
+    pub fn resolve(mut self, host: &str, addr: IpAddr) -> Self {
+        self.resolved.insert(host.to_ascii_lowercase(), addr);
+        self
+    }
+
+    /// Where scraped items go.
+    pub fn exporter(mut self, exporter: Box<dyn ItemExporter>) -> Self {
+        self.exporter = Some(exporter);
+        self
+    }
+
+    pub fn progress(&self) -> Arc<Progress> {
+        self.progress.clone()
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// Runs the crawl to its end and reports its stats. Must be called inside a tokio runtime.
+    pub async fn run(self) -> Result<CrawlReport, CrawlError> {
+        let resolver = Arc::new(Resolver::with_fixed(self.resolved));
+        let downloader = Arc::new(Downloader::new(self.settings.clone(), resolver.clone())?);
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let parse_pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("spindle-parse-{i}"))
+            .build()?;
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let (items, writer) = spawn_writer(self.exporter);
+        let mut engine = Engine {
+            offsite: OffsiteFilter::new(self.spider.allowed_domains()),
+            scheduler: Scheduler::new(SlotPolicies::from_settings(&self.settings)),
+            spider: self.spider,
+            settings: self.settings,
+            resolver,
+            downloader,
+            parse_pool,
+            events_tx,
+            items,
+            progress: self.progress,
+            stats: Stats::default(),
+            in_flight: 0,
+            parse_backlog: 0,
+            parses: 0,
+            host_ips: HashMap::new(),
+            awaiting_dns: HashMap::new(),
+            offsite_domains: HashSet::new(),
+            robots: HashMap::new(),
+            rng: SmallRng::from_entropy(),
+            closing: None,
+            export_failed: false,
+        };
+        let started = (SystemTime::now(), Instant::now());
+        let reason = engine.run(events, self.shutdown).await;
+        let slots: BTreeMap<_, _> = engine
+            .scheduler
+            .slot_stats()
+            .map(|(k, s)| (k.to_string(), s.clone()))
+            .collect();
+        let report = CrawlReport::new(
+            &engine.stats,
+            started.0,
+            started.1.elapsed(),
+            &reason,
+            slots,
+        );
+        drop(engine);
+        match writer.join() {
+            Ok(Ok(())) => Ok(report),
+            Ok(Err(e)) => Err(CrawlError::Export(e)),
+            Err(_) => Err(CrawlError::Export(std::io::Error::other(
+                "item writer panicked",
+            ))),
+        }
+    }
+}
+
+/// Items are written on a thread of their own; it flushes whenever it has
+/// caught up, so the file is valid and current without a flush per item.
+fn spawn_writer(
+    exporter: Option<Box<dyn ItemExporter>>,
+) -> (
+    Option<std_mpsc::Sender<Item>>,
+    JoinHandle<std::io::Result<()>>,
+) {
+    let Some(mut exporter) = exporter else {
+        return (None, std::thread::spawn(|| Ok(())));
+    };
+    let (tx, rx) = std_mpsc::channel::<Item>();
+    let handle = std::thread::Builder::new()
+        .name("spindle-export".into())
+        .spawn(move || {
+            exporter.flush()?;
+            while let Ok(item) = rx.recv() {
+                let _whole_batch = crate::exporter::lock_writes();
+                exporter.export(&item)?;
+                while let Ok(item) = rx.try_recv() {
+                    exporter.export(&item)?;
+                }
+                exporter.flush()?;
+            }
+            exporter.flush()
+        })
+        .expect("spawn the item writer thread");
+    (Some(tx), handle)
+}
+
+enum Event {
+    Downloaded {
+        slot: SlotId,
+        result: Box<Result<Response, (Request, DownloadError)>>,
+    },
+    Parsed {
+        depth: u32,
+        backlog: usize,
+        result: Result<Output, String>,
+    },
+    Resolved {
+        host: String,
+        result: Result<IpAddr, DnsError>,
+    },
+}
+
+struct Engine {
+    spider: Arc<dyn Spider>,
+    settings: Arc<Settings>,
+    offsite: OffsiteFilter,
+    scheduler: Scheduler,
+    resolver: Arc<Resolver>,
+    downloader: Arc<Downloader>,
+    parse_pool: rayon::ThreadPool,
+    events_tx: mpsc::UnboundedSender<Event>,
+    items: Option<std_mpsc::Sender<Item>>,
+    progress: Arc<Progress>,
+    stats: Stats,
+    in_flight: usize,
+    parse_backlog: usize,
+    parses: usize,
+    /// Per-IP mode: the address each host's requests are keyed by.
+    host_ips: HashMap<String, IpAddr>,
+    /// Per-IP mode: requests held until their host is resolved.
+    awaiting_dns: HashMap<String, Vec<Request>>,
+    offsite_domains: HashSet<String>,
+    /// robots.txt per origin, once asked for.
+    robots: HashMap<String, RobotsState>,
+    rng: SmallRng,
+    closing: Option<String>,
+    export_failed: bool,
+}
+
+enum RobotsState {
+    /// Fetching; these requests wait for the answer.
+    Pending(Vec<Request>),
+    Ready(RobotsRules),
+}
