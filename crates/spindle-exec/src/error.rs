@@ -95,7 +95,7 @@ pub enum Error {
     NotLocked,
     /// The task panicked (or its arguments/result failed to (de)serialize) in the worker.
     #[error("task failed: {0}")]
-    Remote(RemoteError),
+    Remote(Box<RemoteError>),
     /// The worker process running the task died (killed, aborted, exited).
     #[error("worker process {pid} was lost while running the task: {exit}")]
     WorkerLost {

@@ -46,7 +46,7 @@ impl<R: DeserializeOwned + Send> Sink for ChunkSink<R> {
         let Some(&(start, len)) = self.chunks.get(chunk) else {
             return;
         };
-        match wire::decode::<Vec<std::result::Result<R, RemoteError>>>(body) {
+        match wire::decode::<Vec<std::result::Result<R, Box<RemoteError>>>>(body) {
             Ok(v) if v.len() == len => {
                 self.slots
                     .set_batch(start, v.into_iter().map(|r| r.map_err(Error::Remote)));
@@ -654,7 +654,7 @@ fn supervise(shared: Arc<Shared>, idx: usize) {
                     job.sink.ok(job.chunk, w.link.rx.body());
                 } else {
                     let e = match wire::decode::<RemoteError>(w.link.rx.body()) {
-                        Ok(r) => Error::Remote(r),
+                        Ok(r) => Error::Remote(Box::new(r)),
                         Err(e) => e,
                     };
                     job.sink.err(job.chunk, e);

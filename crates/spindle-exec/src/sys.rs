@@ -130,7 +130,7 @@ pub(crate) fn poll_fd(fd: RawFd, events: libc::c_short, deadline: Deadline) -> i
 }
 
 /// How long a link receiver busy-polls before sleeping in `poll(2)`
-/// (`SPINDLE_EXEC_SPIN_US`, default 50 µs). Trades a little CPU for
+/// (`SPINDLE_EXEC_SPIN_US`, default 0: off). Trades a little CPU for
 /// avoiding a scheduler wake-up on quick replies.
 pub(crate) fn spin_budget() -> Duration {
     static SPIN: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
@@ -138,7 +138,7 @@ pub(crate) fn spin_budget() -> Duration {
         let us = std::env::var("SPINDLE_EXEC_SPIN_US")
             .ok()
             .and_then(|s| s.parse().ok())
-            .unwrap_or(50);
+            .unwrap_or(0);
         Duration::from_micros(us)
     })
 }

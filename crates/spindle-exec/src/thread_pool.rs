@@ -61,12 +61,12 @@ impl std::fmt::Debug for ThreadPool {
 
 fn caught<R>(f: impl FnOnce() -> R) -> Result<R> {
     catch_unwind(AssertUnwindSafe(f)).map_err(|p| {
-        Error::Remote(RemoteError {
+        Error::Remote(Box::new(RemoteError {
             kind: "panic".into(),
             message: panic_message(&*p),
             backtrace: String::new(),
             pid: 0,
-        })
+        }))
     })
 }
 

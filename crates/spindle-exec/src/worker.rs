@@ -266,7 +266,7 @@ pub(crate) fn install_capturing_hook() {
     }));
 }
 
-pub(crate) fn run_caught<R>(pid: u32, f: impl FnOnce() -> R) -> Result<R, RemoteError> {
+pub(crate) fn run_caught<R>(pid: u32, f: impl FnOnce() -> R) -> Result<R, Box<RemoteError>> {
     LAST_PANIC.with(|p| p.borrow_mut().take());
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => Ok(r),
@@ -274,12 +274,12 @@ pub(crate) fn run_caught<R>(pid: u32, f: impl FnOnce() -> R) -> Result<R, Remote
             let (message, backtrace) = LAST_PANIC
                 .with(|p| p.borrow_mut().take())
                 .unwrap_or_else(|| (panic_message(&*payload), String::new()));
-            Err(RemoteError {
+            Err(Box::new(RemoteError {
                 kind: "panic".into(),
                 message,
                 backtrace,
                 pid,
-            })
+            }))
         }
     }
 }
@@ -354,7 +354,7 @@ pub(crate) fn target_tramp<T: crate::process::ProcessTarget>(_f: usize, body: &[
 #[derive(Serialize)]
 enum ItemRef<'a, R> {
     Ok(&'a R),
-    Err(RemoteError),
+    Err(Box<RemoteError>),
 }
 
 /// Pool chunk: decode `Vec<A>`, run each, reply `Vec<Result<R, RemoteError>>`.
@@ -379,7 +379,7 @@ pub(crate) fn pool_tramp<A: DeserializeOwned, R: Serialize>(
             return tx.send_value(fd, K_ERROR, 0, 0, &err);
         }
     };
-    let results: Vec<Result<R, RemoteError>> = items
+    let results: Vec<Result<R, Box<RemoteError>>> = items
         .into_iter()
         .map(|a| run_caught(pid, || f(a)))
         .collect();
@@ -391,12 +391,12 @@ pub(crate) fn pool_tramp<A: DeserializeOwned, R: Serialize>(
                 .map(|r| match r {
                     Ok(v) => match wire::encode(v) {
                         Ok(_) => ItemRef::Ok(v),
-                        Err(e) => ItemRef::Err(RemoteError {
+                        Err(e) => ItemRef::Err(Box::new(RemoteError {
                             kind: "encode".into(),
                             message: e.to_string(),
                             backtrace: String::new(),
                             pid,
-                        }),
+                        })),
                     },
                     Err(e) => ItemRef::Err(e.clone()),
                 })
