@@ -5,9 +5,8 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use regex::RegexSet;
 use spindle::exporter::{self, Format};
-use spindle::{Crawler, LinkExtractor, Request, Settings};
+use spindle::{Crawler, Request, Settings};
 
 use crate::args::CrawlArgs;
 use crate::progress;
@@ -41,23 +40,19 @@ pub fn plan(args: CrawlArgs) -> anyhow::Result<Plan> {
         settings.set_assignment(assignment)?;
     }
 
-    let mut start = Vec::new();
+    let mut hosts = Vec::new();
     for url in &args.urls {
-        start.push(
-            Request::get(url).context("bad start URL: give an absolute http:// or https:// URL")?,
-        );
+        let request =
+            Request::get(url).context("bad start URL: give an absolute http:// or https:// URL")?;
+        hosts.extend(request.url.host_str().map(str::to_string));
     }
     let allowed_domains = if args.allow_domains.is_empty() {
-        start
-            .iter()
-            .filter_map(|r| r.url.host_str().map(str::to_string))
-            .collect()
+        hosts
     } else {
         args.allow_domains.clone()
     };
-    let follow = RegexSet::new(&args.follow).context("bad --follow regex")?;
 
-    let mut extractor = LinkExtractor::new();
+    let mut fields = Vec::new();
     let mut field_names = vec!["url".to_string(), "status".to_string(), "depth".to_string()];
     for field in &args.fields {
         let Some((name, css)) = field.split_once('=') else {
@@ -67,9 +62,15 @@ pub fn plan(args: CrawlArgs) -> anyhow::Result<Plan> {
         if name.is_empty() || field_names.iter().any(|n| n == name) {
             bail!("--field `{field}`: the name must be non-empty and not repeat another field");
         }
-        extractor = extractor.with_field(name, css.trim())?;
+        fields.push((name.to_string(), css.trim().to_string()));
         field_names.push(name.to_string());
     }
+    let spider = FollowSpider::new(
+        args.urls.clone(),
+        allowed_domains,
+        args.follow.clone(),
+        fields,
+    )?;
 
     let output = match args.output {
         None => None,
@@ -95,12 +96,7 @@ pub fn plan(args: CrawlArgs) -> anyhow::Result<Plan> {
     }
 
     Ok(Plan {
-        spider: FollowSpider {
-            start,
-            allowed_domains,
-            follow,
-            extractor,
-        },
+        spider,
         settings,
         resolve,
         output,

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Why a setting was refused. The message names the setting and says what to fix.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -31,7 +31,7 @@ pub enum SettingsError {
 }
 
 /// Per-slot overrides, as in Scrapy's `DOWNLOAD_SLOTS`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SlotOverride {
     pub concurrency: Option<usize>,
@@ -41,7 +41,9 @@ pub struct SlotOverride {
 }
 
 /// Every setting spindle understands. Field docs give the Scrapy name.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Serializable so that worker processes get exactly the parent's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
     /// `CONCURRENT_REQUESTS`: requests on the wire at once, across all slots; 0 = no limit.
     pub concurrent_requests: usize,
