@@ -5,13 +5,13 @@
 //! port dropped — the last by the `url` crate's parser, which also lower-cases
 //! the scheme and host and normalizes percent-encoding), then reduced to a
 //! 64-bit XXH3 fingerprint. Storing 8-byte fingerprints instead of URL strings
-//! keeps the seen-set small (Scrapy keeps ~1 KB per URL, #5307); the chance of
+//! keeps the seen-set small: 9–14 bytes per URL in a compact table
+//! (`fpset`; Scrapy keeps ~1 KB per URL, #5307); the chance of
 //! any collision among 10 million URLs is about 3 in a million.
 
-use std::collections::HashSet;
-use std::hash::{BuildHasherDefault, Hasher};
-
 use url::Url;
+
+use super::fpset::FingerprintSet;
 
 /// The URL in canonical form, as text.
 pub fn canonicalize_url(url: &Url) -> String {
@@ -45,32 +45,26 @@ pub fn fingerprint(url: &Url) -> u64 {
     xxhash_rust::xxh3::xxh3_64(canonicalize_url(url).as_bytes())
 }
 
-/// Fingerprints are already uniformly distributed hashes: hash them again for nothing.
-#[derive(Default)]
-struct IdentityHasher(u64);
-
-impl Hasher for IdentityHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, _: &[u8]) {
-        unreachable!("only u64 fingerprints are hashed")
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
 /// The set of fingerprints already scheduled.
 #[derive(Default)]
 pub struct DupeFilter {
-    seen: HashSet<u64, BuildHasherDefault<IdentityHasher>>,
+    seen: FingerprintSet,
 }
 
 impl DupeFilter {
     /// Records the URL; true when it had not been seen before.
     pub fn insert(&mut self, url: &Url) -> bool {
         self.seen.insert(fingerprint(url))
+    }
+
+    /// Records a fingerprint (see [`fingerprint`]); true when it had not been seen before.
+    pub fn insert_fingerprint(&mut self, fp: u64) -> bool {
+        self.seen.insert(fp)
+    }
+
+    /// Heap bytes of the seen-set: at most 16 per URL (see `fpset`).
+    pub fn heap_bytes(&self) -> usize {
+        self.seen.heap_bytes()
     }
 
     pub fn len(&self) -> usize {
