@@ -86,6 +86,12 @@ async fn crawl(args: BenchArgs, settings: Settings) -> anyhow::Result<()> {
             .with_context(|| format!("cannot write stats to {}", path.display()))?;
     }
     let failed = report.get("downloader/exception_count");
+    if report.finish_reason == "finished" {
+        println!(
+            "(every page of the {}-page site was crawled before {} s; --pages sets a bigger site)",
+            args.pages, args.seconds
+        );
+    }
     println!(
         "spindle bench: {pages} pages in {secs:.2} s = {per_min:.0} pages/min \
          ({:.0} pages/s; {} requests at once, {failed} failed)",

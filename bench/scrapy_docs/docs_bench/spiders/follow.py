@@ -19,6 +19,12 @@ class FollowSpider(scrapy.Spider):
         self.start_urls = [url]
         self.allowed_domains = [urlsplit(url).hostname]
 
+    async def start(self):
+        # Scrapy's default start requests skip the dupefilter (dont_filter=True), so a later
+        # link back to the start page would fetch it twice; spindle fetches it once.
+        for url in self.start_urls:
+            yield scrapy.Request(url, callback=self.parse)
+
     def parse(self, response):
         if not isinstance(response, HtmlResponse):
             yield {"url": response.url, "title": None}
