@@ -143,6 +143,8 @@ def big_crawl(a):
            "-o", out]
     for k, v in SETTINGS.items():
         cmd += ["-s", f"{k}={v}"]
+    if os.path.exists(out):
+        os.remove(out)
     started = time.monotonic()
     proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL, env=dict(os.environ, RUST_LOG="warn"))
     samples = []
@@ -152,7 +154,8 @@ def big_crawl(a):
                 rss = int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1)) / 1024
             with open(out, "rb") as f:
                 done = f.read().count(b"\n")
-            samples.append((round(time.monotonic() - started, 2), done, round(rss, 1)))
+            if rss > 0:
+                samples.append((round(time.monotonic() - started, 2), done, round(rss, 1)))
         except (OSError, AttributeError):
             pass
         time.sleep(0.1)
