@@ -90,7 +90,8 @@ fn main() {
             "extract {label}: {:.0} pages/s, {:.0} MB/s, {:.2} ms/page",
             (rounds * pages.len()) as f64 / secs,
             (rounds * bytes) as f64 / secs / 1e6,
-            secs * 1e3 / (rounds * pages.len()) as f64 * if parallel { threads as f64 } else { 1.0 },
+            secs * 1e3 / (rounds * pages.len()) as f64
+                * if parallel { threads as f64 } else { 1.0 },
         );
     }
 }
