@@ -19,6 +19,31 @@ pub struct Cli {
 pub enum Command {
     /// Crawl from one or more start URLs, following links within the allowed domains.
     Crawl(CrawlArgs),
+    /// Measure crawl speed on a local generated site, like `scrapy bench`: no network, no setup.
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// How long to crawl (CLOSESPIDER_TIMEOUT); requests in flight then finish.
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    pub seconds: f64,
+
+    /// Requests at once (CONCURRENT_REQUESTS, and CONCURRENT_REQUESTS_PER_DOMAIN: politeness is off).
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub concurrency: usize,
+
+    /// Pages on the generated site.
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    pub pages: usize,
+
+    /// Links on each page, to random other pages.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub links: usize,
+
+    /// Write the final stats as JSON to FILE.
+    #[arg(long = "stats", value_name = "FILE")]
+    pub stats: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -1,6 +1,7 @@
 //! The `spindle` binary: a thin layer over the `spindle` library.
 
 mod args;
+mod bench;
 mod crawl;
 mod progress;
 mod spider;
@@ -38,6 +39,7 @@ fn main() -> ExitCode {
                 .map_err(|e| Failure::Runtime(e.into()))
                 .and_then(|rt| rt.block_on(crawl::run(plan, bar))),
         },
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

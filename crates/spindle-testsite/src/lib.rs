@@ -86,6 +86,7 @@ pub struct Record {
 #[derive(Default)]
 pub struct TestServerBuilder {
     hosts: Vec<(String, IpAddr, Site)>,
+    no_records: bool,
 }
 
 impl TestServerBuilder {
@@ -95,6 +96,14 @@ impl TestServerBuilder {
     pub fn host(mut self, name: impl Into<String>, ip: impl Into<IpAddr>, site: Site) -> Self {
         self.hosts
             .push((name.into().to_ascii_lowercase(), ip.into(), site));
+        self
+    }
+
+    /// Whether to keep a [`Record`] of every request (default true). A benchmark
+    /// serving millions of requests turns it off, so the server's memory and locking
+    /// stay flat; [`TestServer::records`] is then always empty.
+    pub fn record(mut self, on: bool) -> Self {
+        self.no_records = !on;
         self
     }
 
@@ -164,6 +173,7 @@ impl TestServerBuilder {
             epoch,
             records: records.clone(),
             accepted: accepted.clone(),
+            recording: !self.no_records,
         });
         let thread = std::thread::Builder::new()
             .name("spindle-testsite".into())
@@ -328,6 +338,7 @@ struct Shared {
     epoch: Instant,
     records: Arc<Mutex<Vec<Record>>>,
     accepted: Arc<AtomicUsize>,
+    recording: bool,
 }
 
 struct HostSite {
@@ -481,6 +492,9 @@ struct Pending {
 impl Pending {
     fn finish(&mut self) {
         if let Some(mut r) = self.record.take() {
+            if !self.shared.recording {
+                return;
+            }
             r.end = self.shared.epoch.elapsed().max(r.start);
             lock(&self.shared.records).push(r);
         }

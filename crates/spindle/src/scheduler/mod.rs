@@ -14,6 +14,7 @@
 //! lock is taken per request.
 
 pub mod dupefilter;
+pub mod fpset;
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
