@@ -9,8 +9,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use anyhow::{bail, Context};
-use regex::RegexSet;
-use spindle::{Crawler, LinkExtractor, Request, Settings};
+use spindle::{Crawler, Settings};
 use spindle_testsite::{Site, TestServer};
 
 use crate::args::BenchArgs;
@@ -59,12 +58,7 @@ async fn crawl(args: BenchArgs, settings: Settings) -> anyhow::Result<()> {
         .start()
         .context("cannot start the local bench site")?;
     let start = server.url(HOST, "/");
-    let spider = FollowSpider {
-        start: vec![Request::get(&start)?],
-        allowed_domains: vec![HOST.to_string()],
-        follow: RegexSet::empty(),
-        extractor: LinkExtractor::new(),
-    };
+    let spider = FollowSpider::new(vec![start.clone()], vec![HOST.to_string()], vec![], vec![])?;
     tracing::info!(
         "bench site {start}: {} pages, {} links each; crawling for {}s with {} requests at once",
         args.pages,
