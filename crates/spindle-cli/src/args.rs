@@ -83,4 +83,9 @@ pub struct CrawlArgs {
     /// Write the final stats as JSON to FILE.
     #[arg(long = "stats", value_name = "FILE")]
     pub stats: Option<PathBuf>,
+
+    /// Fetch and parse in N worker processes; one scheduler keeps every cap and delay exact.
+    #[arg(long = "processes", value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub processes: u16,
 }

@@ -20,6 +20,7 @@ pub struct Plan {
     resolve: HashMap<String, IpAddr>,
     output: Option<(PathBuf, Format, Vec<String>)>,
     stats: Option<PathBuf>,
+    processes: usize,
 }
 
 /// Turns the arguments into a plan, or says what to fix. Fetches nothing.
@@ -101,6 +102,7 @@ pub fn plan(args: CrawlArgs) -> anyhow::Result<Plan> {
         resolve,
         output,
         stats: args.stats,
+        processes: usize::from(args.processes),
     })
 }
 
@@ -124,7 +126,8 @@ fn parse_resolve(entry: &str) -> anyhow::Result<(String, IpAddr)> {
 
 /// Runs a checked plan to the end: the crawl, the output file, the stats.
 pub async fn run(plan: Plan, bar: Option<indicatif::ProgressBar>) -> Result<(), Failure> {
-    let mut crawler = Crawler::new(plan.spider, plan.settings);
+    let mut crawler = Crawler::multiprocess(plan.spider, plan.settings, plan.processes)
+        .map_err(|e| Failure::Runtime(e.into()))?;
     for (host, ip) in plan.resolve {
         crawler = crawler.resolve(&host, ip);
     }

@@ -20,6 +20,9 @@ pub enum Failure {
 }
 
 fn main() -> ExitCode {
+    // Worker processes of `--processes N` are this binary run again: this
+    // runs the worker and never returns there, and returns at once here.
+    spindle_exec::init();
     let cli = Cli::parse();
     let bar = progress::bar_if_terminal();
     tracing_subscriber::fmt()

@@ -44,6 +44,7 @@ pub mod scheduler;
 pub mod settings;
 pub mod spider;
 pub mod stats;
+pub mod workers;
 
 pub use engine::{CrawlError, Crawler, ShutdownHandle};
 pub use item::Item;
@@ -52,4 +53,4 @@ pub use request::{InvalidUrl, Request};
 pub use response::Response;
 pub use settings::{Settings, SettingsError};
 pub use spider::{Output, Spider, SpiderError};
-pub use stats::{CrawlReport, Progress};
+pub use stats::{CrawlReport, Progress, WorkerReport};

@@ -21,6 +21,8 @@ pub struct Request {
     pub redirects: u32,
     /// Retries already made of this request.
     pub retries: u32,
+    /// Worker processes that died while holding this request.
+    pub(crate) crashes: u32,
     pub(crate) purpose: Purpose,
 }
 
@@ -43,6 +45,7 @@ impl Request {
             dont_filter: false,
             redirects: 0,
             retries: 0,
+            crashes: 0,
             purpose: Purpose::Page,
         }
     }

@@ -63,6 +63,18 @@ impl Progress {
     }
 }
 
+/// One worker process of a multi-process crawl, from its shared-memory counters.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct WorkerReport {
+    pub pid: u32,
+    pub requests: u64,
+    pub responses: u64,
+    pub bytes: u64,
+    pub items: u64,
+    /// Python's meaning: 0, the code it exited with, or minus the signal that killed it.
+    pub exit_code: Option<i32>,
+}
+
 /// The final report of a crawl.
 #[derive(Debug, Clone, Serialize)]
 pub struct CrawlReport {
@@ -75,6 +87,9 @@ pub struct CrawlReport {
     pub finish_reason: String,
     /// Per download slot: requests, the most in flight at once, the shortest start-to-start gap.
     pub slots: BTreeMap<String, SlotStats>,
+    /// Multi-process mode: every worker process that ran, with its pid.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<WorkerReport>,
 }
 
 impl CrawlReport {
@@ -97,6 +112,7 @@ impl CrawlReport {
             elapsed_time_seconds: elapsed.as_secs_f64(),
             finish_reason: finish_reason.to_string(),
             slots,
+            workers: Vec::new(),
         }
     }
 
@@ -118,6 +134,16 @@ impl CrawlReport {
             "  elapsed_time_seconds: {:.3}\n  finish_reason: {}\n",
             self.elapsed_time_seconds, self.finish_reason
         ));
+        if !self.workers.is_empty() {
+            out.push_str("Workers (pid: requests, responses, items, exit):\n");
+            for w in &self.workers {
+                let exit = w.exit_code.map_or("-".to_string(), |c| c.to_string());
+                out.push_str(&format!(
+                    "  {}: {} requests, {} responses, {} items, exit {exit}\n",
+                    w.pid, w.requests, w.responses, w.items
+                ));
+            }
+        }
         if !self.slots.is_empty() {
             out.push_str("Slots (requests, max in flight, min start gap):\n");
             for (key, s) in &self.slots {

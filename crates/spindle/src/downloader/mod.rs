@@ -18,7 +18,7 @@ use dns::{Resolver, SharedResolver};
 
 /// Why a download produced no response. Each kind is counted under its own
 /// `downloader/exception_type_count/<kind>` stat.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum DownloadError {
     #[error("timed out after {0:?} (DOWNLOAD_TIMEOUT)")]
     Timeout(std::time::Duration),

@@ -100,6 +100,16 @@ impl Engine {
             self.stats.inc("scheduler/dequeued");
             self.stats.inc("downloader/request_count");
             self.stats.inc("downloader/request_method_count/GET");
+            if let Some(fleet) = &mut self.fleet {
+                if !fleet.submit(slot, request, pacing) {
+                    self.in_flight -= 1;
+                    self.scheduler.finish(slot, now);
+                    self.stats.inc("worker/no_worker_count");
+                    self.close("workers_failed");
+                    return;
+                }
+                continue;
+            }
             let downloader = self.downloader.clone();
             let tx = self.events_tx.clone();
             tokio::spawn(async move {
@@ -119,7 +129,12 @@ impl Engine {
                 self.in_flight -= 1;
                 self.scheduler.finish(slot, Instant::now());
                 match *result {
-                    Ok(response) => self.on_downloaded(slot, response),
+                    Ok(response) => {
+                        let body_len = response.body.len() as u64;
+                        if let Some(page) = self.on_downloaded(slot, response, body_len) {
+                            self.parse_locally(page);
+                        }
+                    }
                     Err((request, error)) => self.on_download_error(slot, request, error),
                 }
             }
@@ -138,6 +153,7 @@ impl Engine {
                     }
                 }
             }
+            Event::Fleet(event) => self.on_fleet_event(event),
             Event::Resolved { host, result } => {
                 let waiting = self.awaiting_dns.remove(&host).unwrap_or_default();
                 match result {
@@ -170,8 +186,17 @@ impl Engine {
 
     pub(super) fn publish_progress(&self) {
         let p = &self.progress;
-        Progress::set(&p.pages, self.stats.get("response_received_count"));
-        Progress::set(&p.items, self.stats.get("item_scraped_count"));
+        // With worker processes, pages and items come from the counters the
+        // workers keep in shared memory, as live as it gets.
+        let (pages, items) = match &self.fleet {
+            Some(fleet) => fleet.live_totals(),
+            None => (
+                self.stats.get("response_received_count"),
+                self.stats.get("item_scraped_count"),
+            ),
+        };
+        Progress::set(&p.pages, pages);
+        Progress::set(&p.items, items);
         Progress::set(&p.requests, self.stats.get("downloader/request_count"));
         Progress::set(&p.in_flight, self.in_flight as u64);
         Progress::set(&p.queued, self.scheduler.len() as u64);

@@ -34,12 +34,14 @@ use crate::scheduler::{Dispatch, Scheduler, SlotId, SlotPolicies};
 use crate::settings::Settings;
 use crate::spider::{Output, Spider};
 use crate::stats::{CrawlReport, Progress, Stats};
+use crate::workers::{Fleet, FleetEvent, Launcher};
 
 /// Bytes of downloaded bodies allowed to wait for parsing before the engine
 /// stops starting downloads (Scrapy's `SCRAPER_SLOT_MAX_ACTIVE_SIZE`; each
 /// response counts at least 1 KiB, as there).
 mod admission;
 mod event_loop;
+mod remote;
 mod responses;
 
 const PARSE_BACKLOG_BYTES: usize = 5_000_000;
@@ -52,6 +54,10 @@ pub enum CrawlError {
     ParsePool(#[from] rayon::ThreadPoolBuildError),
     #[error("writing items failed: {0}")]
     Export(std::io::Error),
+    #[error("cannot serialize the spider for worker processes: {0}")]
+    SpiderConfig(#[from] serde_json::Error),
+    #[error("cannot start worker processes: {0}")]
+    Workers(#[from] spindle_exec::Error),
 }
 
 /// Asks a running crawl to stop gracefully: no new requests, in-flight ones finish.
@@ -72,6 +78,7 @@ pub struct Crawler {
     exporter: Option<Box<dyn ItemExporter>>,
     progress: Arc<Progress>,
     shutdown: ShutdownHandle,
+    launcher: Option<Launcher>,
 }
 
 impl Crawler {
@@ -83,7 +90,30 @@ impl Crawler {
             exporter: None,
             progress: Arc::default(),
             shutdown: ShutdownHandle::default(),
+            launcher: None,
         }
+    }
+
+    /// A crawl whose fetching and parsing run in `processes` worker processes,
+    /// while this process keeps the one scheduler, so every cap and delay
+    /// holds across all of them. With `processes <= 1` it is [`Crawler::new`].
+    ///
+    /// The spider is serialized to each worker. The program's `main` must call
+    /// `spindle_exec::init()` first: workers are the same binary run again.
+    pub fn multiprocess<S>(
+        spider: S,
+        settings: Settings,
+        processes: usize,
+    ) -> Result<Self, CrawlError>
+    where
+        S: Spider + serde::Serialize + serde::de::DeserializeOwned,
+    {
+        let launcher = (processes > 1)
+            .then(|| Launcher::new(&spider, processes))
+            .transpose()?;
+        let mut crawler = Crawler::new(spider, settings);
+        crawler.launcher = launcher;
+        Ok(crawler)
     }
 
     /// Sends every connection to `host` to `addr`, like curl's `--resolve`.
@@ -108,7 +138,7 @@ impl Crawler {
 
     /// Runs the crawl to its end and reports its stats. Must be called inside a tokio runtime.
     pub async fn run(self) -> Result<CrawlReport, CrawlError> {
-        let resolver = Arc::new(Resolver::with_fixed(self.resolved));
+        let resolver = Arc::new(Resolver::with_fixed(self.resolved.clone()));
         let downloader = Arc::new(Downloader::new(self.settings.clone(), resolver.clone())?);
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let parse_pool = rayon::ThreadPoolBuilder::new()
@@ -116,6 +146,20 @@ impl Crawler {
             .thread_name(|i| format!("spindle-parse-{i}"))
             .build()?;
         let (events_tx, events) = mpsc::unbounded_channel();
+        let fleet = match self.launcher {
+            Some(launcher) => {
+                let tx = events_tx.clone();
+                Some(Fleet::start(
+                    launcher,
+                    (*self.settings).clone(),
+                    self.resolved.clone(),
+                    move |event| {
+                        let _ = tx.send(Event::Fleet(event));
+                    },
+                )?)
+            }
+            None => None,
+        };
         let (items, writer) = spawn_writer(self.exporter);
         let mut engine = Engine {
             offsite: OffsiteFilter::new(self.spider.allowed_domains()),
@@ -139,6 +183,7 @@ impl Crawler {
             rng: SmallRng::from_entropy(),
             closing: None,
             export_failed: false,
+            fleet,
         };
         let started = (SystemTime::now(), Instant::now());
         let reason = engine.run(events, self.shutdown).await;
@@ -147,13 +192,15 @@ impl Crawler {
             .slot_stats()
             .map(|(k, s)| (k.to_string(), s.clone()))
             .collect();
-        let report = CrawlReport::new(
+        let workers = engine.fleet.take().map(Fleet::shutdown).unwrap_or_default();
+        let mut report = CrawlReport::new(
             &engine.stats,
             started.0,
             started.1.elapsed(),
             &reason,
             slots,
         );
+        report.workers = workers;
         drop(engine);
         match writer.join() {
             Ok(Ok(())) => Ok(report),
@@ -195,7 +242,16 @@ fn spawn_writer(
     (Some(tx), handle)
 }
 
+pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string())
+}
+
 enum Event {
+    Fleet(FleetEvent),
     Downloaded {
         slot: SlotId,
         result: Box<Result<Response, (Request, DownloadError)>>,
@@ -236,6 +292,8 @@ struct Engine {
     rng: SmallRng,
     closing: Option<String>,
     export_failed: bool,
+    /// Multi-process mode: the worker processes that fetch and parse.
+    fleet: Option<Fleet>,
 }
 
 enum RobotsState {

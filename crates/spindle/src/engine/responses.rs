@@ -3,18 +3,26 @@
 use super::*;
 
 impl Engine {
-    pub(super) fn on_downloaded(&mut self, slot: SlotId, response: Response) {
+    /// Handles a downloaded response: stats, Retry-After, retries, redirects
+    /// and robots.txt. Returns it when it is a 2xx page for the spider to parse.
+    /// `body_len` is the body's size where it was downloaded (a worker process
+    /// keeps page bodies and parses them itself).
+    pub(super) fn on_downloaded(
+        &mut self,
+        slot: SlotId,
+        response: Response,
+        body_len: u64,
+    ) -> Option<Response> {
         let status = response.status;
         self.stats.inc("downloader/response_count");
         self.stats
             .inc(&format!("downloader/response_status_count/{status}"));
-        self.stats
-            .inc_by("downloader/response_bytes", response.body.len() as u64);
+        self.stats.inc_by("downloader/response_bytes", body_len);
         self.stats.inc("response_received_count");
         debug!(url = %response.url, status, "crawled");
         let warnsize = self.settings.download_warnsize;
-        if warnsize > 0 && response.body.len() as u64 > warnsize {
-            warn!(url = %response.url, bytes = response.body.len(), "body larger than DOWNLOAD_WARNSIZE");
+        if warnsize > 0 && body_len > warnsize {
+            warn!(url = %response.url, bytes = body_len, "body larger than DOWNLOAD_WARNSIZE");
             self.stats.inc("downloader/warnsize_count");
         }
         let pagecount = self.settings.closespider_pagecount;
@@ -44,13 +52,13 @@ impl Engine {
                 told_to_wait.is_some(),
             )
         {
-            return;
+            return None;
         }
 
         if (300..400).contains(&status) {
             if let Some(target) = redirect_target(&response) {
                 self.follow_redirect(response.request, target);
-                return;
+                return None;
             }
         }
         if let Purpose::Robots { origin } = &response.request.purpose {
@@ -61,14 +69,19 @@ impl Engine {
                 RobotsRules::from_response(status, &response.body, &self.settings.user_agent);
             let origin = origin.clone();
             self.robots_ready(&origin, rules);
-            return;
+            return None;
         }
         if !(200..300).contains(&status) {
             self.stats.inc("httperror/response_ignored_count");
             self.stats
                 .inc(&format!("httperror/response_ignored_status_count/{status}"));
-            return;
+            return None;
         }
+        Some(response)
+    }
+
+    /// Parses a response on this process's parse threads.
+    pub(super) fn parse_locally(&mut self, response: Response) {
         let backlog = response.body.len().max(1024);
         self.parse_backlog += backlog;
         self.parses += 1;
@@ -227,12 +240,4 @@ fn redirect_target(response: &Response) -> Option<Url> {
         .to_str()
         .ok()?;
     response.url.join(location.trim()).ok()
-}
-
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".to_string())
 }

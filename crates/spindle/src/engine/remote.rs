@@ -1,0 +1,176 @@
+//! Multi-process mode: results and deaths reported by worker processes,
+//! fed into the same handling as in-process downloads.
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+
+use super::*;
+use crate::workers::protocol::{Fetched, FromWorker, ParsedPage};
+use crate::workers::{JobState, MAX_CRASHES};
+
+impl Engine {
+    pub(super) fn on_fleet_event(&mut self, event: FleetEvent) {
+        match event {
+            FleetEvent::Message { msg, .. } => match msg {
+                FromWorker::Fetched { id, outcome } => self.on_remote_fetched(id, outcome),
+                FromWorker::Parsed { id, result } => self.on_remote_parsed(id, result),
+            },
+            FleetEvent::Gone { worker } => self.on_worker_gone(worker),
+        }
+    }
+
+    fn on_remote_fetched(&mut self, id: u64, outcome: Fetched) {
+        let parse_follows = matches!(
+            outcome,
+            Fetched::Response {
+                parsed_by_worker: true,
+                ..
+            }
+        );
+        let Some(fleet) = self.fleet.as_mut() else {
+            return;
+        };
+        let Some((slot, request)) = fleet.fetched(id, parse_follows) else {
+            return;
+        };
+        self.in_flight -= 1;
+        self.scheduler.finish(slot, Instant::now());
+        match outcome {
+            Fetched::Failed(error) => self.on_download_error(slot, request, error),
+            Fetched::Response {
+                status,
+                headers,
+                body,
+                body_len,
+                latency_us,
+                ..
+            } => {
+                let response = Response {
+                    url: request.url.clone(),
+                    status,
+                    headers: header_map(headers),
+                    body: body.into(),
+                    request,
+                    latency: Duration::from_micros(latency_us),
+                };
+                let to_parse = self.on_downloaded(slot, response, body_len).is_some();
+                if parse_follows {
+                    if to_parse {
+                        self.parses += 1;
+                    } else if let Some(fleet) = self.fleet.as_mut() {
+                        fleet.forget(id);
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_remote_parsed(&mut self, id: u64, result: Result<ParsedPage, String>) {
+        let Some(depth) = self.fleet.as_mut().and_then(|f| f.parsed(id)) else {
+            return;
+        };
+        self.parses -= 1;
+        let page = match result {
+            Ok(page) => page,
+            Err(error) => {
+                warn!(%error, "spider error");
+                self.stats.inc("spider_exceptions/count");
+                return;
+            }
+        };
+        for (key, n) in &page.stats {
+            self.stats.inc_by(key, *n);
+        }
+        let items = page
+            .items
+            .iter()
+            .filter_map(|text| serde_json::from_str(text).ok())
+            .collect();
+        let requests = page
+            .requests
+            .into_iter()
+            .filter_map(|r| {
+                let mut request = Request::new(Url::parse(&r.url).ok()?);
+                request.priority = r.priority;
+                request.slot = r.slot;
+                request.dont_filter = r.dont_filter;
+                Some(request)
+            })
+            .collect();
+        self.on_output(
+            depth,
+            Output {
+                items,
+                requests,
+                ..Output::default()
+            },
+        );
+    }
+
+    /// A worker exited or died: its jobs are queued again (or given up), and it is replaced.
+    fn on_worker_gone(&mut self, worker: usize) {
+        let Some(fleet) = self.fleet.as_mut() else {
+            return;
+        };
+        let (jobs, culprit) = fleet.gone(worker);
+        if self.closing.is_none() || !jobs.is_empty() {
+            self.stats.inc("worker/died_count");
+        }
+        let now = Instant::now();
+        for job in jobs {
+            // A worker that died while parsing names its page; one that died
+            // while downloading cannot say which job killed it, so all are charged.
+            let charged = culprit.is_none_or(|id| id == job.id);
+            self.requeue_after_crash(job, charged, now);
+        }
+        if self.closing.is_none() {
+            let Some(fleet) = self.fleet.as_mut() else {
+                return;
+            };
+            if let Err(error) = fleet.replace(worker) {
+                warn!(%error, "cannot start a replacement worker");
+                if !fleet.has_workers() {
+                    self.close("workers_failed");
+                }
+            }
+        }
+    }
+
+    fn requeue_after_crash(&mut self, job: JobState, charged: bool, now: Instant) {
+        let JobState {
+            slot,
+            mut request,
+            parsing,
+            ..
+        } = job;
+        if parsing {
+            self.parses -= 1;
+        } else {
+            self.in_flight -= 1;
+            self.scheduler.finish(slot, now);
+        }
+        request.crashes += u32::from(charged);
+        if request.crashes >= MAX_CRASHES {
+            warn!(url = %request.url, crashes = request.crashes, "giving up: this page killed its workers");
+            self.stats.inc("worker/gave_up_count");
+            if let Purpose::Robots { origin } = request.purpose {
+                self.robots_ready(&origin, RobotsRules::DisallowAll);
+            }
+            return;
+        }
+        self.stats.inc("worker/requeued_count");
+        let key = self.scheduler.slot_key(slot).to_string();
+        self.scheduler.push(&key, request, now);
+    }
+}
+
+fn header_map(pairs: Vec<(String, String)>) -> HeaderMap {
+    pairs
+        .into_iter()
+        .filter_map(|(k, v)| {
+            Some((
+                HeaderName::from_bytes(k.as_bytes()).ok()?,
+                HeaderValue::from_str(&v).ok()?,
+            ))
+        })
+        .collect()
+}
