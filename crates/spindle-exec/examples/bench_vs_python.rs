@@ -36,63 +36,74 @@ fn main() -> spindle_exec::Result<()> {
     let procs = spindle_exec::cpu_count();
     let pool = Pool::with_processes(procs)?;
     let t = Duration::from_secs(120);
+    // BENCH_ONLY=rtt,map,map1,payload runs a subset (for profiling).
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let want = |m: &str| only.is_empty() || only.split(',').any(|o| o == m);
 
     // 1. apply_async(...).get() round trip.
-    for _ in 0..200 {
-        pool.apply_async(noop, 1)?.get_timeout(t)?;
-    }
-    let mut per = Vec::new();
-    for _ in 0..repeats {
-        let n = 2000;
-        let t0 = Instant::now();
-        for i in 0..n {
-            pool.apply_async(noop, i)?.get_timeout(t)?;
+    if want("rtt") {
+        for _ in 0..200 {
+            pool.apply_async(noop, 1)?.get_timeout(t)?;
         }
-        per.push(t0.elapsed().as_secs_f64() / n as f64 * 1e6);
+        let mut per = Vec::new();
+        for _ in 0..repeats {
+            let n = 2000;
+            let t0 = Instant::now();
+            for i in 0..n {
+                pool.apply_async(noop, i)?.get_timeout(t)?;
+            }
+            per.push(t0.elapsed().as_secs_f64() / n as f64 * 1e6);
+        }
+        emit("apply_async_get_rtt", median(per), "us");
     }
-    emit("apply_async_get_rtt", median(per), "us");
 
     // 2. map over 100,000 tiny tasks (default chunksize).
-    let mut per = Vec::new();
-    for _ in 0..repeats {
-        let t0 = Instant::now();
-        let r = pool.map_timeout(sqr, 0..100_000u64, None, t)?;
-        per.push(100_000.0 / t0.elapsed().as_secs_f64());
-        assert_eq!(r.len(), 100_000);
+    if want("map") {
+        let mut per = Vec::new();
+        for _ in 0..repeats {
+            let t0 = Instant::now();
+            let r = pool.map_timeout(sqr, 0..100_000u64, None, t)?;
+            per.push(100_000.0 / t0.elapsed().as_secs_f64());
+            assert_eq!(r.len(), 100_000);
+        }
+        emit("map_100k_default_chunksize", median(per), "tasks/s");
     }
-    emit("map_100k_default_chunksize", median(per), "tasks/s");
 
     // 2b. map with chunksize=1 (every task a round trip), 20,000 tasks.
-    let mut per = Vec::new();
-    for _ in 0..repeats {
-        let t0 = Instant::now();
-        let r = pool.map_timeout(sqr, 0..20_000u64, Some(1), t)?;
-        per.push(20_000.0 / t0.elapsed().as_secs_f64());
-        assert_eq!(r.len(), 20_000);
+    if want("map1") {
+        let mut per = Vec::new();
+        for _ in 0..repeats {
+            let t0 = Instant::now();
+            let r = pool.map_timeout(sqr, 0..20_000u64, Some(1), t)?;
+            per.push(20_000.0 / t0.elapsed().as_secs_f64());
+            assert_eq!(r.len(), 20_000);
+        }
+        emit("map_20k_chunksize_1", median(per), "tasks/s");
     }
-    emit("map_20k_chunksize_1", median(per), "tasks/s");
 
     // 3. 16 MiB payload round trip (argument there, result back).
-    let payload = ByteBuf::from(vec![0xabu8; 16 << 20]);
-    for _ in 0..3 {
-        pool.apply_async(echo, payload.clone())?.get_timeout(t)?;
+    if want("payload") {
+        let payload = ByteBuf::from(vec![0xabu8; 16 << 20]);
+        for _ in 0..3 {
+            pool.apply_async(echo, payload.clone())?.get_timeout(t)?;
+        }
+        let mut per = Vec::new();
+        for _ in 0..repeats.max(5) {
+            let p = payload.clone();
+            let t0 = Instant::now();
+            let r = pool.apply_async(echo, p)?.get_timeout(t)?;
+            let dt = t0.elapsed().as_secs_f64();
+            assert_eq!(r.len(), 16 << 20);
+            per.push(dt);
+        }
+        let dt = median(per);
+        emit("payload_16MiB_rtt", dt * 1e3, "ms");
+        emit(
+            "payload_16MiB_throughput",
+            2.0 * (16u64 << 20) as f64 / dt / 1e9,
+            "GB/s",
+        );
     }
-    let mut per = Vec::new();
-    for _ in 0..repeats.max(5) {
-        let p = payload.clone();
-        let t0 = Instant::now();
-        let r = pool.apply_async(echo, p)?.get_timeout(t)?;
-        let dt = t0.elapsed().as_secs_f64();
-        assert_eq!(r.len(), 16 << 20);
-        per.push(dt);
-    }
-    let dt = median(per);
-    emit("payload_16MiB_rtt", dt * 1e3, "ms");
-    emit(
-        "payload_16MiB_throughput",
-        2.0 * (16u64 << 20) as f64 / dt / 1e9,
-        "GB/s",
-    );
     pool.close();
     pool.join_timeout(t)?;
     Ok(())

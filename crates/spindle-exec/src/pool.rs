@@ -11,7 +11,7 @@
 
 use crate::error::{Error, RemoteError, Result};
 use crate::result::{
-    collect_map, default_chunksize, AsyncResult, IMapIter, IMapUnorderedIter, Slots,
+    default_chunksize, AsyncResult, ChunkResults, IMapIter, IMapUnorderedIter, Slots,
 };
 use crate::sys::Deadline;
 use crate::wire::{self, K_ACK, K_ERROR, K_INIT, K_RESULT, K_SHUTDOWN, K_TASK};
@@ -32,7 +32,8 @@ struct Init {
 }
 
 pub(crate) trait Sink: Send + Sync {
-    fn ok(&self, chunk: usize, body: &[u8]);
+    /// A `K_RESULT` body: `Vec<R>` if `plain`, else `Vec<Result<R, RemoteError>>`.
+    fn ok(&self, chunk: usize, plain: bool, body: &[u8]);
     fn err(&self, chunk: usize, e: Error);
 }
 
@@ -42,10 +43,21 @@ struct ChunkSink<R> {
 }
 
 impl<R: DeserializeOwned + Send> Sink for ChunkSink<R> {
-    fn ok(&self, chunk: usize, body: &[u8]) {
+    fn ok(&self, chunk: usize, plain: bool, body: &[u8]) {
         let Some(&(start, len)) = self.chunks.get(chunk) else {
             return;
         };
+        if plain {
+            match wire::decode::<Vec<R>>(body) {
+                Ok(v) if v.len() == len => self.slots.set_batch(start, v.into_iter().map(Ok)),
+                Ok(v) => self.err(
+                    chunk,
+                    Error::Protocol(format!("expected {len} results, got {}", v.len())),
+                ),
+                Err(e) => self.err(chunk, e),
+            }
+            return;
+        }
         match wire::decode::<Vec<std::result::Result<R, Box<RemoteError>>>>(body) {
             Ok(v) if v.len() == len => {
                 self.slots
@@ -64,6 +76,41 @@ impl<R: DeserializeOwned + Send> Sink for ChunkSink<R> {
         };
         self.slots
             .set_batch(start, (0..len).map(|_| Err(e.clone())));
+    }
+}
+
+/// Sink of a `map`: each chunk decoded into one `Vec<R>` (or its first error).
+struct MapSink<R> {
+    results: Arc<ChunkResults<R>>,
+    lens: Vec<usize>,
+}
+
+impl<R: DeserializeOwned + Send> Sink for MapSink<R> {
+    fn ok(&self, chunk: usize, plain: bool, body: &[u8]) {
+        let Some(&len) = self.lens.get(chunk) else {
+            return;
+        };
+        let r = if plain {
+            wire::decode::<Vec<R>>(body)
+        } else {
+            wire::decode::<Vec<std::result::Result<R, Box<RemoteError>>>>(body).and_then(|v| {
+                // The first error of the chunk in input order, else the values.
+                v.into_iter()
+                    .collect::<std::result::Result<Vec<R>, _>>()
+                    .map_err(Error::Remote)
+            })
+        };
+        let r = match r {
+            Ok(v) if v.len() != len => Err(Error::Protocol(format!(
+                "expected {len} results, got {}",
+                v.len()
+            ))),
+            r => r,
+        };
+        self.results.set(chunk, r);
+    }
+    fn err(&self, chunk: usize, e: Error) {
+        self.results.set(chunk, Err(e));
     }
 }
 
@@ -279,33 +326,12 @@ impl Pool {
     {
         let n = items.len();
         let slots = Slots::new(n);
-        let mut chunks = Vec::new();
-        let mut payloads = Vec::new();
-        let mut start = 0;
-        for c in items.chunks(chunksize.max(1)) {
-            payloads.push(wire::encode(c)?);
-            chunks.push((start, c.len()));
-            start += c.len();
-        }
+        let (chunks, payloads) = encode_chunks(&items, chunksize)?;
         let sink: Arc<dyn Sink> = Arc::new(ChunkSink {
             slots: Arc::clone(&slots),
             chunks,
         });
-        let tramp = worker::fn_offset(worker::pool_tramp::<A, R> as PoolTramp as usize);
-        let func = worker::fn_offset(f as usize);
-        let jobs = payloads
-            .into_iter()
-            .enumerate()
-            .map(|(chunk, payload)| Job {
-                tramp,
-                func,
-                payload,
-                sink: Arc::clone(&sink),
-                chunk,
-                attempts: 0,
-            })
-            .collect();
-        self.submit(jobs)?;
+        self.submit(make_jobs(f, payloads, sink))?;
         Ok(slots)
     }
 
@@ -414,11 +440,19 @@ impl Pool {
             Some(c) => c,
             None => default_chunksize(items.len(), self.size),
         };
-        let slots = self.submit_chunks(f, items, cs)?;
-        if !slots.wait_all(d) {
+        let n = items.len();
+        let (chunks, payloads) = encode_chunks(&items, cs)?;
+        drop(items);
+        let results = ChunkResults::new(chunks.len());
+        let sink: Arc<dyn Sink> = Arc::new(MapSink {
+            results: Arc::clone(&results),
+            lens: chunks.iter().map(|c| c.1).collect(),
+        });
+        self.submit(make_jobs(f, payloads, sink))?;
+        if !results.wait_all(d) {
             return Err(Error::Timeout);
         }
-        collect_map(slots.take_all())
+        results.take_map(n)
     }
 
     /// Ordered lazy results (chunksize ≥ 1; Python's default is 1).
@@ -551,6 +585,46 @@ impl Drop for Pool {
     }
 }
 
+/// Serialize `items` in chunks of `chunksize`: `(start, len)` of each chunk
+/// and its postcard body.
+#[allow(clippy::type_complexity)]
+fn encode_chunks<A: Serialize>(
+    items: &[A],
+    chunksize: usize,
+) -> Result<(Vec<(usize, usize)>, Vec<Vec<u8>>)> {
+    let cs = chunksize.max(1);
+    let mut chunks = Vec::with_capacity(items.len().div_ceil(cs));
+    let mut payloads = Vec::with_capacity(chunks.capacity());
+    let mut start = 0;
+    for c in items.chunks(cs) {
+        payloads.push(wire::encode(c)?);
+        chunks.push((start, c.len()));
+        start += c.len();
+    }
+    Ok((chunks, payloads))
+}
+
+fn make_jobs<A, R>(f: fn(A) -> R, payloads: Vec<Vec<u8>>, sink: Arc<dyn Sink>) -> Vec<Job>
+where
+    A: Serialize + DeserializeOwned,
+    R: Serialize + DeserializeOwned + Send + 'static,
+{
+    let tramp = worker::fn_offset(worker::pool_tramp::<A, R> as PoolTramp as usize);
+    let func = worker::fn_offset(f as usize);
+    payloads
+        .into_iter()
+        .enumerate()
+        .map(|(chunk, payload)| Job {
+            tramp,
+            func,
+            payload,
+            sink: Arc::clone(&sink),
+            chunk,
+            attempts: 0,
+        })
+        .collect()
+}
+
 fn start_worker(shared: &Shared) -> Result<Worker> {
     let (init_body, fds) = match &shared.init {
         Some(i) => {
@@ -651,7 +725,8 @@ fn supervise(shared: Arc<Shared>, idx: usize) {
         match res {
             Ok(h) if h.kind == K_RESULT || h.kind == K_ERROR => {
                 if h.kind == K_RESULT {
-                    job.sink.ok(job.chunk, w.link.rx.body());
+                    job.sink
+                        .ok(job.chunk, h.a == wire::RESULT_PLAIN, w.link.rx.body());
                 } else {
                     let e = match wire::decode::<RemoteError>(w.link.rx.body()) {
                         Ok(r) => Error::Remote(Box::new(r)),

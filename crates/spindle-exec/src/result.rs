@@ -274,3 +274,95 @@ pub(crate) fn default_chunksize(len: usize, workers: usize) -> usize {
 pub(crate) fn collect_map<R>(v: Vec<Result<R>>) -> Result<Vec<R>> {
     v.into_iter().collect()
 }
+
+/// Per-chunk results of a process-pool `map`: each chunk is decoded straight
+/// into a `Vec<R>` (or its first error), so there is no per-item slot,
+/// lock or wake-up; [`take_map`](ChunkResults::take_map) concatenates them.
+pub(crate) struct ChunkResults<R> {
+    inner: Mutex<ChunkInner<R>>,
+    cv: Condvar,
+}
+
+struct ChunkInner<R> {
+    chunks: Vec<Option<Result<Vec<R>>>>,
+    done: usize,
+    waiters: usize,
+}
+
+impl<R> ChunkResults<R> {
+    pub(crate) fn new(nchunks: usize) -> Arc<Self> {
+        Arc::new(ChunkResults {
+            inner: Mutex::new(ChunkInner {
+                chunks: (0..nchunks).map(|_| None).collect(),
+                done: 0,
+                waiters: 0,
+            }),
+            cv: Condvar::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ChunkInner<R>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Fill chunk `c` (first write wins).
+    pub(crate) fn set(&self, c: usize, r: Result<Vec<R>>) {
+        let mut g = self.lock();
+        if c >= g.chunks.len() || g.chunks[c].is_some() {
+            return;
+        }
+        g.chunks[c] = Some(r);
+        g.done += 1;
+        let wake = g.waiters > 0 && g.done == g.chunks.len();
+        drop(g);
+        if wake {
+            self.cv.notify_all();
+        }
+    }
+
+    /// Wait until every chunk is filled; false on timeout.
+    pub(crate) fn wait_all(&self, deadline: Deadline) -> bool {
+        let mut g = self.lock();
+        loop {
+            if g.done == g.chunks.len() {
+                return true;
+            }
+            let rem = deadline.remaining();
+            if rem.is_some_and(|d| d.is_zero()) {
+                return false;
+            }
+            g.waiters += 1;
+            g = match rem {
+                None => self.cv.wait(g).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    self.cv
+                        .wait_timeout(g, d)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+            g.waiters -= 1;
+        }
+    }
+
+    /// The first error in chunk order, or all values in order (call after
+    /// `wait_all`).
+    pub(crate) fn take_map(&self, len: usize) -> Result<Vec<R>> {
+        let chunks: Vec<Option<Result<Vec<R>>>> = std::mem::take(&mut self.lock().chunks);
+        if chunks.len() == 1 {
+            if let Some(r) = chunks.into_iter().next().flatten() {
+                return r;
+            }
+            return Err(Error::AlreadyTaken);
+        }
+        let mut out = Vec::with_capacity(len);
+        for c in chunks {
+            match c {
+                Some(Ok(mut v)) => out.append(&mut v),
+                Some(Err(e)) => return Err(e),
+                None => return Err(Error::AlreadyTaken),
+            }
+        }
+        Ok(out)
+    }
+}

@@ -20,7 +20,99 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 pub const SHM_THRESHOLD: usize = 64 * 1024;
 
 pub(crate) fn encode<T: Serialize + ?Sized>(v: &T) -> Result<Vec<u8>> {
-    postcard::to_allocvec(v).map_err(|e| Error::Encode(e.to_string()))
+    postcard::serialize_with_flavor(v, VecFlavor(Vec::new()))
+        .map_err(|e| Error::Encode(e.to_string()))
+}
+
+/// Serialize `v` into `dst`; the number of bytes used, or `None` if `dst`
+/// is too small or `v` cannot be serialized.
+pub(crate) fn encode_into<T: Serialize + ?Sized>(v: &T, dst: &mut [u8]) -> Option<usize> {
+    postcard::serialize_with_flavor(v, SliceFlavor { buf: dst, pos: 0 }).ok()
+}
+
+/// Longest write copied byte by byte instead of through `memcpy`: postcard
+/// writes one varint (1–10 bytes) per integer, and a `memcpy` call per
+/// varint was the largest cost of encoding a chunk of small items (postcard's
+/// own `AllocVec`/`Slice` flavors use `extend_from_slice`/`copy_from_slice`).
+const SHORT: usize = 16;
+
+/// postcard output into a `Vec<u8>`.
+struct VecFlavor(Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for VecFlavor {
+    type Output = Vec<u8>;
+
+    #[inline]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        let n = data.len();
+        if n <= SHORT {
+            self.0.reserve(SHORT);
+            let len = self.0.len();
+            // SAFETY: `reserve` made room for at least `SHORT >= n` more bytes,
+            // which are written before `set_len` exposes them.
+            unsafe {
+                let p = self.0.as_mut_ptr().add(len);
+                for (i, &b) in data.iter().enumerate() {
+                    p.add(i).write(b);
+                }
+                self.0.set_len(len + n);
+            }
+        } else {
+            self.0.extend_from_slice(data);
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<Vec<u8>> {
+        Ok(self.0)
+    }
+}
+
+/// postcard output into a fixed slice.
+struct SliceFlavor<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+}
+
+impl postcard::ser_flavors::Flavor for SliceFlavor<'_> {
+    type Output = usize;
+
+    #[inline]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        let end = self.pos + data.len();
+        let Some(dst) = self.buf.get_mut(self.pos..end) else {
+            return Err(postcard::Error::SerializeBufferFull);
+        };
+        if data.len() <= SHORT {
+            for (d, &b) in dst.iter_mut().zip(data) {
+                *d = b;
+            }
+        } else {
+            dst.copy_from_slice(data);
+        }
+        self.pos = end;
+        Ok(())
+    }
+
+    #[inline]
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        let Some(d) = self.buf.get_mut(self.pos) else {
+            return Err(postcard::Error::SerializeBufferFull);
+        };
+        *d = data;
+        self.pos += 1;
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<usize> {
+        Ok(self.pos)
+    }
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T> {
@@ -108,6 +200,10 @@ pub(crate) const K_ERROR: u32 = 3;
 pub(crate) const K_SHUTDOWN: u32 = 4;
 pub(crate) const K_INIT: u32 = 5;
 pub(crate) const K_ACK: u32 = 6;
+
+/// `a` of a `K_RESULT` frame whose body is a plain `Vec<R>` (every item
+/// succeeded); 0 means `Vec<Result<R, RemoteError>>`.
+pub(crate) const RESULT_PLAIN: i64 = 1;
 
 const F_SHM: u32 = 1;
 const HDR: usize = 40;
@@ -250,8 +346,7 @@ impl Tx {
         if self.map.len() > SHM_THRESHOLD {
             // SAFETY: see send_raw; nobody else writes this mapping.
             let dst = unsafe { std::slice::from_raw_parts_mut(self.map.as_ptr(), self.map.len()) };
-            if let Ok(used) = postcard::to_slice(v, dst) {
-                let n = used.len();
+            if let Some(n) = encode_into(v, dst) {
                 if n > SHM_THRESHOLD {
                     let h = Header {
                         kind,
@@ -267,8 +362,26 @@ impl Tx {
                 return self.send_raw(fd, kind, a, b, &body);
             }
         }
-        let body = encode(v)?;
-        self.send_raw(fd, kind, a, b, &body)
+        // Serialize after room for the header, so a small frame goes out
+        // in one `send` without another copy.
+        let mut buf = Vec::with_capacity(256);
+        buf.resize(HDR, 0);
+        let mut buf = postcard::serialize_with_flavor(v, VecFlavor(buf))
+            .map_err(|e| Error::Encode(e.to_string()))?;
+        let n = buf.len() - HDR;
+        if n > SHM_THRESHOLD {
+            return self.send_raw(fd, kind, a, b, &buf[HDR..]);
+        }
+        let h = Header {
+            kind,
+            flags: 0,
+            len: n as u64,
+            a,
+            b,
+        };
+        buf[..HDR].copy_from_slice(&h.to_bytes());
+        sys::send_all(fd, &buf)?;
+        Ok(())
     }
 }
 

@@ -268,20 +268,20 @@ pub(crate) fn install_capturing_hook() {
 
 pub(crate) fn run_caught<R>(pid: u32, f: impl FnOnce() -> R) -> Result<R, Box<RemoteError>> {
     LAST_PANIC.with(|p| p.borrow_mut().take());
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(r) => Ok(r),
-        Err(payload) => {
-            let (message, backtrace) = LAST_PANIC
-                .with(|p| p.borrow_mut().take())
-                .unwrap_or_else(|| (panic_message(&*payload), String::new()));
-            Err(Box::new(RemoteError {
-                kind: "panic".into(),
-                message,
-                backtrace,
-                pid,
-            }))
-        }
-    }
+    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| panic_error(pid, &*payload))
+}
+
+/// The remote error for a caught panic (message and backtrace from the hook).
+fn panic_error(pid: u32, payload: &(dyn std::any::Any + Send)) -> Box<RemoteError> {
+    let (message, backtrace) = LAST_PANIC
+        .with(|p| p.borrow_mut().take())
+        .unwrap_or_else(|| (panic_message(payload), String::new()));
+    Box::new(RemoteError {
+        kind: "panic".into(),
+        message,
+        backtrace,
+        pid,
+    })
 }
 
 fn pool_main(mut link: Link) -> ! {
@@ -357,7 +357,12 @@ enum ItemRef<'a, R> {
     Err(Box<RemoteError>),
 }
 
-/// Pool chunk: decode `Vec<A>`, run each, reply `Vec<Result<R, RemoteError>>`.
+/// Pool chunk: decode `Vec<A>`, run each, reply.
+///
+/// When every item succeeds the reply is a plain `Vec<R>` with header field
+/// `a` = [`wire::RESULT_PLAIN`] (one `catch_unwind` for the whole chunk, no
+/// per-item error tags); otherwise it is `Vec<Result<R, RemoteError>>` with
+/// `a` = 0.
 pub(crate) fn pool_tramp<A: DeserializeOwned, R: Serialize>(
     f: usize,
     body: &[u8],
@@ -379,10 +384,30 @@ pub(crate) fn pool_tramp<A: DeserializeOwned, R: Serialize>(
             return tx.send_value(fd, K_ERROR, 0, 0, &err);
         }
     };
-    let results: Vec<Result<R, Box<RemoteError>>> = items
-        .into_iter()
-        .map(|a| run_caught(pid, || f(a)))
-        .collect();
+    let n = items.len();
+    let mut it = items.into_iter();
+    let mut out: Vec<R> = Vec::with_capacity(n);
+    LAST_PANIC.with(|p| p.borrow_mut().take());
+    // `out` has room for every item, so a panic can only come from `f`; the
+    // iterator has then already yielded the failing item.
+    let run = catch_unwind(AssertUnwindSafe(|| {
+        for a in &mut it {
+            out.push(f(a));
+        }
+    }));
+    let results: Vec<Result<R, Box<RemoteError>>> = match run {
+        Ok(()) => match tx.send_value(fd, K_RESULT, wire::RESULT_PLAIN, 0, &out) {
+            Err(Error::Encode(_)) => out.into_iter().map(Ok).collect(),
+            other => return other,
+        },
+        Err(payload) => {
+            let mut results: Vec<Result<R, Box<RemoteError>>> = Vec::with_capacity(n);
+            results.extend(out.into_iter().map(Ok));
+            results.push(Err(panic_error(pid, &*payload)));
+            results.extend(it.map(|a| run_caught(pid, || f(a))));
+            results
+        }
+    };
     match tx.send_value(fd, K_RESULT, 0, 0, &results) {
         Err(Error::Encode(_)) => {
             // Some result cannot be serialized: report it per item, keep the worker.
