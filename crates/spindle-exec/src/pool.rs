@@ -654,76 +654,100 @@ fn supervise(shared: Arc<Shared>, idx: usize) {
     let mut worker: Option<Worker> = None;
     let mut tasks_done = 0usize;
     let mut spawn_failures = 0u32;
+    // A job already sent to the worker while the previous reply was being
+    // delivered (pipelining), with the result of that send.
+    let mut presend: Option<(Job, Result<()>)> = None;
     loop {
-        // Keep a worker ready while the pool runs (Python starts them eagerly).
-        if worker.is_none() && shared.lock().run == Run::Running {
-            if spawn_failures > 0 {
-                std::thread::sleep(Duration::from_millis(
-                    50 * u64::from(spawn_failures.min(20)),
-                ));
+        let (mut job, sent) = if let Some((j, r)) = presend.take() {
+            (j, Some(r))
+        } else {
+            // Keep a worker ready while the pool runs (Python starts them eagerly).
+            if worker.is_none() && shared.lock().run == Run::Running {
+                if spawn_failures > 0 {
+                    std::thread::sleep(Duration::from_millis(
+                        50 * u64::from(spawn_failures.min(20)),
+                    ));
+                }
+                match start_worker(&shared) {
+                    Ok(w) => {
+                        let mut st = shared.lock();
+                        if st.run == Run::Terminated {
+                            drop(st);
+                            let mut w = w;
+                            let _ = w.child.kill();
+                            w.reap(Duration::from_secs(1));
+                            break;
+                        }
+                        st.pids[idx] = Some(w.pid);
+                        worker = Some(w);
+                        tasks_done = 0;
+                        spawn_failures = 0;
+                    }
+                    Err(e) => {
+                        spawn_failures += 1;
+                        // Fail one queued job so callers see the cause instead of waiting.
+                        let job = shared.lock().queue.pop_front();
+                        if let Some(j) = job {
+                            j.sink.err(j.chunk, e);
+                        }
+                        continue;
+                    }
+                }
             }
-            match start_worker(&shared) {
-                Ok(w) => {
-                    let mut st = shared.lock();
+            let job = {
+                let mut st = shared.lock();
+                loop {
                     if st.run == Run::Terminated {
-                        drop(st);
-                        let mut w = w;
-                        let _ = w.child.kill();
-                        w.reap(Duration::from_secs(1));
-                        break;
+                        break None;
                     }
-                    st.pids[idx] = Some(w.pid);
-                    worker = Some(w);
-                    tasks_done = 0;
-                    spawn_failures = 0;
+                    if let Some(j) = st.queue.pop_front() {
+                        break Some(j);
+                    }
+                    if st.run == Run::Closed {
+                        break None;
+                    }
+                    st = shared.cv.wait(st).unwrap_or_else(|p| p.into_inner());
                 }
-                Err(e) => {
-                    spawn_failures += 1;
-                    // Fail one queued job so callers see the cause instead of waiting.
-                    let job = shared.lock().queue.pop_front();
-                    if let Some(j) = job {
-                        j.sink.err(j.chunk, e);
+            };
+            let Some(job) = job else { break };
+            if worker.is_none() {
+                match start_worker(&shared) {
+                    Ok(w) => {
+                        shared.lock().pids[idx] = Some(w.pid);
+                        worker = Some(w);
+                        tasks_done = 0;
                     }
-                    continue;
+                    Err(e) => {
+                        job.sink.err(job.chunk, e);
+                        continue;
+                    }
                 }
             }
-        }
-        let job = {
-            let mut st = shared.lock();
-            loop {
-                if st.run == Run::Terminated {
-                    break None;
-                }
-                if let Some(j) = st.queue.pop_front() {
-                    break Some(j);
-                }
-                if st.run == Run::Closed {
-                    break None;
-                }
-                st = shared.cv.wait(st).unwrap_or_else(|p| p.into_inner());
-            }
+            (job, None)
         };
-        let Some(mut job) = job else { break };
-        if worker.is_none() {
-            match start_worker(&shared) {
-                Ok(w) => {
-                    shared.lock().pids[idx] = Some(w.pid);
-                    worker = Some(w);
-                    tasks_done = 0;
-                }
-                Err(e) => {
-                    job.sink.err(job.chunk, e);
-                    continue;
-                }
-            }
-        }
         let Some(w) = worker.as_mut() else { continue };
-        let res = w
-            .link
-            .send_raw(K_TASK, job.tramp, job.func, &job.payload)
-            .and_then(|_| w.link.recv(Deadline::never()));
+        let sent = match sent {
+            Some(r) => r,
+            None => w.link.send_raw(K_TASK, job.tramp, job.func, &job.payload),
+        };
+        let res = sent.and_then(|_| w.link.recv(Deadline::never()));
         match res {
             Ok(h) if h.kind == K_RESULT || h.kind == K_ERROR => {
+                tasks_done += 1;
+                let retiring = shared.maxtasks.is_some_and(|m| tasks_done >= m);
+                // Pipelining: hand the worker its next job before decoding this
+                // reply, so the worker computes while we decode. Only when the
+                // reply body is our own copy (not in the worker's shared
+                // mapping, which its next reply may overwrite); then at most
+                // one message per direction is still outstanding.
+                if !retiring && !w.link.rx.body_is_shared() {
+                    if let Some(next) = try_pop(&shared) {
+                        let r = w
+                            .link
+                            .send_raw(K_TASK, next.tramp, next.func, &next.payload);
+                        presend = Some((next, r));
+                    }
+                }
                 if h.kind == K_RESULT {
                     job.sink
                         .ok(job.chunk, h.a == wire::RESULT_PLAIN, w.link.rx.body());
@@ -734,8 +758,7 @@ fn supervise(shared: Arc<Shared>, idx: usize) {
                     };
                     job.sink.err(job.chunk, e);
                 }
-                tasks_done += 1;
-                if shared.maxtasks.is_some_and(|m| tasks_done >= m) {
+                if retiring {
                     if let Some(w) = worker.take() {
                         retire(&shared, idx, w);
                     }
@@ -774,6 +797,15 @@ fn supervise(shared: Arc<Shared>, idx: usize) {
     st.live -= 1;
     drop(st);
     shared.done_cv.notify_all();
+}
+
+/// The next queued job, without waiting (`None` once terminated).
+fn try_pop(shared: &Shared) -> Option<Job> {
+    let mut st = shared.lock();
+    if st.run == Run::Terminated {
+        return None;
+    }
+    st.queue.pop_front()
 }
 
 /// Ask a worker to exit, bounded; SIGKILL if it does not.

@@ -397,6 +397,12 @@ impl Rx {
         }
     }
 
+    /// Whether the last body lives in the peer's shared mapping (valid only
+    /// until the peer sends again) rather than in our own buffer.
+    pub(crate) fn body_is_shared(&self) -> bool {
+        matches!(self.last, Some((true, _)))
+    }
+
     pub(crate) fn recv(&mut self, fd: RawFd, deadline: Deadline) -> Result<Header> {
         if !sys::spin_readable(fd, sys::spin_budget()) && !sys::poll_fd(fd, libc::POLLIN, deadline)?
         {
