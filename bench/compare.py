@@ -170,6 +170,30 @@ def big_crawl(a):
             "maxrss_children_mb": usage.ru_maxrss / 1024, "samples": samples}
 
 
+def processes_compare(a):
+    """--processes 1 vs 2 on the docs site (RUNS runs each) and the 60-copy site (once each):
+    wall, CPU of the crawler and all its workers (GNU time counts reaped children), pages/s."""
+    out = {}
+    for site, host, runs in (("docs", "docs.test", a.runs), ("big", "big.test", 1)):
+        for n in (1, 2):
+            rows = []
+            for i in range(runs):
+                path = os.path.join(a.work, f"proc{n}-{site}-{i}.jsonl")
+                cmd = [a.spindle, "crawl", f"http://{host}:{a.port}/", "--resolve",
+                       f"{host}:{a.port}:127.0.0.1", "--field", "title=title",
+                       "-s", "LOGSTATS_INTERVAL=0", "--processes", str(n), "-o", path]
+                for k, v in SETTINGS.items():
+                    cmd += ["-s", f"{k}={v}"]
+                wall, cpu, rss, _ = timed(cmd, a.work, dict(os.environ, RUST_LOG="warn"))
+                pages = sum(1 for _ in open(path))
+                rows.append({"wall": wall, "cpu": cpu, "rss": rss, "pages": pages,
+                             "pages_per_s": pages / wall})
+                print(f"  {site} --processes {n}: {pages} pages, wall {wall:.2f} s, "
+                      f"cpu {cpu:.2f} s", flush=True)
+            out[f"{site}-{n}"] = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+    return out
+
+
 def machine():
     cpu = re.search(r"model name\s*: (.+)", open("/proc/cpuinfo").read())
     mem = int(re.search(r"MemTotal:\s+(\d+)", open("/proc/meminfo").read()).group(1))
@@ -190,7 +214,7 @@ def main():
         p.add_argument("--" + opt, required=True)
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--skip", default="", help="comma list: big,benches,limits")
+    p.add_argument("--skip", default="", help="comma list: docs,big,benches,limits,processes")
     a = p.parse_args()
     a.spindle = os.path.join(a.root, "target", "release", "spindle")
     skip = set(filter(None, a.skip.split(",")))
@@ -201,21 +225,28 @@ def main():
         "python3-doc": sh(["dpkg-query", "-W", "-f=${Version}", "python3-doc"]),
         "rustc": sh(["rustc", "--version"]),
     }}
-    print(f"== docs crawl, {a.runs} pairs", flush=True)
-    pairs = [crawl_pair(a, i) for i in range(a.runs)]
-    res["pairs"] = pairs
-    summary = {}
-    for who in ("spindle", "scrapy"):
-        summary[who] = {k: med(pairs, who, k) for k in ("wall", "cpu", "rss", "pages", "pages_per_s")}
-    summary["ratio"] = {
-        "wall": summary["scrapy"]["wall"] / summary["spindle"]["wall"],
-        "cpu": summary["scrapy"]["cpu"] / summary["spindle"]["cpu"],
-        "rss": summary["scrapy"]["rss"] / summary["spindle"]["rss"],
-        "pages_per_s": summary["spindle"]["pages_per_s"] / summary["scrapy"]["pages_per_s"],
-    }
-    res["docs"] = summary
+    if "docs" not in skip:
+        print(f"== docs crawl, {a.runs} pairs", flush=True)
+        pairs = [crawl_pair(a, i) for i in range(a.runs)]
+        res["pairs"] = pairs
+        summary = {}
+        for who in ("spindle", "scrapy"):
+            summary[who] = {k: med(pairs, who, k)
+                            for k in ("wall", "cpu", "rss", "pages", "pages_per_s")}
+        summary["ratio"] = {
+            "wall": summary["scrapy"]["wall"] / summary["spindle"]["wall"],
+            "cpu": summary["scrapy"]["cpu"] / summary["spindle"]["cpu"],
+            "rss": summary["scrapy"]["rss"] / summary["spindle"]["rss"],
+            "pages_per_s": summary["spindle"]["pages_per_s"] / summary["scrapy"]["pages_per_s"],
+        }
+        res["docs"] = summary
+    if "processes" not in skip:
+        print("== --processes 1 vs 2", flush=True)
+        res["processes"] = processes_compare(a)
     if "limits" not in skip:
         print("== limits", flush=True)
+        if not os.path.exists(os.path.join(a.work, "spindle-0.jsonl")):
+            sys.exit("the limits need the docs crawl's URLs: do not skip docs")
         urls = items(os.path.join(a.work, "spindle-0.jsonl"))
         res["wrk"] = wrk_rate(a, urls)
         print(f"  nginx (wrk, 16 connections): {res['wrk']['median']:.0f} requests/s", flush=True)
@@ -244,13 +275,29 @@ def main():
 
 
 def report(r):
-    m, d = r["machine"], r["docs"]
-    s, c, x = d["spindle"], d["scrapy"], d["ratio"]
+    m = r["machine"]
     lines = [
         f"Machine: {m['nproc']} cores ({m['cpu']}), {m['ram_gib']} GiB RAM, Linux {m['kernel']}, "
         f"{m['date']}. spindle {r['versions']['spindle']}, {r['versions']['scrapy']}, "
         f"{r['versions']['nginx']}, python3-doc {r['versions']['python3-doc']}. "
         f"Medians of {r['runs']} runs.",
+    ]
+    if "docs" in r:
+        lines += docs_report(r)
+    if "processes" in r:
+        lines += ["", "| --processes | site | pages | wall s | CPU s (all processes) | pages/s | peak RSS MB (largest process) |",
+                  "|---:|---|---:|---:|---:|---:|---:|"]
+        for key, row in r["processes"].items():
+            site, n = key.rsplit("-", 1)
+            lines.append(f"| {n} | {site} | {row['pages']:.0f} | {row['wall']:.2f} | {row['cpu']:.2f} | "
+                         f"{row['pages_per_s']:.0f} | {row['rss']:.0f} |")
+    return finish_report(r, lines)
+
+
+def docs_report(r):
+    d = r["docs"]
+    s, c, x = d["spindle"], d["scrapy"], d["ratio"]
+    return [
         "",
         "| Python docs, whole site | pages | wall s | CPU s | peak RSS MB | pages/s |",
         "|---|---:|---:|---:|---:|---:|",
@@ -262,6 +309,9 @@ def report(r):
             f"{p['spindle']['wall']:.2f} / {p['scrapy']['wall']:.2f}" for p in r["pairs"]),
         "Title mismatches per run: " + ", ".join(str(p["title_mismatches"]) for p in r["pairs"]),
     ]
+
+
+def finish_report(r, lines):
     if "spindle_bench" in r:
         sb, cb = statistics.median(r["spindle_bench"]), statistics.median(r["scrapy_bench"])
         lines += ["", "| bench (10 s, local site) | pages/min, median | runs |", "|---|---:|---|",

@@ -5,6 +5,7 @@
 # page crawl with RSS sampled over time, and the seen-set's bytes per URL.
 #
 #   sudo bench/python-docs.sh            # RUNS=3 pairs by default; RUNS=5 for more
+#   SKIP=docs,big,benches,limits sudo bench/python-docs.sh   # only --processes 1 vs 2
 #
 # Idempotent: installs only what is missing, reuses its virtualenv, restarts its own nginx
 # (own config and pid file, port 8080; the system nginx service is left alone). Needs root for
@@ -88,4 +89,5 @@ done
 
 # 6. The measurements.
 /usr/bin/python3 "$ROOT/bench/compare.py" \
-  --root "$ROOT" --work "$WORK" --venv "$VENV" --docs "$DOCS" --port "$PORT" --runs "$RUNS"
+  --root "$ROOT" --work "$WORK" --venv "$VENV" --docs "$DOCS" --port "$PORT" --runs "$RUNS" \
+  --skip "${SKIP:-}"

@@ -29,7 +29,13 @@ impl Engine {
         let Some(fleet) = self.fleet.as_mut() else {
             return;
         };
-        let Some((slot, request)) = fleet.fetched(id, parse_follows) else {
+        // A worker parses one page at a time; the bodies waiting for it count
+        // in the same backlog that holds back new downloads in one process.
+        let backlog = match &outcome {
+            Fetched::Response { body_len, .. } if parse_follows => (*body_len as usize).max(1024),
+            _ => 0,
+        };
+        let Some((slot, request)) = fleet.fetched(id, parse_follows, backlog) else {
             return;
         };
         self.in_flight -= 1;
@@ -56,6 +62,7 @@ impl Engine {
                 if parse_follows {
                     if to_parse {
                         self.parses += 1;
+                        self.parse_backlog += backlog;
                     } else if let Some(fleet) = self.fleet.as_mut() {
                         fleet.forget(id);
                     }
@@ -65,10 +72,11 @@ impl Engine {
     }
 
     fn on_remote_parsed(&mut self, id: u64, result: Result<ParsedPage, String>) {
-        let Some(depth) = self.fleet.as_mut().and_then(|f| f.parsed(id)) else {
+        let Some((depth, backlog)) = self.fleet.as_mut().and_then(|f| f.parsed(id)) else {
             return;
         };
         self.parses -= 1;
+        self.parse_backlog -= backlog;
         let page = match result {
             Ok(page) => page,
             Err(error) => {
@@ -140,10 +148,12 @@ impl Engine {
             slot,
             mut request,
             parsing,
+            backlog,
             ..
         } = job;
         if parsing {
             self.parses -= 1;
+            self.parse_backlog -= backlog;
         } else {
             self.in_flight -= 1;
             self.scheduler.finish(slot, now);

@@ -91,6 +91,8 @@ pub struct JobState {
     pub request: Request,
     /// Downloaded; its parse result is still to come.
     pub parsing: bool,
+    /// Bytes of body the worker holds for parsing, counted in the engine's parse backlog.
+    pub backlog: usize,
 }
 
 struct Worker {
@@ -222,6 +224,7 @@ impl Fleet {
                 slot,
                 request,
                 parsing: false,
+                backlog: 0,
             },
         );
         tokio::spawn(async move {
@@ -231,33 +234,46 @@ impl Fleet {
         true
     }
 
-    /// A job's download ended. Keeps the job if the worker will send its parse result.
-    pub fn fetched(&mut self, id: u64, parse_follows: bool) -> Option<(SlotId, Request)> {
+    /// A job's download ended. Keeps the job if the worker will send its
+    /// parse result, with the body bytes it holds until then.
+    pub fn fetched(
+        &mut self,
+        id: u64,
+        parse_follows: bool,
+        backlog: usize,
+    ) -> Option<(SlotId, Request)> {
         let job = self.jobs.get_mut(&id)?;
         let taken = (job.slot, job.request.clone());
         if parse_follows {
             job.parsing = true;
+            job.backlog = backlog;
         } else {
             self.finish(id);
         }
         Some(taken)
     }
 
-    /// A job is done; returns its request's depth if it was waiting for a parse result.
-    pub fn parsed(&mut self, id: u64) -> Option<u32> {
+    /// A job is done; returns its request's depth and parse backlog if it was
+    /// waiting for a parse result.
+    pub fn parsed(&mut self, id: u64) -> Option<(u32, usize)> {
         let job = self.jobs.get(&id)?;
         if !job.parsing {
             return None;
         }
-        let depth = job.request.depth;
+        let done = (job.request.depth, job.backlog);
         self.finish(id);
-        Some(depth)
+        Some(done)
     }
 
-    /// The engine no longer expects a parse result for this job.
-    pub fn forget(&mut self, id: u64) {
-        if self.jobs.get(&id).is_some_and(|j| j.parsing) {
-            self.finish(id);
+    /// The engine no longer expects a parse result for this job; returns its backlog.
+    pub fn forget(&mut self, id: u64) -> usize {
+        match self.jobs.get(&id) {
+            Some(job) if job.parsing => {
+                let backlog = job.backlog;
+                self.finish(id);
+                backlog
+            }
+            _ => 0,
         }
     }
 
