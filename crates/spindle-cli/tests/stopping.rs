@@ -118,3 +118,79 @@ fn a_second_ctrl_c_stops_at_once_on_a_whole_record() {
     }
     assert!(text.lines().count() > 0);
 }
+
+#[test]
+fn logstats_line_every_interval() {
+    let server = slow_site();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_spindle"));
+    cmd.arg("crawl").arg(server.url("a.test", "/"));
+    for r in server.resolve_args() {
+        cmd.args(["--resolve", &r]);
+    }
+    let out = cmd
+        .args([
+            "-s",
+            "LOGSTATS_INTERVAL=0.5",
+            "-s",
+            "CLOSESPIDER_TIMEOUT=2.2",
+        ])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("Crawled ")).collect();
+    assert!((3..=5).contains(&lines.len()), "{stderr}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains(" pages (at ") && l.contains(" pages/min), scraped ")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn a_live_progress_line_when_stderr_is_a_terminal() {
+    let server = slow_site();
+    let dir = tempfile::tempdir().unwrap();
+    let mut line = format!(
+        "{} crawl {}",
+        env!("CARGO_BIN_EXE_spindle"),
+        server.url("a.test", "/")
+    );
+    for r in server.resolve_args() {
+        line.push_str(&format!(" --resolve {r}"));
+    }
+    line.push_str(" -s CLOSESPIDER_TIMEOUT=1.5 -s LOGSTATS_INTERVAL=0");
+    // `script` runs the crawler on a pseudo-terminal and records what it drew.
+    let typescript = dir.path().join("typescript");
+    let status = Command::new("script")
+        .args(["-q", "-e", "-c", &line])
+        .arg(&typescript)
+        .current_dir(dir.path())
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let screen = String::from_utf8_lossy(&std::fs::read(&typescript).unwrap()).to_string();
+    assert!(screen.contains(" pages ("), "no progress line: {screen}");
+    assert!(
+        screen.contains(" in flight, ") && screen.contains(" queued"),
+        "{screen}"
+    );
+
+    // Not on a pipe: the same crawl draws nothing.
+    let out = Command::new("sh")
+        .args(["-c", &line])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(" queued"));
+}

@@ -227,3 +227,31 @@ async fn shutdown_finishes_requests_in_flight() {
         records.len() as u64
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirect_chains_stop_at_the_limit_and_only_http_is_followed() {
+    let mut site = Site::pages([(
+        "/",
+        200,
+        r#"<a href="/hop/0">chain</a><a href="/to-ftp">ftp</a>"#.to_string(),
+    )])
+    .redirect("/to-ftp", 302, "ftp://a.test/file");
+    for i in 0..30 {
+        site = site.redirect(format!("/hop/{i}"), 302, format!("/hop/{}", i + 1));
+    }
+    let server = TestServer::builder()
+        .host("a.test", LOCAL, site)
+        .start()
+        .unwrap();
+    let mut settings = Settings::default();
+    settings.set("REDIRECT_MAX_TIMES", "5").unwrap();
+    let report = run(&server, Walker::new(&server.url("a.test", "/")), settings).await;
+    let hops = server
+        .records()
+        .iter()
+        .filter(|r| r.path.starts_with("/hop/"))
+        .count();
+    assert_eq!(hops, 6, "the first request and 5 redirects");
+    assert_eq!(report.get("redirect/max_reached"), 1);
+    assert_eq!(report.get("redirect/unsupported_scheme"), 1);
+}
