@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use common::{crawl, pages};
+use common::{crawl, pages, reachable};
 use serde_json::Value;
 use spindle_testsite::{duplicates, normalize_path, Site, TestServer};
 
@@ -44,16 +44,7 @@ fn every_page_of_a_2000_page_site_exactly_once() {
     let fetched: BTreeSet<String> = records.iter().map(|r| normalize_path(&r.path)).collect();
     // Everything reachable from the start page, by walking the site's own link graph.
     let origin = start.trim_end_matches('/').to_string();
-    let mut reachable = BTreeSet::from(["/".to_string()]);
-    let mut todo = VecDeque::from(["/".to_string()]);
-    while let Some(p) = todo.pop_front() {
-        for href in site.links(&p, &origin) {
-            let q = local_path(&href, &origin);
-            if reachable.insert(q.clone()) {
-                todo.push_back(q);
-            }
-        }
-    }
+    let reachable = reachable(&site, &origin, None);
     assert!(
         reachable.len() > 2001,
         "query variants add pages: {}",

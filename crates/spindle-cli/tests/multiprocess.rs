@@ -4,11 +4,11 @@
 
 mod common;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv4Addr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{background, reachable, signal, wait};
 use serde_json::Value;
 use spindle_testsite::{normalize_path, Site, TestServer};
 
@@ -16,51 +16,6 @@ const LIMIT: Duration = Duration::from_secs(90);
 
 fn ip(last: u8) -> Ipv4Addr {
     Ipv4Addr::new(127, 0, 0, last)
-}
-
-fn spawn(
-    server: &TestServer,
-    dir: &std::path::Path,
-    extra: &[&str],
-    env: &[(&str, &str)],
-) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_spindle"));
-    cmd.arg("crawl").arg(server.url("a.test", "/"));
-    for r in server.resolve_args() {
-        cmd.args(["--resolve", &r]);
-    }
-    cmd.args([
-        "-o",
-        "items.jsonl",
-        "--stats",
-        "stats.json",
-        "-s",
-        "ROBOTSTXT_OBEY=false",
-    ])
-    .args(extra)
-    .current_dir(dir)
-    .env("RUST_LOG", "warn")
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.spawn().unwrap()
-}
-
-fn wait(child: &mut Child, limit: Duration) -> i32 {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.code().unwrap_or(-1);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "spindle did not finish within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// The pids of a process's children, from /proc.
@@ -90,14 +45,6 @@ fn alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-fn kill(signal: &str, pid: u32) {
-    assert!(Command::new("kill")
-        .args([signal, &pid.to_string()])
-        .status()
-        .unwrap()
-        .success());
-}
-
 fn item_paths(dir: &std::path::Path, origin: &str) -> Vec<String> {
     std::fs::read_to_string(dir.join("items.jsonl"))
         .unwrap()
@@ -107,25 +54,6 @@ fn item_paths(dir: &std::path::Path, origin: &str) -> Vec<String> {
             normalize_path(v["url"].as_str().unwrap().strip_prefix(origin).unwrap())
         })
         .collect()
-}
-
-/// Pages reachable from `/`, optionally without following one page's links.
-fn reachable(site: &Site, origin: &str, cut: Option<&str>) -> BTreeSet<String> {
-    let mut seen = BTreeSet::from(["/".to_string()]);
-    let mut todo = VecDeque::from(["/".to_string()]);
-    while let Some(p) = todo.pop_front() {
-        if Some(p.as_str()) == cut {
-            continue;
-        }
-        for href in site.links(&p, origin) {
-            let href = href.strip_prefix(origin).unwrap_or(&href);
-            let q = normalize_path(href.split('#').next().unwrap());
-            if seen.insert(q.clone()) {
-                todo.push_back(q);
-            }
-        }
-    }
-    seen
 }
 
 fn counts(paths: &[String]) -> HashMap<&str, usize> {
@@ -147,7 +75,7 @@ fn a_worker_killed_mid_crawl_loses_no_page() {
         .unwrap();
     let origin = server.url("a.test", "");
     let dir = tempfile::tempdir().unwrap();
-    let mut child = spawn(&server, dir.path(), &["--processes", "3"], &[]);
+    let mut child = background(&server, dir.path(), &["--processes", "3"], &[]);
 
     // Wait until the crawl is well under way, then SIGKILL one worker.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -157,7 +85,7 @@ fn a_worker_killed_mid_crawl_loses_no_page() {
     }
     let workers = children(child.id());
     assert_eq!(workers.len(), 3, "three workers: {workers:?}");
-    kill("-KILL", workers[1]);
+    signal("-KILL", workers[1]);
     let fetched_at_kill = server.records().len();
 
     assert_eq!(wait(&mut child, LIMIT), 0);
@@ -199,7 +127,7 @@ fn a_page_that_aborts_its_parser_costs_that_page_only() {
     let origin = server.url("a.test", "");
     let dir = tempfile::tempdir().unwrap();
     // The worker aborts (SIGABRT) whenever it parses /p/17.
-    let mut child = spawn(
+    let mut child = background(
         &server,
         dir.path(),
         &["--processes", "2"],
@@ -244,14 +172,14 @@ fn ctrl_c_stops_every_process_gracefully() {
         .start()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut child = spawn(&server, dir.path(), &["--processes", "3"], &[]);
+    let mut child = background(&server, dir.path(), &["--processes", "3"], &[]);
     std::thread::sleep(Duration::from_millis(1500));
     let workers = children(child.id());
     assert_eq!(workers.len(), 3);
     // As a terminal does: SIGINT to the crawler and to its workers alike.
-    kill("-INT", child.id());
+    signal("-INT", child.id());
     for w in &workers {
-        kill("-INT", *w);
+        signal("-INT", *w);
     }
     assert_eq!(wait(&mut child, Duration::from_secs(15)), 0);
     assert!(
@@ -282,11 +210,11 @@ fn workers_die_with_a_killed_crawler() {
         .start()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut child = spawn(&server, dir.path(), &["--processes", "2"], &[]);
+    let mut child = background(&server, dir.path(), &["--processes", "2"], &[]);
     std::thread::sleep(Duration::from_millis(1000));
     let workers = children(child.id());
     assert_eq!(workers.len(), 2);
-    kill("-KILL", child.id());
+    signal("-KILL", child.id());
     let _ = child.wait();
     let deadline = Instant::now() + Duration::from_secs(5);
     while workers.iter().any(|w| alive(*w)) {

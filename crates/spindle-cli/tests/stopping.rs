@@ -1,56 +1,14 @@
 //! Ctrl-C, sent as a real SIGINT to the real process.
 
-use std::net::Ipv4Addr;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{background, signal, wait};
 use serde_json::Value;
 use spindle_testsite::{Site, TestServer};
-
-fn start(server: &TestServer, dir: &std::path::Path, out: &str) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_spindle"));
-    cmd.arg("crawl").arg(server.url("a.test", "/"));
-    for r in server.resolve_args() {
-        cmd.args(["--resolve", &r]);
-    }
-    cmd.args([
-        "-o",
-        out,
-        "--stats",
-        "stats.json",
-        "-s",
-        "ROBOTSTXT_OBEY=false",
-    ])
-    .current_dir(dir)
-    .env("RUST_LOG", "warn")
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap()
-}
-
-fn sigint(child: &Child) {
-    let ok = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-}
-
-fn wait(child: &mut Child, limit: Duration) -> i32 {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.code().unwrap_or(-1);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("spindle did not stop within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn slow_site() -> TestServer {
     TestServer::builder()
@@ -69,9 +27,9 @@ fn slow_site() -> TestServer {
 fn ctrl_c_stops_gracefully_and_flushes_everything() {
     let server = slow_site();
     let dir = tempfile::tempdir().unwrap();
-    let mut child = start(&server, dir.path(), "items.json");
+    let mut child = background(&server, dir.path(), &["-o", "items.json"], &[]);
     std::thread::sleep(Duration::from_millis(2000));
-    sigint(&child);
+    signal("-INT", child.id());
     let sent = server.now();
     assert_eq!(wait(&mut child, Duration::from_secs(10)), 0);
 
@@ -101,11 +59,11 @@ fn ctrl_c_stops_gracefully_and_flushes_everything() {
 fn a_second_ctrl_c_stops_at_once_on_a_whole_record() {
     let server = slow_site();
     let dir = tempfile::tempdir().unwrap();
-    let mut child = start(&server, dir.path(), "items.jsonl");
+    let mut child = background(&server, dir.path(), &[], &[]);
     std::thread::sleep(Duration::from_millis(1500));
-    sigint(&child);
+    signal("-INT", child.id());
     std::thread::sleep(Duration::from_millis(30));
-    sigint(&child);
+    signal("-INT", child.id());
     let code = wait(&mut child, Duration::from_secs(2));
     assert_eq!(code, 130);
     let text = std::fs::read_to_string(dir.path().join("items.jsonl")).unwrap();

@@ -1,13 +1,14 @@
 //! Runs the real `spindle` binary against an in-process test server, with a time bound.
 #![allow(dead_code)]
 
+use std::collections::{BTreeSet, VecDeque};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use spindle_testsite::TestServer;
+use spindle_testsite::{normalize_path, Site, TestServer};
 
 pub struct Run {
     pub code: i32,
@@ -126,6 +127,68 @@ pub fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
-pub fn exists(p: &Path) -> bool {
-    p.exists()
+/// `spindle crawl` of a.test's `/` in the background, output to items.jsonl and
+/// stats.json in `dir`, robots.txt off, with extra arguments and environment.
+pub fn background(server: &TestServer, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_spindle"));
+    cmd.arg("crawl").arg(server.url("a.test", "/"));
+    for r in server.resolve_args() {
+        cmd.args(["--resolve", &r]);
+    }
+    cmd.args(["--stats", "stats.json", "-s", "ROBOTSTXT_OBEY=false"])
+        .args(args)
+        .current_dir(dir)
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if !args.contains(&"-o") {
+        cmd.args(["-o", "items.jsonl"]);
+    }
+    cmd.spawn().expect("start spindle")
+}
+
+/// Waits for a background crawl; kills it and fails the test after `limit`.
+pub fn wait(child: &mut Child, limit: Duration) -> i32 {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code().unwrap_or(-1);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("spindle did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends a signal with kill(1), e.g. `signal("-INT", pid)`.
+pub fn signal(signal: &str, pid: u32) {
+    let ok = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success(), "kill {signal} {pid}");
+}
+
+/// Every page reachable from `/` by walking the site's own link graph, as
+/// paths; `cut` is a page whose links are not followed.
+pub fn reachable(site: &Site, origin: &str, cut: Option<&str>) -> BTreeSet<String> {
+    let mut seen = BTreeSet::from(["/".to_string()]);
+    let mut todo = VecDeque::from(["/".to_string()]);
+    while let Some(p) = todo.pop_front() {
+        if Some(p.as_str()) == cut {
+            continue;
+        }
+        for href in site.links(&p, origin) {
+            let href = href.strip_prefix(origin).unwrap_or(&href);
+            let q = normalize_path(href.split('#').next().unwrap());
+            if seen.insert(q.clone()) {
+                todo.push_back(q);
+            }
+        }
+    }
+    seen
 }
