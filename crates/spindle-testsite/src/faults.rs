@@ -88,6 +88,7 @@ impl FaultServer {
     ];
 
     pub fn start(ip: impl Into<IpAddr>) -> io::Result<FaultServer> {
+        heavy_pages();
         let std_listener = std::net::TcpListener::bind(SocketAddr::new(ip.into(), 0))?;
         std_listener.set_nonblocking(true)?;
         let addr = std_listener.local_addr()?;
@@ -287,16 +288,53 @@ fn index() -> String {
     page
 }
 
-fn bomb() -> &'static [u8] {
-    static BOMB: OnceLock<Vec<u8>> = OnceLock::new();
-    BOMB.get_or_init(|| {
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+/// The large responses, built once before the server listens: built on
+/// demand, they would hold a server thread for a while, and the records of
+/// requests arriving meanwhile would be stamped late.
+fn heavy_pages() -> &'static HashMap<&'static str, Vec<u8>> {
+    static PAGES: OnceLock<HashMap<&'static str, Vec<u8>>> = OnceLock::new();
+    PAGES.get_or_init(|| {
+        let mut pages = HashMap::new();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         let zeros = vec![0u8; 1 << 20];
         for _ in 0..64 {
             gz.write_all(&zeros).expect("compress in memory");
         }
-        gz.finish().expect("compress in memory")
+        let bomb = gz.finish().expect("compress in memory");
+        pages.insert(
+            "/bomb",
+            response(200, "text/html", "Content-Encoding: gzip\r\n", &bomb),
+        );
+
+        let mut body: Vec<u8> = (0..50_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        body.extend_from_slice(b"<a href=\"/good/never-from-binary\">x</a>");
+        pages.insert(
+            "/binary",
+            response(200, "application/octet-stream", "", &body),
+        );
+
+        let mut deep = "<div>".repeat(100_000);
+        deep.push_str("<a href=\"/good/from-deep\">deep</a>");
+        pages.insert("/deep", html(&deep));
+
+        let mut many = String::with_capacity(300_000 * 30);
+        for i in 0..300_000 {
+            match i % 3 {
+                0 => many.push_str("<a href=\"/good/0\">0</a>"),
+                1 => many.push_str("<a href=\"/\">index</a>"),
+                _ => many.push_str("<a href=\"javascript:void(0)\">js</a>"),
+            }
+        }
+        many.push_str("<a href=\"/good/from-many\">last</a>");
+        pages.insert("/many-links", html(&many));
+        pages
     })
+}
+
+fn heavy_page(path: &str) -> &'static [u8] {
+    &heavy_pages()[path]
 }
 
 /// Abortive close: the peer sees a reset, not an orderly end.
@@ -373,7 +411,6 @@ async fn respond(mut stream: TcpStream, head: &Head, hit: usize) -> (u16, Option
             while stream.write_all(chunk.as_bytes()).await.is_ok() {}
             return (200, None);
         }
-        "/bomb" => response(200, "text/html", "Content-Encoding: gzip\r\n", bomb()),
         "/giant-header" => {
             let extra = format!("X-Giant: {}\r\n", "g".repeat(1 << 20));
             response(200, "text/html", &extra, b"<p>giant</p>")
@@ -392,30 +429,7 @@ async fn respond(mut stream: TcpStream, head: &Head, hit: usize) -> (u16, Option
             "Location: http://elsewhere.test/\r\n",
             b"",
         ),
-        "/binary" => {
-            let mut body: Vec<u8> = (0..50_000u32)
-                .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-                .collect();
-            body.extend_from_slice(b"<a href=\"/good/never-from-binary\">x</a>");
-            response(200, "application/octet-stream", "", &body)
-        }
-        "/deep" => {
-            let mut page = "<div>".repeat(100_000);
-            page.push_str("<a href=\"/good/from-deep\">deep</a>");
-            html(&page)
-        }
-        "/many-links" => {
-            let mut page = String::with_capacity(300_000 * 30);
-            for i in 0..300_000 {
-                match i % 3 {
-                    0 => page.push_str("<a href=\"/good/0\">0</a>"),
-                    1 => page.push_str("<a href=\"/\">index</a>"),
-                    _ => page.push_str("<a href=\"javascript:void(0)\">js</a>"),
-                }
-            }
-            page.push_str("<a href=\"/good/from-many\">last</a>");
-            html(&page)
-        }
+        "/binary" | "/deep" | "/many-links" | "/bomb" => heavy_page(path).to_vec(),
         "/bad-urls" => {
             let long = format!("/good/{}", "l".repeat(10_000));
             html(&format!(
