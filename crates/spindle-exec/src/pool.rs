@@ -11,7 +11,8 @@
 
 use crate::error::{Error, RemoteError, Result};
 use crate::result::{
-    default_chunksize, AsyncResult, ChunkResults, IMapIter, IMapUnorderedIter, Slots,
+    check_imap_chunksize, default_chunksize, AsyncResult, ChunkResults, IMapIter,
+    IMapUnorderedIter, Slots,
 };
 use crate::sys::Deadline;
 use crate::wire::{self, K_ACK, K_ERROR, K_INIT, K_RESULT, K_SHUTDOWN, K_TASK};
@@ -466,18 +467,10 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        if chunksize < 1 {
-            return Err(Error::InvalidArgument("Chunksize must be 1+".into()));
-        }
+        check_imap_chunksize(chunksize)?;
         let items: Vec<A> = items.into_iter().collect();
         let len = items.len();
-        let slots = self.submit_chunks(f, items, chunksize)?;
-        Ok(IMapIter {
-            slots,
-            pos: 0,
-            len,
-            _keep: None,
-        })
+        Ok(IMapIter::new(self.submit_chunks(f, items, chunksize)?, len))
     }
 
     /// Results in completion order.
@@ -491,18 +484,13 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        if chunksize < 1 {
-            return Err(Error::InvalidArgument("Chunksize must be 1+".into()));
-        }
+        check_imap_chunksize(chunksize)?;
         let items: Vec<A> = items.into_iter().collect();
         let len = items.len();
-        let slots = self.submit_chunks(f, items, chunksize)?;
-        Ok(IMapUnorderedIter {
-            slots,
-            taken: 0,
+        Ok(IMapUnorderedIter::new(
+            self.submit_chunks(f, items, chunksize)?,
             len,
-            _keep: None,
-        })
+        ))
     }
 
     /// Stop accepting tasks; workers exit once the queue is drained.

@@ -195,7 +195,24 @@ pub struct IMapIter<R> {
     pub(crate) _keep: Option<Box<dyn std::any::Any + Send>>,
 }
 
+/// Python's check for `imap` and `imap_unordered`.
+pub(crate) fn check_imap_chunksize(chunksize: usize) -> Result<()> {
+    if chunksize < 1 {
+        return Err(Error::InvalidArgument("Chunksize must be 1+".into()));
+    }
+    Ok(())
+}
+
 impl<R> IMapIter<R> {
+    pub(crate) fn new(slots: Arc<Slots<R>>, len: usize) -> Self {
+        IMapIter {
+            slots,
+            pos: 0,
+            len,
+            _keep: None,
+        }
+    }
+
     /// The next result in order, waiting at most `timeout`. On timeout
     /// returns `Some(Err(Error::Timeout))` and does not consume the item
     /// (Python's `next(timeout)` raising `TimeoutError`). A failed item
@@ -234,6 +251,14 @@ pub struct IMapUnorderedIter<R> {
 }
 
 impl<R> IMapUnorderedIter<R> {
+    pub(crate) fn new(slots: Arc<Slots<R>>, len: usize) -> Self {
+        IMapUnorderedIter {
+            slots,
+            taken: 0,
+            len,
+            _keep: None,
+        }
+    }
     /// The next finished result, waiting at most `timeout`
     /// (`Some(Err(Error::Timeout))` on timeout, nothing consumed).
     pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R>> {

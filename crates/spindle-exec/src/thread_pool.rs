@@ -9,7 +9,8 @@
 
 use crate::error::{panic_message, Error, RemoteError, Result};
 use crate::result::{
-    collect_map, default_chunksize, AsyncResult, IMapIter, IMapUnorderedIter, Slots,
+    check_imap_chunksize, collect_map, default_chunksize, AsyncResult, IMapIter, IMapUnorderedIter,
+    Slots,
 };
 use crate::sys::Deadline;
 use std::collections::VecDeque;
@@ -282,18 +283,10 @@ impl ThreadPool {
         R: Send + 'static,
         F: Fn(A) -> R + Send + Sync + 'static,
     {
-        if chunksize < 1 {
-            return Err(Error::InvalidArgument("Chunksize must be 1+".into()));
-        }
+        check_imap_chunksize(chunksize)?;
         let items: Vec<A> = items.into_iter().collect();
         let len = items.len();
-        let slots = self.submit_chunks(f, items, chunksize)?;
-        Ok(IMapIter {
-            slots,
-            pos: 0,
-            len,
-            _keep: None,
-        })
+        Ok(IMapIter::new(self.submit_chunks(f, items, chunksize)?, len))
     }
 
     /// Results in completion order.
@@ -308,18 +301,13 @@ impl ThreadPool {
         R: Send + 'static,
         F: Fn(A) -> R + Send + Sync + 'static,
     {
-        if chunksize < 1 {
-            return Err(Error::InvalidArgument("Chunksize must be 1+".into()));
-        }
+        check_imap_chunksize(chunksize)?;
         let items: Vec<A> = items.into_iter().collect();
         let len = items.len();
-        let slots = self.submit_chunks(f, items, chunksize)?;
-        Ok(IMapUnorderedIter {
-            slots,
-            taken: 0,
+        Ok(IMapUnorderedIter::new(
+            self.submit_chunks(f, items, chunksize)?,
             len,
-            _keep: None,
-        })
+        ))
     }
 
     /// Stop accepting tasks; threads exit once the queue is drained.
