@@ -100,17 +100,19 @@ impl Engine {
             self.stats.inc("scheduler/dequeued");
             self.stats.inc("downloader/request_count");
             self.stats.inc("downloader/request_method_count/GET");
-            if let Some(fleet) = &mut self.fleet {
-                if !fleet.submit(slot, request, pacing) {
-                    self.in_flight -= 1;
-                    self.scheduler.finish(slot, now);
-                    self.stats.inc("worker/no_worker_count");
-                    self.close("workers_failed");
-                    return;
+            let downloader = match &mut self.executor {
+                Executor::InProcess { downloader, .. } => downloader.clone(),
+                Executor::Workers(fleet) => {
+                    if !fleet.submit(slot, request, pacing) {
+                        self.in_flight -= 1;
+                        self.scheduler.finish(slot, now);
+                        self.stats.inc("worker/no_worker_count");
+                        self.close("workers_failed");
+                        return;
+                    }
+                    continue;
                 }
-                continue;
-            }
-            let downloader = self.downloader.clone();
+            };
             let tx = self.events_tx.clone();
             tokio::spawn(async move {
                 pacing.pass().await;
@@ -188,9 +190,9 @@ impl Engine {
         let p = &self.progress;
         // With worker processes, pages and items come from the counters the
         // workers keep in shared memory, as live as it gets.
-        let (pages, items) = match &self.fleet {
-            Some(fleet) => fleet.live_totals(),
-            None => (
+        let (pages, items) = match &self.executor {
+            Executor::Workers(fleet) => fleet.live_totals(),
+            Executor::InProcess { .. } => (
                 self.stats.get("response_received_count"),
                 self.stats.get("item_scraped_count"),
             ),

@@ -139,26 +139,29 @@ impl Crawler {
     /// Runs the crawl to its end and reports its stats. Must be called inside a tokio runtime.
     pub async fn run(self) -> Result<CrawlReport, CrawlError> {
         let resolver = Arc::new(Resolver::with_fixed(self.resolved.clone()));
-        let downloader = Arc::new(Downloader::new(self.settings.clone(), resolver.clone())?);
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let parse_pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("spindle-parse-{i}"))
-            .build()?;
         let (events_tx, events) = mpsc::unbounded_channel();
-        let fleet = match self.launcher {
+        let executor = match self.launcher {
             Some(launcher) => {
                 let tx = events_tx.clone();
-                Some(Fleet::start(
+                Executor::Workers(Box::new(Fleet::start(
                     launcher,
                     (*self.settings).clone(),
                     self.resolved.clone(),
                     move |event| {
                         let _ = tx.send(Event::Fleet(event));
                     },
-                )?)
+                )?))
             }
-            None => None,
+            None => {
+                let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+                Executor::InProcess {
+                    downloader: Arc::new(Downloader::new(self.settings.clone(), resolver.clone())?),
+                    parse_pool: rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .thread_name(|i| format!("spindle-parse-{i}"))
+                        .build()?,
+                }
+            }
         };
         let (items, writer) = spawn_writer(self.exporter);
         let mut engine = Engine {
@@ -167,8 +170,7 @@ impl Crawler {
             spider: self.spider,
             settings: self.settings,
             resolver,
-            downloader,
-            parse_pool,
+            executor,
             events_tx,
             items,
             progress: self.progress,
@@ -183,7 +185,6 @@ impl Crawler {
             rng: SmallRng::from_entropy(),
             closing: None,
             export_failed: false,
-            fleet,
         };
         let started = (SystemTime::now(), Instant::now());
         let reason = engine.run(events, self.shutdown).await;
@@ -192,7 +193,10 @@ impl Crawler {
             .slot_stats()
             .map(|(k, s)| (k.to_string(), s.clone()))
             .collect();
-        let workers = engine.fleet.take().map(Fleet::shutdown).unwrap_or_default();
+        let workers = engine
+            .fleet()
+            .map(|fleet| fleet.shutdown())
+            .unwrap_or_default();
         let mut report = CrawlReport::new(
             &engine.stats,
             started.0,
@@ -273,8 +277,7 @@ struct Engine {
     offsite: OffsiteFilter,
     scheduler: Scheduler,
     resolver: Arc<Resolver>,
-    downloader: Arc<Downloader>,
-    parse_pool: rayon::ThreadPool,
+    executor: Executor,
     events_tx: mpsc::UnboundedSender<Event>,
     items: Option<std_mpsc::Sender<Item>>,
     progress: Arc<Progress>,
@@ -292,8 +295,26 @@ struct Engine {
     rng: SmallRng,
     closing: Option<String>,
     export_failed: bool,
-    /// Multi-process mode: the worker processes that fetch and parse.
-    fleet: Option<Fleet>,
+}
+
+/// Where downloads and parses run.
+enum Executor {
+    /// Downloads on this runtime, parses on a thread pool sized to the cores.
+    InProcess {
+        downloader: Arc<Downloader>,
+        parse_pool: rayon::ThreadPool,
+    },
+    /// Multi-process mode: worker processes fetch and parse.
+    Workers(Box<Fleet>),
+}
+
+impl Engine {
+    fn fleet(&mut self) -> Option<&mut Fleet> {
+        match &mut self.executor {
+            Executor::Workers(fleet) => Some(fleet.as_mut()),
+            Executor::InProcess { .. } => None,
+        }
+    }
 }
 
 enum RobotsState {

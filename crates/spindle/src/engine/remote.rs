@@ -26,7 +26,7 @@ impl Engine {
                 ..
             }
         );
-        let Some(fleet) = self.fleet.as_mut() else {
+        let Some(fleet) = self.fleet() else {
             return;
         };
         // A worker parses one page at a time; the bodies waiting for it count
@@ -63,7 +63,7 @@ impl Engine {
                     if to_parse {
                         self.parses += 1;
                         self.parse_backlog += backlog;
-                    } else if let Some(fleet) = self.fleet.as_mut() {
+                    } else if let Some(fleet) = self.fleet() {
                         fleet.forget(id);
                     }
                 }
@@ -72,7 +72,7 @@ impl Engine {
     }
 
     fn on_remote_parsed(&mut self, id: u64, result: Result<ParsedPage, String>) {
-        let Some((depth, backlog)) = self.fleet.as_mut().and_then(|f| f.parsed(id)) else {
+        let Some((depth, backlog)) = self.fleet().and_then(|f| f.parsed(id)) else {
             return;
         };
         self.parses -= 1;
@@ -116,7 +116,7 @@ impl Engine {
 
     /// A worker exited or died: its jobs are queued again (or given up), and it is replaced.
     fn on_worker_gone(&mut self, worker: usize) {
-        let Some(fleet) = self.fleet.as_mut() else {
+        let Some(fleet) = self.fleet() else {
             return;
         };
         let (jobs, culprit) = fleet.gone(worker);
@@ -131,7 +131,7 @@ impl Engine {
             self.requeue_after_crash(job, charged, now);
         }
         if self.closing.is_none() {
-            let Some(fleet) = self.fleet.as_mut() else {
+            let Some(fleet) = self.fleet() else {
                 return;
             };
             if let Err(error) = fleet.replace(worker) {

@@ -82,13 +82,16 @@ impl Engine {
 
     /// Parses a response on this process's parse threads.
     pub(super) fn parse_locally(&mut self, response: Response) {
+        let Executor::InProcess { parse_pool, .. } = &self.executor else {
+            unreachable!("worker processes parse their own pages");
+        };
         let backlog = response.body.len().max(1024);
         self.parse_backlog += backlog;
         self.parses += 1;
         let spider = self.spider.clone();
         let tx = self.events_tx.clone();
         let depth = response.depth();
-        self.parse_pool.spawn(move || {
+        parse_pool.spawn(move || {
             let result = std::panic::catch_unwind(AssertUnwindSafe(|| spider.parse(&response)));
             let result = match result {
                 Ok(Ok(output)) => Ok(output),

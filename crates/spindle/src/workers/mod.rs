@@ -292,17 +292,7 @@ impl Fleet {
             return (Vec::new(), None);
         };
         let parsing = self.row(worker.row)[C_PARSING].checked_sub(1);
-        let exit = match worker.process.join_timeout(Duration::from_secs(2)) {
-            Ok(Some(code)) => Some(code),
-            _ => {
-                let _ = worker.process.kill();
-                worker
-                    .process
-                    .join_timeout(Duration::from_secs(2))
-                    .ok()
-                    .flatten()
-            }
-        };
+        let exit = reap(&mut worker.process, Duration::from_secs(2));
         let report = self.report(&worker, exit);
         if exit != Some(0) {
             warn!(
@@ -358,26 +348,28 @@ impl Fleet {
     }
 
     /// Closes every worker's job pipe, waits for them to exit, and reports on each.
-    pub fn shutdown(mut self) -> Vec<WorkerReport> {
+    pub fn shutdown(&mut self) -> Vec<WorkerReport> {
         for w in self.workers.iter_mut().flatten() {
             w.outbox = None;
         }
         let workers: Vec<Worker> = self.workers.iter_mut().filter_map(Option::take).collect();
         for mut w in workers {
-            let exit = match w.process.join_timeout(Duration::from_secs(5)) {
-                Ok(Some(code)) => Some(code),
-                _ => {
-                    let _ = w.process.kill();
-                    w.process
-                        .join_timeout(Duration::from_secs(2))
-                        .ok()
-                        .flatten()
-                }
-            };
+            let exit = reap(&mut w.process, Duration::from_secs(5));
             let report = self.report(&w, exit);
             self.finished.push(report);
         }
         std::mem::take(&mut self.finished)
+    }
+}
+
+/// Waits up to `grace` for a worker to exit, then kills it; its exit code, once reaped.
+fn reap(process: &mut Process, grace: Duration) -> Option<i32> {
+    match process.join_timeout(grace) {
+        Ok(Some(code)) => Some(code),
+        _ => {
+            let _ = process.kill();
+            process.join_timeout(Duration::from_secs(2)).ok().flatten()
+        }
     }
 }
 
