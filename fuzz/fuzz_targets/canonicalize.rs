@@ -2,14 +2,14 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use spindle::scheduler::{canonicalize_url, fingerprint};
+use spindle::{canonicalize_url, fingerprint};
 use url::Url;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let Ok(url) = Url::parse(text) else { return };
     // The crawler canonicalizes only what it can fetch.
-    if spindle::request::check_crawlable(&url).is_err() {
+    if spindle::check_crawlable(&url).is_err() {
         return;
     }
     let canonical = canonicalize_url(&url);

@@ -150,6 +150,9 @@ mod tests {
             start: ms(start),
             end: ms(end),
             status: 200,
+            method: "GET".to_string(),
+            headers: Vec::new(),
+            body: Vec::new(),
         }
     }
 

@@ -241,6 +241,10 @@ async fn serve_connection(
             start,
             end: epoch.elapsed(),
             status,
+            // The fault server reads the request line and Host only.
+            method: String::new(),
+            headers: Vec::new(),
+            body: Vec::new(),
         });
         match open {
             Some(s) => stream = s,

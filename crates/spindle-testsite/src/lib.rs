@@ -48,6 +48,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 
 pub mod analysis;
+pub mod app;
 pub mod faults;
 pub mod site;
 
@@ -55,6 +56,7 @@ pub use analysis::{
     connections, count_by_path, duplicates, max_in_flight, max_in_flight_by_host,
     max_in_flight_by_ip, normalize_path, start_gaps,
 };
+pub use app::{HttpRequest, Shop};
 pub use faults::FaultServer;
 pub use site::{Page, Site};
 
@@ -80,6 +82,23 @@ pub struct Record {
     /// request was abandoned before a response was produced (e.g. the client
     /// disconnected during the latency wait).
     pub status: u16,
+    /// The request method (`GET`, `POST`, …).
+    pub method: String,
+    /// Every request header, in arrival order, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// The request body.
+    pub body: Vec<u8>,
+}
+
+impl Record {
+    /// The first value of a request header (name in any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// Builder for [`TestServer`]; see [`TestServer::builder`].
@@ -419,6 +438,31 @@ async fn handle(
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| req.uri().to_string());
+    let method = req.method().as_str().to_string();
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    // The body is read before answering: dynamic routes (a login form, a JSON
+    // API) answer from it, and keep-alive needs it drained.
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes().to_vec())
+        .unwrap_or_default();
+    let request = HttpRequest {
+        method: method.clone(),
+        path: path.clone(),
+        headers: headers.clone(),
+        body: body.clone(),
+    };
     let mut pending = Pending {
         shared: conn.shared.clone(),
         record: Some(Record {
@@ -429,6 +473,9 @@ async fn handle(
             start,
             end: start,
             status: 0,
+            method,
+            headers,
+            body,
         }),
     };
 
@@ -448,12 +495,10 @@ async fn handle(
             if !latency.is_zero() {
                 tokio::time::sleep(latency).await;
             }
-            let page = hs.site.render(&path, &hs.origin);
+            let page = hs.site.answer(&request, &hs.origin);
             (page.status, page.content_type, page.headers, page.body)
         }
     };
-    // Drain the request body (normally empty) so keep-alive works for e.g. POSTs.
-    let _ = req.into_body().collect().await;
 
     if let Some(r) = pending.record.as_mut() {
         r.status = status;

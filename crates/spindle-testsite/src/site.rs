@@ -7,6 +7,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::app::HttpRequest;
+
 /// Content type of HTML pages.
 pub const HTML: &str = "text/html; charset=utf-8";
 /// Content type of `.txt` pages (e.g. `/robots.txt`).
@@ -70,6 +72,20 @@ pub struct Site {
     query_variants: bool,
     /// Exact path (+ query) → page. Consulted before the generated pages.
     pages: BTreeMap<String, Page>,
+    /// Answers requests before the pages do; see [`Site::handler`].
+    handler: Option<Handler>,
+}
+
+/// A function that answers some requests itself (`None`: not mine).
+#[derive(Clone)]
+struct Handler(std::sync::Arc<RouteFn>);
+
+type RouteFn = dyn Fn(&HttpRequest) -> Option<Page> + Send + Sync;
+
+impl std::fmt::Debug for Handler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Handler")
+    }
 }
 
 impl Site {
@@ -92,6 +108,7 @@ impl Site {
             extra_links: Vec::new(),
             query_variants: false,
             pages: BTreeMap::new(),
+            handler: None,
         }
     }
 
@@ -174,6 +191,25 @@ impl Site {
     pub fn query_variants(mut self, on: bool) -> Site {
         self.query_variants = on;
         self
+    }
+
+    /// Lets `f` answer requests before the pages do, from the whole request
+    /// (method, headers, body): forms, sessions, JSON APIs. Returning `None`
+    /// falls through to the pages.
+    pub fn handler(
+        mut self,
+        f: impl Fn(&HttpRequest) -> Option<Page> + Send + Sync + 'static,
+    ) -> Site {
+        self.handler = Some(Handler(std::sync::Arc::new(f)));
+        self
+    }
+
+    /// The response to a whole request: the handler's, else the page's (see [`Site::render`]).
+    pub fn answer(&self, request: &HttpRequest, origin: &str) -> Page {
+        if let Some(page) = self.handler.as_ref().and_then(|h| (h.0)(request)) {
+            return page;
+        }
+        self.render(&request.path, origin)
     }
 
     /// The configured latency.

@@ -9,8 +9,8 @@
 //! same size and link count.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use spindle::scheduler::{canonicalize_url, fingerprint};
 use spindle::LinkExtractor;
+use spindle::{canonicalize_url, fingerprint};
 use url::Url;
 
 const DOCS_PAGE: &str = "/usr/share/doc/python3/html/library/functions.html";

@@ -12,7 +12,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use spindle::scheduler::{fingerprint, DupeFilter};
+use spindle::{fingerprint, DupeFilter};
 use url::Url;
 
 struct Counting;

@@ -18,22 +18,29 @@ use crate::item::Item;
 /// between batches and the file ends on a whole record.
 static WRITES: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Takes the lock the item writer holds while it writes a batch.
 pub fn lock_writes() -> std::sync::MutexGuard<'static, ()> {
     WRITES
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Writes items to an output, keeping it valid after every flush.
 pub trait ItemExporter: Send {
+    /// Writes one item (buffered until the next flush).
     fn export(&mut self, item: &Item) -> io::Result<()>;
     /// Makes everything exported so far reach the file, leaving it valid.
     fn flush(&mut self) -> io::Result<()>;
 }
 
+/// An output format.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Format {
+    /// One JSON object a line.
     JsonLines,
+    /// One JSON array, closed after every flush.
     Json,
+    /// CSV with a header row.
     Csv,
 }
 

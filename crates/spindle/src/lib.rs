@@ -1,16 +1,20 @@
 //! spindle: a web-crawling engine with Scrapy's concurrency model, exact and measured.
 //!
-//! The parts carry the names Scrapy users know:
-//! - [`settings`]: `CONCURRENT_REQUESTS`, `CONCURRENT_REQUESTS_PER_DOMAIN`,
+//! The parts carry the names Scrapy users know. Inside (private modules):
+//! the `scheduler` (a frontier of one priority queue per download slot, and
+//! the duplicate filter), the `downloader` (HTTP, DNS, and the slots that
+//! carry per-site politeness), `robots` and `retry`, and the `engine` whose
+//! event loop joins them. Outside, what a spider author uses:
+//! - [`Settings`]: `CONCURRENT_REQUESTS`, `CONCURRENT_REQUESTS_PER_DOMAIN`,
 //!   `CONCURRENT_REQUESTS_PER_IP`, `DOWNLOAD_DELAY` and the rest, with Scrapy's defaults;
-//! - [`scheduler`]: the frontier (a priority queue per download slot) and the duplicate filter;
-//! - [`downloader`]: the HTTP client, DNS, and the slots that carry per-site politeness;
-//! - [`spider`]: the [`Spider`] trait users implement;
+//! - [`Request`] and [`Response`]: method, headers, body, data and callback
+//!   label; text, JSON and `follow`;
+//! - the [`Spider`] trait, and [`Crawler`] to run one;
+//! - [`middleware`]: hooks around the downloader (default headers and cookies are built on them);
+//! - [`pipeline`]: stages every item passes before it is exported;
 //! - [`linkextractor`]: streaming link and field extraction;
 //! - [`exporter`]: JSON lines, JSON and CSV item exporters;
-//! - [`robots`] and [`retry`]: robots.txt rules, and retries that back off per slot;
-//! - [`stats`]: Scrapy's stat names plus per-slot figures;
-//! - [`engine`]: the event loop joining them, run with [`Crawler`].
+//! - [`CrawlReport`]: Scrapy's stat names plus per-slot figures.
 //!
 //! ```no_run
 //! use spindle::{Crawler, Output, Request, Response, Settings, Spider, SpiderError};
@@ -30,27 +34,37 @@
 //! # }
 //! ```
 
-pub mod downloader;
-pub mod engine;
-pub mod exporter;
-pub mod item;
-pub mod linkextractor;
-pub mod offsite;
-pub mod request;
-pub mod response;
-pub mod retry;
-pub mod robots;
-pub mod scheduler;
-pub mod settings;
-pub mod spider;
-pub mod stats;
-pub mod workers;
+#![warn(missing_docs)]
 
+mod downloader;
+mod engine;
+pub mod exporter;
+mod item;
+pub mod linkextractor;
+pub mod middleware;
+mod offsite;
+pub mod pipeline;
+mod request;
+mod response;
+mod retry;
+mod robots;
+mod scheduler;
+mod settings;
+mod spider;
+mod stats;
+mod workers;
+
+pub use downloader::DownloadError;
 pub use engine::{CrawlError, Crawler, ShutdownHandle};
 pub use item::Item;
 pub use linkextractor::{Extracted, LinkExtractor};
-pub use request::{InvalidUrl, Request};
+pub use middleware::DownloaderMiddleware;
+pub use pipeline::{DedupPipeline, ItemPipeline, PipelineError};
+pub use request::{check_crawlable, InvalidUrl, Request, RequestError};
+pub use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+pub use reqwest::Method;
 pub use response::Response;
-pub use settings::{Settings, SettingsError};
+pub use scheduler::{canonicalize_url, fingerprint, DupeFilter};
+pub use settings::{Settings, SettingsError, SlotOverride, SETTING_NAMES};
 pub use spider::{Output, Spider, SpiderError};
-pub use stats::{CrawlReport, Progress, WorkerReport};
+pub use stats::{CrawlReport, Progress, SlotStats, WorkerReport};

@@ -18,11 +18,15 @@ use crate::request::check_crawlable;
 /// URLs longer than this are skipped: no server serves them and they only cost memory.
 pub const MAX_URL_LEN: usize = 8 * 1024;
 
+/// A field selector that is not valid CSS.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid CSS selector `{selector}` for field `{field}`: {reason}")]
 pub struct FieldSelectorError {
+    /// The field's name.
     pub field: String,
+    /// The selector as given.
     pub selector: String,
+    /// What is wrong with it.
     pub reason: String,
 }
 
@@ -61,6 +65,7 @@ struct State {
 }
 
 impl LinkExtractor {
+    /// An extractor of links only.
     pub fn new() -> Self {
         Self::default()
     }
@@ -76,6 +81,7 @@ impl LinkExtractor {
         Ok(self)
     }
 
+    /// The names of the fields, in the order they were added.
     pub fn field_names(&self) -> impl Iterator<Item = &str> {
         self.fields.iter().map(|(n, _)| n.as_str())
     }

@@ -13,19 +13,28 @@ use serde::{Deserialize, Serialize};
 /// Why a setting was refused. The message names the setting and says what to fix.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum SettingsError {
+    /// No setting has this name.
     #[error("unknown setting `{name}`{}", suggestion.as_ref().map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default())]
     Unknown {
+        /// The name as given.
         name: String,
+        /// The known name closest to it, if one is close.
         suggestion: Option<String>,
     },
+    /// The value is not one this setting takes.
     #[error("invalid value `{value}` for setting `{name}`: expected {expected}")]
     InvalidValue {
+        /// The setting's name.
         name: String,
+        /// The value as given.
         value: String,
+        /// What the setting takes.
         expected: String,
     },
+    /// A `-s` argument without `=`.
     #[error("`{0}` is not NAME=VALUE (for example CONCURRENT_REQUESTS=32)")]
     NotAssignment(String),
+    /// A settings file that is not valid TOML.
     #[error("settings file: {0}")]
     File(String),
 }
@@ -34,9 +43,11 @@ pub enum SettingsError {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SlotOverride {
+    /// Requests on the wire at once in this slot.
     pub concurrency: Option<usize>,
     /// Seconds between request starts in this slot.
     pub delay: Option<f64>,
+    /// Whether this slot's gaps are drawn from 0.5–1.5 × its delay.
     pub randomize_delay: Option<bool>,
 }
 
@@ -91,6 +102,12 @@ pub struct Settings {
     pub retry_backoff_max: Duration,
     /// `RETRY_AFTER_MAX`: the longest pause a `Retry-After` header can impose on a slot.
     pub retry_after_max: Duration,
+    /// `COOKIES_ENABLED`: keep cookie jars and send their cookies back.
+    pub cookies_enabled: bool,
+    /// `COOKIES_DEBUG`: log every cookie sent and received.
+    pub cookies_debug: bool,
+    /// `DEFAULT_REQUEST_HEADERS`: headers every request gets unless it sets its own, in order.
+    pub default_request_headers: Vec<(String, String)>,
 }
 
 impl Default for Settings {
@@ -119,6 +136,16 @@ impl Default for Settings {
             retry_backoff_base: Duration::from_secs(1),
             retry_backoff_max: Duration::from_secs(60),
             retry_after_max: Duration::from_secs(300),
+            cookies_enabled: true,
+            cookies_debug: false,
+            // Scrapy's defaults.
+            default_request_headers: vec![
+                (
+                    "Accept".to_string(),
+                    "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8".to_string(),
+                ),
+                ("Accept-Language".to_string(), "en".to_string()),
+            ],
         }
     }
 }
@@ -148,6 +175,9 @@ pub const SETTING_NAMES: &[&str] = &[
     "RETRY_BACKOFF_BASE",
     "RETRY_BACKOFF_MAX",
     "RETRY_AFTER_MAX",
+    "COOKIES_ENABLED",
+    "COOKIES_DEBUG",
+    "DEFAULT_REQUEST_HEADERS",
 ];
 
 impl Settings {
@@ -190,6 +220,11 @@ impl Settings {
             "RETRY_BACKOFF_BASE" => self.retry_backoff_base = parse_seconds(name, v)?,
             "RETRY_BACKOFF_MAX" => self.retry_backoff_max = parse_seconds(name, v)?,
             "RETRY_AFTER_MAX" => self.retry_after_max = parse_seconds(name, v)?,
+            "COOKIES_ENABLED" => self.cookies_enabled = parse_bool(name, v)?,
+            "COOKIES_DEBUG" => self.cookies_debug = parse_bool(name, v)?,
+            "DEFAULT_REQUEST_HEADERS" => {
+                self.default_request_headers = parse_headers_json(name, v)?
+            }
             _ => {
                 return Err(SettingsError::Unknown {
                     name: name.to_string(),
@@ -215,6 +250,14 @@ impl Settings {
             .parse()
             .map_err(|e: toml::de::Error| SettingsError::File(e.to_string()))?;
         for (name, value) in table {
+            if name == "DEFAULT_REQUEST_HEADERS" {
+                if let toml::Value::Table(table) = &value {
+                    let json = serde_json::to_string(table)
+                        .map_err(|e| invalid(&name, "(table)", &e.to_string()))?;
+                    self.default_request_headers = parse_headers_json(&name, &json)?;
+                    continue;
+                }
+            }
             if name == "DOWNLOAD_SLOTS" {
                 let slots: HashMap<String, SlotOverride> = value
                     .try_into()
@@ -314,6 +357,24 @@ fn parse_slots_json(name: &str, v: &str) -> Result<HashMap<String, SlotOverride>
         )
     })?;
     validate_slots(name, slots)
+}
+
+/// A JSON object of header names to values, each checked as HTTP allows.
+fn parse_headers_json(name: &str, v: &str) -> Result<Vec<(String, String)>, SettingsError> {
+    let expected =
+        "a JSON object of header names to text values, such as {\"Accept-Language\": \"fr\"}";
+    let map: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(v).map_err(|e| invalid(name, v, &format!("{expected} ({e})")))?;
+    map.into_iter()
+        .map(|(header, value)| {
+            let serde_json::Value::String(value) = value else {
+                return Err(invalid(name, v, expected));
+            };
+            crate::request::parse_header(&header, &value)
+                .map_err(|e| invalid(name, v, &e.to_string()))?;
+            Ok((header, value))
+        })
+        .collect()
 }
 
 fn validate_slots(
@@ -467,6 +528,44 @@ mod tests {
         assert!(s.retry_http_codes.is_empty());
         assert!(s.set("RETRY_HTTP_CODES", "5xx").is_err());
         assert!(s.set("RETRY_HTTP_CODES", "99").is_err());
+    }
+
+    #[test]
+    fn default_headers_from_json_and_toml() {
+        let mut s = Settings::default();
+        s.set(
+            "DEFAULT_REQUEST_HEADERS",
+            r#"{"X-A": "1", "Accept": "text/html"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            s.default_request_headers,
+            [
+                ("X-A".into(), "1".into()),
+                ("Accept".into(), "text/html".into())
+            ]
+        );
+        s.apply_toml("[DEFAULT_REQUEST_HEADERS]\nX-B = \"2\"")
+            .unwrap();
+        assert_eq!(s.default_request_headers, [("X-B".into(), "2".into())]);
+        let err = s
+            .set("DEFAULT_REQUEST_HEADERS", r#"{"Bad Name": "1"}"#)
+            .unwrap_err();
+        assert!(err.to_string().contains("header name"), "{err}");
+        assert!(s.set("DEFAULT_REQUEST_HEADERS", r#"{"X": 1}"#).is_err());
+    }
+
+    #[test]
+    fn every_listed_name_is_parsed() {
+        // Ties SETTING_NAMES (used for suggestions and docs) to `set`: a listed
+        // name that `set` does not know would come back as Unknown.
+        for name in SETTING_NAMES {
+            let err = Settings::default().set(name, "\u{1}not a value");
+            assert!(
+                !matches!(err, Err(SettingsError::Unknown { .. })),
+                "{name} is listed but not parsed"
+            );
+        }
     }
 
     #[test]

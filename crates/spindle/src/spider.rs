@@ -10,7 +10,9 @@ pub type SpiderError = Box<dyn std::error::Error + Send + Sync>;
 /// What a spider makes of one response: items to export and requests to follow.
 #[derive(Debug, Default)]
 pub struct Output {
+    /// Items to pass to the item pipelines and the exporter.
     pub items: Vec<Item>,
+    /// Requests to schedule (depth, offsite and duplicate checks apply).
     pub requests: Vec<Request>,
     /// Counters to add to the crawl's stats, e.g. `("linkextractor/skipped_links", 3)`.
     pub stats: Vec<(&'static str, u64)>,
@@ -23,10 +25,12 @@ pub struct Output {
 /// depth `response.depth() + 1`, checked against `allowed_domains`, the depth
 /// limit and the duplicate filter by the engine.
 pub trait Spider: Send + Sync + 'static {
+    /// The spider's name, for logs.
     fn name(&self) -> &str {
         "spider"
     }
 
+    /// The requests the crawl starts from.
     fn start_requests(&self) -> Vec<Request>;
 
     /// Domains whose hosts (the domain itself and its subdomains) requests may
@@ -35,5 +39,7 @@ pub trait Spider: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Turns a 2xx response into items and requests. Route on
+    /// [`Response::callback`] when requests carry labels.
     fn parse(&self, response: &Response) -> Result<Output, SpiderError>;
 }

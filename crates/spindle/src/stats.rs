@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::downloader::slot::SlotStats;
+pub use crate::downloader::slot::SlotStats;
 
 /// Counters the engine keeps while it runs. Owned by the engine's event loop, so no locks.
 #[derive(Debug, Default)]
@@ -33,6 +33,13 @@ impl Stats {
         *v = (*v).max(n);
     }
 
+    /// Adds another part's counters to these.
+    pub fn merge(&mut self, other: &Stats) {
+        for (key, n) in &other.counters {
+            self.inc_by(key, *n);
+        }
+    }
+
     pub fn get(&self, key: &str) -> u64 {
         self.counters.get(key).copied().unwrap_or(0)
     }
@@ -45,15 +52,22 @@ impl Stats {
 /// Live figures for a progress display, updated by the engine and readable from any thread.
 #[derive(Debug, Default)]
 pub struct Progress {
+    /// Responses received.
     pub pages: AtomicU64,
+    /// Items that passed the pipelines.
     pub items: AtomicU64,
+    /// Requests sent.
     pub requests: AtomicU64,
+    /// Requests on the wire now.
     pub in_flight: AtomicU64,
+    /// Requests waiting in the frontier.
     pub queued: AtomicU64,
+    /// Downloads that failed.
     pub failed: AtomicU64,
 }
 
 impl Progress {
+    /// Reads one of the counters above.
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
@@ -66,10 +80,15 @@ impl Progress {
 /// One worker process of a multi-process crawl, from its shared-memory counters.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct WorkerReport {
+    /// The worker's process id.
     pub pid: u32,
+    /// Requests it sent.
     pub requests: u64,
+    /// Responses it received.
     pub responses: u64,
+    /// Body bytes it received.
     pub bytes: u64,
+    /// Items it scraped.
     pub items: u64,
     /// Python's meaning: 0, the code it exited with, or minus the signal that killed it.
     pub exit_code: Option<i32>,
@@ -81,9 +100,13 @@ pub struct CrawlReport {
     /// Scrapy's counters (`downloader/request_count`, `item_scraped_count`, …).
     #[serde(flatten)]
     pub counters: BTreeMap<String, u64>,
+    /// When the crawl started, in seconds since the Unix epoch.
     pub start_time: f64,
+    /// When it finished, in seconds since the Unix epoch.
     pub finish_time: f64,
+    /// How long it ran.
     pub elapsed_time_seconds: f64,
+    /// Why it stopped: `finished`, `shutdown`, `closespider_timeout`, …
     pub finish_reason: String,
     /// Per download slot: requests, the most in flight at once, the shortest start-to-start gap.
     pub slots: BTreeMap<String, SlotStats>,
@@ -116,10 +139,12 @@ impl CrawlReport {
         }
     }
 
+    /// A counter's value (0 when it was never counted).
     pub fn get(&self, key: &str) -> u64 {
         self.counters.get(key).copied().unwrap_or(0)
     }
 
+    /// The report as pretty-printed JSON, as `--stats FILE` writes it.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("stats serialize")
     }

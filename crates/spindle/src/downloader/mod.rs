@@ -20,22 +20,31 @@ use dns::{Resolver, SharedResolver};
 /// `downloader/exception_type_count/<kind>` stat.
 #[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum DownloadError {
+    /// The whole request took longer than its timeout.
     #[error("timed out after {0:?} (DOWNLOAD_TIMEOUT)")]
     Timeout(std::time::Duration),
+    /// No connection could be made (refused, unreachable, DNS).
     #[error("cannot connect: {0}")]
     Connect(String),
+    /// The server reset or closed the connection mid-exchange.
     #[error("connection reset: {0}")]
     ConnectionReset(String),
+    /// The body ended before its declared length.
     #[error("body ended before its declared length: {0}")]
     PartialBody(String),
+    /// The response head was larger than the client accepts.
     #[error("response header too large: {0}")]
     HeaderTooLarge(String),
+    /// The response was not valid HTTP.
     #[error("invalid HTTP response: {0}")]
     InvalidResponse(String),
+    /// The compressed body could not be decoded.
     #[error("cannot decompress the body: {0}")]
     Decompression(String),
+    /// The body grew past `DOWNLOAD_MAXSIZE`.
     #[error("body larger than DOWNLOAD_MAXSIZE ({0} bytes, counted after decompression)")]
     TooLarge(u64),
+    /// Any other client error, with its text.
     #[error("{0}")]
     Other(String),
 }
@@ -68,10 +77,10 @@ impl DownloadError {
         )
     }
 
-    fn from_reqwest(e: reqwest::Error, settings: &Settings) -> Self {
+    fn from_reqwest(e: reqwest::Error, timeout: std::time::Duration) -> Self {
         let text = error_chain(&e);
         if e.is_timeout() {
-            return DownloadError::Timeout(settings.download_timeout);
+            return DownloadError::Timeout(timeout);
         }
         let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
         while let Some(err) = source {
@@ -94,7 +103,7 @@ impl DownloadError {
                         return DownloadError::ConnectionReset(text)
                     }
                     UnexpectedEof => return DownloadError::PartialBody(text),
-                    TimedOut => return DownloadError::Timeout(settings.download_timeout),
+                    TimedOut => return DownloadError::Timeout(timeout),
                     _ => {}
                 }
             }
@@ -121,41 +130,71 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// Fetches requests over one shared HTTP client (one more per proxy in use).
 pub struct Downloader {
     client: reqwest::Client,
+    /// Clients for requests that name a proxy, built on first use: reqwest
+    /// binds a proxy to a client, not to a request.
+    proxied: std::sync::Mutex<std::collections::HashMap<String, reqwest::Client>>,
+    resolver: Arc<Resolver>,
     settings: Arc<Settings>,
 }
 
 impl Downloader {
+    /// A downloader whose connections resolve host names through `resolver`.
     pub fn new(settings: Arc<Settings>, resolver: Arc<Resolver>) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .user_agent(settings.user_agent.clone())
-            // Redirects go back through the scheduler, so they obey slots and dedup.
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(settings.download_timeout)
-            .connect_timeout(settings.download_timeout)
-            // Keep as many idle connections per host as the slot may use at once.
-            .pool_max_idle_per_host(settings.default_slot_concurrency().max(1))
-            .tcp_nodelay(true)
-            .dns_resolver(Arc::new(SharedResolver(resolver)))
-            .build()?;
-        Ok(Downloader { client, settings })
+        let client = client_builder(&settings, &resolver).build()?;
+        Ok(Downloader {
+            client,
+            proxied: Default::default(),
+            resolver,
+            settings,
+        })
     }
 
-    /// Fetches the request and reads the whole body.
+    fn client_for(&self, request: &Request) -> Result<reqwest::Client, DownloadError> {
+        let Some(proxy) = &request.proxy else {
+            return Ok(self.client.clone());
+        };
+        let mut clients = self.proxied.lock().expect("proxy clients");
+        if let Some(client) = clients.get(proxy.as_str()) {
+            return Ok(client.clone());
+        }
+        let client = reqwest::Proxy::all(proxy.as_str())
+            .and_then(|p| {
+                client_builder(&self.settings, &self.resolver)
+                    .proxy(p)
+                    .build()
+            })
+            .map_err(|e| DownloadError::Other(format!("proxy {proxy}: {}", error_chain(&e))))?;
+        clients.insert(proxy.to_string(), client.clone());
+        Ok(client)
+    }
+
+    /// Sends the request (method, headers, body) and reads the whole body.
     pub async fn fetch(&self, request: Request) -> Result<Response, (Request, DownloadError)> {
         let started = Instant::now();
         let settings = &self.settings;
+        let timeout = request.timeout.unwrap_or(settings.download_timeout);
+        let client = match self.client_for(&request) {
+            Ok(c) => c,
+            Err(e) => return Err((request, e)),
+        };
         let result = async {
-            let response = self
-                .client
-                .get(request.url.clone())
+            let mut builder = client
+                .request(request.method.clone(), request.url.clone())
+                .headers(request.headers.clone())
+                .timeout(timeout);
+            if !request.body.is_empty() {
+                builder = builder.body(request.body.clone());
+            }
+            let response = builder
                 .send()
                 .await
-                .map_err(|e| DownloadError::from_reqwest(e, settings))?;
+                .map_err(|e| DownloadError::from_reqwest(e, timeout))?;
             let status = response.status().as_u16();
             let headers = response.headers().clone();
-            let body = read_body(response, settings).await?;
+            let body = read_body(response, settings, timeout).await?;
             Ok((status, headers, body))
         }
         .await;
@@ -173,9 +212,23 @@ impl Downloader {
     }
 }
 
+fn client_builder(settings: &Settings, resolver: &Arc<Resolver>) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .user_agent(settings.user_agent.clone())
+        // Redirects go back through the scheduler, so they obey slots and dedup.
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(settings.download_timeout)
+        .connect_timeout(settings.download_timeout)
+        // Keep as many idle connections per host as the slot may use at once.
+        .pool_max_idle_per_host(settings.default_slot_concurrency().max(1))
+        .tcp_nodelay(true)
+        .dns_resolver(Arc::new(SharedResolver(resolver.clone())))
+}
+
 async fn read_body(
     response: reqwest::Response,
     settings: &Settings,
+    timeout: std::time::Duration,
 ) -> Result<Bytes, DownloadError> {
     let max = settings.download_maxsize;
     if max > 0 && response.content_length().is_some_and(|n| n > max) {
@@ -185,7 +238,7 @@ async fn read_body(
         BytesMut::with_capacity(response.content_length().unwrap_or(0).min(1 << 20) as usize);
     let mut stream = response.bytes_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| DownloadError::from_reqwest(e, settings))?;
+        let chunk = chunk.map_err(|e| DownloadError::from_reqwest(e, timeout))?;
         if max > 0 && (body.len() + chunk.len()) as u64 > max {
             return Err(DownloadError::TooLarge(max));
         }

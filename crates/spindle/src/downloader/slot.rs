@@ -92,7 +92,9 @@ impl Pacing {
 /// What one slot saw, reported beside Scrapy's stats.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct SlotStats {
+    /// Requests started in this slot.
     pub requests: u64,
+    /// The most requests this slot had on the wire at once.
     pub max_in_flight: usize,
     /// Shortest time between two request starts, in seconds; none with fewer than two requests.
     pub min_start_gap_seconds: Option<f64>,

@@ -96,10 +96,17 @@ impl Engine {
             else {
                 break;
             };
-            self.in_flight += 1;
             self.stats.inc("scheduler/dequeued");
+            let Some(request) = self.prepare(request) else {
+                self.scheduler.finish(slot, now);
+                continue;
+            };
+            self.in_flight += 1;
             self.stats.inc("downloader/request_count");
-            self.stats.inc("downloader/request_method_count/GET");
+            self.stats.inc(&format!(
+                "downloader/request_method_count/{}",
+                request.method
+            ));
             let downloader = match &mut self.executor {
                 Executor::InProcess { downloader, .. } => downloader.clone(),
                 Executor::Workers(fleet) => {
@@ -123,6 +130,18 @@ impl Engine {
                 });
             });
         }
+    }
+
+    /// Passes a request through the downloader middlewares; `None` when one dropped it.
+    fn prepare(&mut self, mut request: Request) -> Option<Request> {
+        let mut cx = middleware::Context::new(&mut self.stats);
+        for mw in &mut self.middlewares {
+            if let middleware::Action::Drop(reason) = mw.process_request(&mut request, &mut cx) {
+                cx.inc_stat(&format!("downloadermiddleware/dropped_count/{reason}"), 1);
+                return None;
+            }
+        }
+        Some(request)
     }
 
     pub(super) fn handle(&mut self, event: Event) {
@@ -190,15 +209,12 @@ impl Engine {
         let p = &self.progress;
         // With worker processes, pages and items come from the counters the
         // workers keep in shared memory, as live as it gets.
-        let (pages, items) = match &self.executor {
-            Executor::Workers(fleet) => fleet.live_totals(),
-            Executor::InProcess { .. } => (
-                self.stats.get("response_received_count"),
-                self.stats.get("item_scraped_count"),
-            ),
+        // (Items are counted by the item thread, after the pipelines.)
+        let pages = match &self.executor {
+            Executor::Workers(fleet) => fleet.live_totals().0,
+            Executor::InProcess { .. } => self.stats.get("response_received_count"),
         };
         Progress::set(&p.pages, pages);
-        Progress::set(&p.items, items);
         Progress::set(&p.requests, self.stats.get("downloader/request_count"));
         Progress::set(&p.in_flight, self.in_flight as u64);
         Progress::set(&p.queued, self.scheduler.len() as u64);
@@ -212,7 +228,7 @@ impl Engine {
         interval: Duration,
     ) -> (u64, u64) {
         let pages = self.stats.get("response_received_count");
-        let items = self.stats.get("item_scraped_count");
+        let items = Progress::get(&self.progress.items);
         let per_min = 60.0 / interval.as_secs_f64();
         info!(
             "Crawled {} pages (at {:.0} pages/min), scraped {} items (at {:.0} items/min)",

@@ -10,9 +10,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::panic::AssertUnwindSafe;
-use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use rand::rngs::SmallRng;
@@ -24,8 +22,9 @@ use url::Url;
 use crate::downloader::dns::{DnsError, Resolver};
 use crate::downloader::{DownloadError, Downloader};
 use crate::exporter::ItemExporter;
-use crate::item::Item;
+use crate::middleware::{self, DownloaderMiddleware};
 use crate::offsite::OffsiteFilter;
+use crate::pipeline::{ItemPipeline, PipelineError};
 use crate::request::{Purpose, Request};
 use crate::response::Response;
 use crate::retry;
@@ -41,23 +40,38 @@ use crate::workers::{Fleet, FleetEvent, Launcher};
 /// response counts at least 1 KiB, as there).
 mod admission;
 mod event_loop;
+mod items;
 mod remote;
 mod responses;
 
 const PARSE_BACKLOG_BYTES: usize = 5_000_000;
 
+/// Why a crawl could not run (a failing page never stops a crawl; these do).
 #[derive(Debug, thiserror::Error)]
 pub enum CrawlError {
+    /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    /// The parse threads could not be started.
     #[error("cannot start the parse threads: {0}")]
     ParsePool(#[from] rayon::ThreadPoolBuildError),
+    /// The output could not be written.
     #[error("writing items failed: {0}")]
     Export(std::io::Error),
+    /// The spider could not be serialized for worker processes.
     #[error("cannot serialize the spider for worker processes: {0}")]
     SpiderConfig(#[from] serde_json::Error),
+    /// Worker processes could not be started.
     #[error("cannot start worker processes: {0}")]
     Workers(#[from] spindle_exec::Error),
+    /// An item pipeline stage failed to open.
+    #[error("item pipeline {name} cannot open: {error}")]
+    Pipeline {
+        /// The stage's name.
+        name: String,
+        /// Why it failed.
+        error: PipelineError,
+    },
 }
 
 /// Asks a running crawl to stop gracefully: no new requests, in-flight ones finish.
@@ -65,6 +79,7 @@ pub enum CrawlError {
 pub struct ShutdownHandle(Arc<Notify>);
 
 impl ShutdownHandle {
+    /// Asks the crawl to stop: no new requests start, those in flight finish.
     pub fn shutdown(&self) {
         self.0.notify_one();
     }
@@ -79,9 +94,12 @@ pub struct Crawler {
     progress: Arc<Progress>,
     shutdown: ShutdownHandle,
     launcher: Option<Launcher>,
+    middlewares: Vec<Box<dyn DownloaderMiddleware>>,
+    pipelines: Vec<Box<dyn ItemPipeline>>,
 }
 
 impl Crawler {
+    /// A crawl of `spider` with `settings`, in this process.
     pub fn new(spider: impl Spider, settings: Settings) -> Self {
         Crawler {
             spider: Arc::new(spider),
@@ -91,6 +109,8 @@ impl Crawler {
             progress: Arc::default(),
             shutdown: ShutdownHandle::default(),
             launcher: None,
+            middlewares: Vec::new(),
+            pipelines: Vec::new(),
         }
     }
 
@@ -128,16 +148,40 @@ impl Crawler {
         self
     }
 
+    /// Adds a downloader middleware, run after the built-in ones and those added before it.
+    pub fn middleware(mut self, middleware: impl DownloaderMiddleware + 'static) -> Self {
+        self.middlewares.push(Box::new(middleware));
+        self
+    }
+
+    /// Adds an item pipeline stage, run after those added before it.
+    pub fn pipeline(mut self, stage: impl ItemPipeline + 'static) -> Self {
+        self.pipelines.push(Box::new(stage));
+        self
+    }
+
+    /// Live figures for a progress display, readable while the crawl runs.
     pub fn progress(&self) -> Arc<Progress> {
         self.progress.clone()
     }
 
+    /// A handle that stops the crawl gracefully from another task or thread.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         self.shutdown.clone()
     }
 
     /// Runs the crawl to its end and reports its stats. Must be called inside a tokio runtime.
-    pub async fn run(self) -> Result<CrawlReport, CrawlError> {
+    pub async fn run(mut self) -> Result<CrawlReport, CrawlError> {
+        for stage in &mut self.pipelines {
+            stage.open().map_err(|error| CrawlError::Pipeline {
+                name: stage.name().to_string(),
+                error,
+            })?;
+        }
+        let middlewares = builtin_middlewares(&self.settings)
+            .into_iter()
+            .chain(self.middlewares)
+            .collect();
         let resolver = Arc::new(Resolver::with_fixed(self.resolved.clone()));
         let (events_tx, events) = mpsc::unbounded_channel();
         let executor = match self.launcher {
@@ -163,7 +207,7 @@ impl Crawler {
                 }
             }
         };
-        let (items, writer) = spawn_writer(self.exporter);
+        let items = items::Items::start(self.pipelines, self.exporter, self.progress.clone());
         let mut engine = Engine {
             offsite: OffsiteFilter::new(self.spider.allowed_domains()),
             scheduler: Scheduler::new(SlotPolicies::from_settings(&self.settings)),
@@ -173,6 +217,7 @@ impl Crawler {
             executor,
             events_tx,
             items,
+            middlewares,
             progress: self.progress,
             stats: Stats::default(),
             in_flight: 0,
@@ -197,53 +242,31 @@ impl Crawler {
             .fleet()
             .map(|fleet| fleet.shutdown())
             .unwrap_or_default();
-        let mut report = CrawlReport::new(
-            &engine.stats,
-            started.0,
-            started.1.elapsed(),
-            &reason,
-            slots,
-        );
+        let Engine {
+            mut stats, items, ..
+        } = engine;
+        let (item_stats, written) = items.finish();
+        stats.merge(&item_stats);
+        let mut report = CrawlReport::new(&stats, started.0, started.1.elapsed(), &reason, slots);
         report.workers = workers;
-        drop(engine);
-        match writer.join() {
-            Ok(Ok(())) => Ok(report),
-            Ok(Err(e)) => Err(CrawlError::Export(e)),
-            Err(_) => Err(CrawlError::Export(std::io::Error::other(
-                "item writer panicked",
-            ))),
-        }
+        written.map_err(CrawlError::Export)?;
+        Ok(report)
     }
 }
 
-/// Items are written on a thread of their own; it flushes whenever it has
-/// caught up, so the file is valid and current without a flush per item.
-fn spawn_writer(
-    exporter: Option<Box<dyn ItemExporter>>,
-) -> (
-    Option<std_mpsc::Sender<Item>>,
-    JoinHandle<std::io::Result<()>>,
-) {
-    let Some(mut exporter) = exporter else {
-        return (None, std::thread::spawn(|| Ok(())));
-    };
-    let (tx, rx) = std_mpsc::channel::<Item>();
-    let handle = std::thread::Builder::new()
-        .name("spindle-export".into())
-        .spawn(move || {
-            exporter.flush()?;
-            while let Ok(item) = rx.recv() {
-                let _whole_batch = crate::exporter::lock_writes();
-                exporter.export(&item)?;
-                while let Ok(item) = rx.try_recv() {
-                    exporter.export(&item)?;
-                }
-                exporter.flush()?;
-            }
-            exporter.flush()
-        })
-        .expect("spawn the item writer thread");
-    (Some(tx), handle)
+/// `DEFAULT_REQUEST_HEADERS`, then cookies: what every crawl's requests pass first.
+fn builtin_middlewares(settings: &Settings) -> Vec<Box<dyn DownloaderMiddleware>> {
+    let headers = settings
+        .default_request_headers
+        .iter()
+        .filter_map(|(name, value)| crate::request::parse_header(name, value).ok())
+        .collect();
+    let mut chain: Vec<Box<dyn DownloaderMiddleware>> =
+        vec![Box::new(middleware::DefaultHeaders::new(headers))];
+    if settings.cookies_enabled {
+        chain.push(Box::new(middleware::Cookies::new(settings.cookies_debug)));
+    }
+    chain
 }
 
 pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
@@ -279,7 +302,8 @@ struct Engine {
     resolver: Arc<Resolver>,
     executor: Executor,
     events_tx: mpsc::UnboundedSender<Event>,
-    items: Option<std_mpsc::Sender<Item>>,
+    items: items::Items,
+    middlewares: Vec<Box<dyn DownloaderMiddleware>>,
     progress: Arc<Progress>,
     stats: Stats,
     in_flight: usize,

@@ -10,7 +10,7 @@ use crate::workers::{JobState, MAX_CRASHES};
 impl Engine {
     pub(super) fn on_fleet_event(&mut self, event: FleetEvent) {
         match event {
-            FleetEvent::Message { msg, .. } => match msg {
+            FleetEvent::Message(msg) => match msg {
                 FromWorker::Fetched { id, outcome } => self.on_remote_fetched(id, outcome),
                 FromWorker::Parsed { id, result } => self.on_remote_parsed(id, result),
             },
@@ -88,27 +88,22 @@ impl Engine {
         for (key, n) in &page.stats {
             self.stats.inc_by(key, *n);
         }
-        let items = page
-            .items
-            .iter()
-            .filter_map(|text| serde_json::from_str(text).ok())
-            .collect();
-        let requests = page
-            .requests
-            .into_iter()
-            .filter_map(|r| {
-                let mut request = Request::new(Url::parse(&r.url).ok()?);
-                request.priority = r.priority;
-                request.slot = r.slot;
-                request.dont_filter = r.dont_filter;
-                Some(request)
-            })
-            .collect();
+        let mut items = Vec::with_capacity(page.items.len());
+        for text in &page.items {
+            match serde_json::from_str(text) {
+                Ok(item) => items.push(item),
+                Err(error) => {
+                    // The worker serialized it, so this is a bug, not bad input: say so loudly.
+                    warn!(%error, "an item from a worker process could not be decoded; dropped");
+                    self.stats.inc("worker/item_decode_error_count");
+                }
+            }
+        }
         self.on_output(
             depth,
             Output {
                 items,
-                requests,
+                requests: page.requests,
                 ..Output::default()
             },
         );
@@ -173,14 +168,16 @@ impl Engine {
     }
 }
 
-fn header_map(pairs: Vec<(String, String)>) -> HeaderMap {
-    pairs
-        .into_iter()
-        .filter_map(|(k, v)| {
-            Some((
-                HeaderName::from_bytes(k.as_bytes()).ok()?,
-                HeaderValue::from_str(&v).ok()?,
-            ))
-        })
-        .collect()
+fn header_map(pairs: Vec<(String, Vec<u8>)>) -> HeaderMap {
+    let mut map = HeaderMap::with_capacity(pairs.len());
+    for (name, value) in pairs {
+        // The worker read these from a parsed response, so they are valid.
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(&value),
+        ) {
+            map.append(name, value);
+        }
+    }
+    map
 }

@@ -10,7 +10,7 @@ impl Engine {
     pub(super) fn on_downloaded(
         &mut self,
         slot: SlotId,
-        response: Response,
+        mut response: Response,
         body_len: u64,
     ) -> Option<Response> {
         let status = response.status;
@@ -24,6 +24,16 @@ impl Engine {
         if warnsize > 0 && body_len > warnsize {
             warn!(url = %response.url, bytes = body_len, "body larger than DOWNLOAD_WARNSIZE");
             self.stats.inc("downloader/warnsize_count");
+        }
+        let request = response.request.clone();
+        let mut cx = middleware::Context::new(&mut self.stats);
+        for mw in &mut self.middlewares {
+            if let middleware::Action::Drop(reason) =
+                mw.process_response(&request, &mut response, &mut cx)
+            {
+                cx.inc_stat(&format!("downloadermiddleware/dropped_count/{reason}"), 1);
+                return None;
+            }
         }
         let pagecount = self.settings.closespider_pagecount;
         if pagecount > 0 && self.stats.get("response_received_count") >= pagecount {
@@ -57,7 +67,7 @@ impl Engine {
 
         if (300..400).contains(&status) {
             if let Some(target) = redirect_target(&response) {
-                self.follow_redirect(response.request, target);
+                self.follow_redirect(response.request, status, target);
                 return None;
             }
         }
@@ -164,8 +174,8 @@ impl Engine {
         true
     }
 
-    pub(super) fn follow_redirect(&mut self, from: Request, target: Url) {
-        let robots = matches!(from.purpose, Purpose::Robots { .. });
+    pub(super) fn follow_redirect(&mut self, from: Request, status: u16, target: Url) {
+        let robots = from.is_robots();
         let refuse = if from.redirects >= self.settings.redirect_max_times {
             debug!(url = %from.url, "discarding: max redirections reached");
             Some("redirect/max_reached")
@@ -185,23 +195,31 @@ impl Engine {
             }
             return;
         }
-        let mut next = Request::new(target);
-        next.depth = from.depth;
-        next.priority = from.priority + 2;
-        next.redirects = from.redirects + 1;
-        next.dont_filter = from.dont_filter;
-        next.purpose = from.purpose;
+        // The redirect carries the whole request (data, label, cookie jar,
+        // headers) to its new URL. As browsers and Scrapy do, a 301, 302 or
+        // 303 turns a POST (any method but HEAD) into a GET without a body;
+        // 307 and 308 keep the method and body.
+        let mut next = from;
+        next.url = target;
+        next.priority += 2;
+        next.redirects += 1;
+        next.retries = 0;
+        if matches!(status, 301..=303) && next.method != reqwest::Method::HEAD {
+            next.method = reqwest::Method::GET;
+            next.body = bytes::Bytes::new();
+            next.headers.remove(reqwest::header::CONTENT_TYPE);
+            next.headers.remove(reqwest::header::CONTENT_LENGTH);
+        }
+        // The cookie jar sets the Cookie header afresh for the new URL.
+        next.headers.remove(reqwest::header::COOKIE);
         self.schedule(next);
     }
 
     pub(super) fn on_output(&mut self, parent_depth: u32, output: Output) {
         for item in output.items {
-            self.stats.inc("item_scraped_count");
-            if let Some(tx) = &self.items {
-                if tx.send(item).is_err() && !self.export_failed {
-                    self.export_failed = true;
-                    self.close("export_error");
-                }
+            if !self.items.send(item) && !self.export_failed {
+                self.export_failed = true;
+                self.close("export_error");
             }
         }
         for (key, n) in output.stats {

@@ -74,15 +74,22 @@ impl DupeFilter {
         self.seen.insert(fp)
     }
 
+    /// Whether a fingerprint has been recorded, without recording it.
+    pub fn contains_fingerprint(&self, fp: u64) -> bool {
+        self.seen.contains(fp)
+    }
+
     /// Heap bytes of the seen-set: at most 16 per URL (see `fpset`).
     pub fn heap_bytes(&self) -> usize {
         self.seen.heap_bytes()
     }
 
+    /// Fingerprints recorded.
     pub fn len(&self) -> usize {
         self.seen.len()
     }
 
+    /// Whether nothing was recorded yet.
     pub fn is_empty(&self) -> bool {
         self.seen.is_empty()
     }

@@ -19,10 +19,6 @@ pub struct FingerprintSet {
 const MIN_CAPACITY: usize = 1024;
 
 impl FingerprintSet {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     /// Inserts the fingerprint; true when it was not there before.
     pub fn insert(&mut self, fp: u64) -> bool {
         let fp = fp.max(1);
@@ -37,6 +33,7 @@ impl FingerprintSet {
         }
     }
 
+    /// Whether the fingerprint is in the set.
     pub fn contains(&self, fp: u64) -> bool {
         let fp = fp.max(1);
         if self.slots.is_empty() {
@@ -105,7 +102,7 @@ mod tests {
 
     #[test]
     fn inserts_once_and_finds() {
-        let mut s = FingerprintSet::new();
+        let mut s = FingerprintSet::default();
         assert!(!s.contains(42));
         assert!(s.insert(42));
         assert!(!s.insert(42));
@@ -118,7 +115,7 @@ mod tests {
 
     #[test]
     fn many_fingerprints_at_most_16_bytes_each() {
-        let mut s = FingerprintSet::new();
+        let mut s = FingerprintSet::default();
         let mut x = 0x9E37_79B9_7F4A_7C15u64;
         let mut all = Vec::new();
         for i in 0..200_000u64 {

@@ -146,9 +146,10 @@ impl Scheduler {
         }
     }
 
-    /// Records the request's URL as seen; false when it is a duplicate to drop.
+    /// Records the request's fingerprint (method, canonical URL, body) as
+    /// seen; false when it is a duplicate to drop.
     pub fn admit(&mut self, request: &Request) -> bool {
-        request.dont_filter || self.dupefilter.insert(&request.url)
+        request.dont_filter || self.dupefilter.insert_fingerprint(request.fingerprint())
     }
 
     /// Queues an admitted request in the named slot, creating the slot if needed.
@@ -221,10 +222,6 @@ impl Scheduler {
 
     pub fn slot_key(&self, id: SlotId) -> &str {
         &self.slots[id].key
-    }
-
-    pub fn seen_count(&self) -> usize {
-        self.dupefilter.len()
     }
 
     /// Every slot's figures, by slot key.

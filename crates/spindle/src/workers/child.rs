@@ -17,7 +17,6 @@ use spindle_exec::{Connection, SharedMemory};
 use super::protocol::*;
 use crate::downloader::dns::Resolver;
 use crate::downloader::Downloader;
-use crate::request::{Purpose, Request};
 use crate::response::Response;
 use crate::settings::Settings;
 use crate::spider::Spider;
@@ -133,25 +132,9 @@ async fn run_job(
     parses: &mpsc::Sender<(u64, Response)>,
     counters: &Counters,
 ) {
-    let Ok(url) = url::Url::parse(&job.url) else {
-        let _ = replies.send(FromWorker::Fetched {
-            id: job.id,
-            outcome: Fetched::Failed(crate::downloader::DownloadError::Other(format!(
-                "bad URL {}",
-                job.url
-            ))),
-        });
-        return;
-    };
-    let mut request = Request::new(url);
-    request.depth = job.depth;
-    if job.robots {
-        request.purpose = Purpose::Robots {
-            origin: String::new(),
-        };
-    }
+    let robots = job.request.is_robots();
     counters.add(C_REQUESTS, 1);
-    let response = match downloader.fetch(request).await {
+    let response = match downloader.fetch(job.request).await {
         Ok(r) => r,
         Err((_, error)) => {
             let _ = replies.send(FromWorker::Fetched {
@@ -163,20 +146,18 @@ async fn run_job(
     };
     counters.add(C_RESPONSES, 1);
     counters.add(C_BYTES, response.body.len() as u64);
-    let parse = !job.robots && (200..300).contains(&response.status);
-    let headers = FORWARDED_HEADERS
+    let parse = !robots && (200..300).contains(&response.status);
+    let headers = response
+        .headers
         .iter()
-        .filter_map(|name| {
-            let value = response.headers.get(*name)?.to_str().ok()?;
-            Some((name.to_string(), value.to_string()))
-        })
+        .map(|(name, value)| (name.as_str().to_string(), value.as_bytes().to_vec()))
         .collect();
     let _ = replies.send(FromWorker::Fetched {
         id: job.id,
         outcome: Fetched::Response {
             status: response.status,
             headers,
-            body: if job.robots {
+            body: if robots {
                 response.body.to_vec()
             } else {
                 Vec::new()
@@ -210,16 +191,7 @@ fn parse<S: Spider>(
                     .iter()
                     .map(|i| serde_json::to_string(i).expect("items serialize"))
                     .collect(),
-                requests: output
-                    .requests
-                    .into_iter()
-                    .map(|r| FollowRequest {
-                        url: r.url.into(),
-                        priority: r.priority,
-                        slot: r.slot,
-                        dont_filter: r.dont_filter,
-                    })
-                    .collect(),
+                requests: output.requests,
                 stats: output
                     .stats
                     .into_iter()

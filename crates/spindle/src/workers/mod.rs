@@ -36,7 +36,7 @@ use spindle_exec::{pipe, Process, SharedMemory};
 use tracing::{info, warn};
 
 use crate::downloader::slot::Pacing;
-use crate::request::{Purpose, Request};
+use crate::request::Request;
 use crate::scheduler::SlotId;
 use crate::settings::Settings;
 use crate::spider::Spider;
@@ -73,10 +73,7 @@ impl Launcher {
 /// What a worker's reader thread reports to the engine.
 #[derive(Debug)]
 pub enum FleetEvent {
-    Message {
-        worker: usize,
-        msg: FromWorker,
-    },
+    Message(FromWorker),
     /// The worker's result pipe ended: it exited or died.
     Gone {
         worker: usize,
@@ -176,7 +173,7 @@ impl Fleet {
             .name(format!("spindle-results-{index}"))
             .spawn(move || {
                 while let Ok(msg) = result_reader.recv::<FromWorker>() {
-                    notify(FleetEvent::Message { worker: index, msg });
+                    notify(FleetEvent::Message(msg));
                 }
                 notify(FleetEvent::Gone { worker: index });
             })?;
@@ -212,9 +209,7 @@ impl Fleet {
         self.next_job += 1;
         let job = Job {
             id: self.next_job,
-            url: request.url.to_string(),
-            depth: request.depth,
-            robots: matches!(request.purpose, Purpose::Robots { .. }),
+            request: request.clone(),
         };
         self.jobs.insert(
             job.id,

@@ -6,15 +6,14 @@
 use serde::{Deserialize, Serialize};
 
 use crate::downloader::DownloadError;
+use crate::request::Request;
 
-/// The engine asks a worker to fetch (and, for a 2xx page, parse) one URL.
+/// The engine asks a worker to fetch (and, for a 2xx page, parse) one request,
+/// carried whole: method, headers (cookies included), body, data and label.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Job {
     pub id: u64,
-    pub url: String,
-    pub depth: u32,
-    /// A robots.txt fetch: the body comes back to the engine, nothing is parsed.
-    pub robots: bool,
+    pub request: Request,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -32,8 +31,8 @@ pub enum FromWorker {
 pub enum Fetched {
     Response {
         status: u16,
-        /// The headers the engine acts on: Location, Retry-After, Content-Type.
-        headers: Vec<(String, String)>,
+        /// Every response header, repeats kept (`Set-Cookie` feeds the engine's cookie jars).
+        headers: Vec<(String, Vec<u8>)>,
         /// The body, only for robots.txt; pages are parsed where they were fetched.
         body: Vec<u8>,
         body_len: u64,
@@ -48,20 +47,9 @@ pub enum Fetched {
 pub struct ParsedPage {
     /// Each item as JSON text.
     pub items: Vec<String>,
-    pub requests: Vec<FollowRequest>,
+    pub requests: Vec<Request>,
     pub stats: Vec<(String, u64)>,
 }
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct FollowRequest {
-    pub url: String,
-    pub priority: i32,
-    pub slot: Option<String>,
-    pub dont_filter: bool,
-}
-
-/// The headers a worker forwards with a response.
-pub const FORWARDED_HEADERS: [&str; 3] = ["location", "retry-after", "content-type"];
 
 /// Per-worker counters in shared memory, one row of `COUNTERS` u64s per worker incarnation.
 pub const COUNTERS: usize = 5;
