@@ -68,6 +68,11 @@ pub struct CrawlArgs {
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
 
+    /// Send this header with every request (repeatable), e.g. -H 'Authorization: Bearer x'.
+    /// It overrides a DEFAULT_REQUEST_HEADERS entry of the same name.
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+
     /// Set a setting, Scrapy style (repeatable), e.g. -s CONCURRENT_REQUESTS=32.
     #[arg(short = 's', long = "set", value_name = "NAME=VALUE")]
     pub settings: Vec<String>,

@@ -41,6 +41,17 @@ pub fn plan(args: CrawlArgs) -> anyhow::Result<Plan> {
         settings.set_assignment(assignment)?;
     }
 
+    for header in &args.headers {
+        let Some((name, value)) = header.split_once(':') else {
+            bail!("-H `{header}` is not `Name: value` (for example -H 'Accept-Language: fr')");
+        };
+        spindle::parse_header(name, value).with_context(|| format!("-H `{header}`"))?;
+        let (name, value) = (name.trim().to_string(), value.trim().to_string());
+        let defaults = &mut settings.default_request_headers;
+        defaults.retain(|(n, _)| !n.eq_ignore_ascii_case(&name));
+        defaults.push((name, value));
+    }
+
     let mut hosts = Vec::new();
     for url in &args.urls {
         let request =

@@ -88,6 +88,13 @@ impl<W: Write + Send> ItemExporter for JsonLines<W> {
     }
 }
 
+/// JSON lines on standard output (`-o -`), one item a line.
+pub fn stdout_json_lines() -> Box<dyn ItemExporter> {
+    Box::new(JsonLines {
+        out: io::BufWriter::new(io::stdout()),
+    })
+}
+
 const JSON_TAIL: &[u8] = b"\n]\n";
 
 struct JsonArray<W: Write + Seek> {

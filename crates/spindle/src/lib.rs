@@ -60,7 +60,7 @@ pub use item::Item;
 pub use linkextractor::{Extracted, LinkExtractor};
 pub use middleware::DownloaderMiddleware;
 pub use pipeline::{DedupPipeline, ItemPipeline, PipelineError};
-pub use request::{check_crawlable, InvalidUrl, Request, RequestError};
+pub use request::{check_crawlable, parse_header, InvalidUrl, Request, RequestError};
 pub use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 pub use reqwest::Method;
 pub use response::Response;

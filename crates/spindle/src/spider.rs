@@ -18,6 +18,20 @@ pub struct Output {
     pub stats: Vec<(&'static str, u64)>,
 }
 
+impl Output {
+    /// Adds a typed item: any serde value that serializes to a JSON object
+    /// (a struct with named fields, or a map).
+    pub fn add_item(&mut self, item: &impl serde::Serialize) -> Result<(), SpiderError> {
+        match serde_json::to_value(item)? {
+            serde_json::Value::Object(map) => {
+                self.items.push(map);
+                Ok(())
+            }
+            other => Err(format!("an item must serialize to a JSON object, not {other}").into()),
+        }
+    }
+}
+
 /// A spider: start requests, and a parse step for every 2xx response.
 ///
 /// `parse` runs on the engine's parse threads, never on the I/O threads, so it
