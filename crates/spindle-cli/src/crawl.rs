@@ -26,10 +26,7 @@ pub struct Plan {
 /// Turns the arguments into a plan, or says what to fix. Fetches nothing.
 pub fn plan(args: CrawlArgs) -> anyhow::Result<Plan> {
     // The command line obeys robots.txt unless told not to (the library, like Scrapy, does not).
-    let mut settings = Settings {
-        robotstxt_obey: true,
-        ..Settings::default()
-    };
+    let mut settings = Settings::default().with("ROBOTSTXT_OBEY", "true")?;
     if let Some(path) = &args.settings_file {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read settings file {}", path.display()))?;
@@ -45,11 +42,9 @@ pub fn plan(args: CrawlArgs) -> anyhow::Result<Plan> {
         let Some((name, value)) = header.split_once(':') else {
             bail!("-H `{header}` is not `Name: value` (for example -H 'Accept-Language: fr')");
         };
-        spindle::parse_header(name, value).with_context(|| format!("-H `{header}`"))?;
-        let (name, value) = (name.trim().to_string(), value.trim().to_string());
-        let defaults = &mut settings.default_request_headers;
-        defaults.retain(|(n, _)| !n.eq_ignore_ascii_case(&name));
-        defaults.push((name, value));
+        settings
+            .add_default_header(name, value)
+            .with_context(|| format!("-H `{header}`"))?;
     }
 
     let mut hosts = Vec::new();

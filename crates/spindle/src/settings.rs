@@ -53,61 +53,66 @@ pub struct SlotOverride {
 
 /// Every setting spindle understands. Field docs give the Scrapy name.
 ///
+/// The fields are private: every value goes in through [`Settings::set`]
+/// (or [`Settings::with`], [`Settings::apply_toml`]), which checks it, so no
+/// setting can hold a value the engine cannot honour (a per-domain cap of 0
+/// would hang a crawl). [`Settings::get`] reads one back as text.
+///
 /// Serializable so that worker processes get exactly the parent's settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
     /// `CONCURRENT_REQUESTS`: requests on the wire at once, across all slots; 0 = no limit.
-    pub concurrent_requests: usize,
+    pub(crate) concurrent_requests: usize,
     /// `CONCURRENT_REQUESTS_PER_DOMAIN`: requests on the wire at once per slot (host name).
-    pub concurrent_requests_per_domain: usize,
+    pub(crate) concurrent_requests_per_domain: usize,
     /// `CONCURRENT_REQUESTS_PER_IP`: when > 0, slots are keyed by IP address and capped by this.
-    pub concurrent_requests_per_ip: usize,
+    pub(crate) concurrent_requests_per_ip: usize,
     /// `DOWNLOAD_DELAY`: minimum time between request starts in one slot.
-    pub download_delay: Duration,
+    pub(crate) download_delay: Duration,
     /// `RANDOMIZE_DOWNLOAD_DELAY`: draw each gap from 0.5–1.5 × the delay.
-    pub randomize_download_delay: bool,
+    pub(crate) randomize_download_delay: bool,
     /// `DOWNLOAD_SLOTS`: per-slot overrides of concurrency, delay and randomization.
-    pub download_slots: HashMap<String, SlotOverride>,
+    pub(crate) download_slots: HashMap<String, SlotOverride>,
     /// `DEPTH_LIMIT`: deepest request followed (start requests are depth 0); 0 = no limit.
-    pub depth_limit: u32,
+    pub(crate) depth_limit: u32,
     /// `CLOSESPIDER_PAGECOUNT`: stop after this many responses; 0 = off.
-    pub closespider_pagecount: u64,
+    pub(crate) closespider_pagecount: u64,
     /// `CLOSESPIDER_TIMEOUT`: stop after this long; zero = off.
-    pub closespider_timeout: Duration,
+    pub(crate) closespider_timeout: Duration,
     /// `DOWNLOAD_TIMEOUT`: bound on one whole request, connect to last byte.
-    pub download_timeout: Duration,
+    pub(crate) download_timeout: Duration,
     /// `DOWNLOAD_MAXSIZE`: largest body accepted, in bytes; 0 = no limit.
-    pub download_maxsize: u64,
+    pub(crate) download_maxsize: u64,
     /// `USER_AGENT`.
-    pub user_agent: String,
+    pub(crate) user_agent: String,
     /// `LOGSTATS_INTERVAL`: how often the "Crawled N pages" line is logged; zero = never.
-    pub logstats_interval: Duration,
+    pub(crate) logstats_interval: Duration,
     /// `DOWNLOAD_WARNSIZE`: bodies larger than this are logged and counted; 0 = never.
-    pub download_warnsize: u64,
+    pub(crate) download_warnsize: u64,
     /// `ROBOTSTXT_OBEY`: fetch each origin's robots.txt first and obey it.
-    pub robotstxt_obey: bool,
+    pub(crate) robotstxt_obey: bool,
     /// `ROBOTSTXT_CRAWL_DELAY_MAX`: the largest robots.txt `Crawl-delay` honoured.
-    pub robotstxt_crawl_delay_max: Duration,
+    pub(crate) robotstxt_crawl_delay_max: Duration,
     /// `REDIRECT_MAX_TIMES`: redirects followed for one request.
-    pub redirect_max_times: u32,
+    pub(crate) redirect_max_times: u32,
     /// `RETRY_ENABLED`.
-    pub retry_enabled: bool,
+    pub(crate) retry_enabled: bool,
     /// `RETRY_TIMES`: retries after the first attempt.
-    pub retry_times: u32,
+    pub(crate) retry_times: u32,
     /// `RETRY_HTTP_CODES`: statuses that are retried (connection errors and timeouts always are).
-    pub retry_http_codes: Vec<u16>,
+    pub(crate) retry_http_codes: Vec<u16>,
     /// `RETRY_BACKOFF_BASE`: the slot pauses base × 2^(retry−1), with jitter, before a retry.
-    pub retry_backoff_base: Duration,
+    pub(crate) retry_backoff_base: Duration,
     /// `RETRY_BACKOFF_MAX`: the longest backoff pause.
-    pub retry_backoff_max: Duration,
+    pub(crate) retry_backoff_max: Duration,
     /// `RETRY_AFTER_MAX`: the longest pause a `Retry-After` header can impose on a slot.
-    pub retry_after_max: Duration,
+    pub(crate) retry_after_max: Duration,
     /// `COOKIES_ENABLED`: keep cookie jars and send their cookies back.
-    pub cookies_enabled: bool,
+    pub(crate) cookies_enabled: bool,
     /// `COOKIES_DEBUG`: log every cookie sent and received.
-    pub cookies_debug: bool,
+    pub(crate) cookies_debug: bool,
     /// `DEFAULT_REQUEST_HEADERS`: headers every request gets unless it sets its own, in order.
-    pub default_request_headers: Vec<(String, String)>,
+    pub(crate) default_request_headers: Vec<(String, String)>,
 }
 
 impl Default for Settings {
@@ -232,6 +237,76 @@ impl Settings {
                 })
             }
         }
+        Ok(())
+    }
+
+    /// [`Settings::set`], as a builder: `Settings::default().with("DOWNLOAD_DELAY", "0.5")?`.
+    pub fn with(mut self, name: &str, value: &str) -> Result<Self, SettingsError> {
+        self.set(name, value)?;
+        Ok(self)
+    }
+
+    /// One setting's value as text, in the form [`Settings::set`] takes;
+    /// `None` for a name that is not a setting.
+    pub fn get(&self, name: &str) -> Option<String> {
+        let secs = |d: &Duration| d.as_secs_f64().to_string();
+        let json = |v: serde_json::Value| v.to_string();
+        Some(match name {
+            "CONCURRENT_REQUESTS" => self.concurrent_requests.to_string(),
+            "CONCURRENT_REQUESTS_PER_DOMAIN" => self.concurrent_requests_per_domain.to_string(),
+            "CONCURRENT_REQUESTS_PER_IP" => self.concurrent_requests_per_ip.to_string(),
+            "DOWNLOAD_DELAY" => secs(&self.download_delay),
+            "RANDOMIZE_DOWNLOAD_DELAY" => self.randomize_download_delay.to_string(),
+            "DOWNLOAD_SLOTS" => json(serde_json::json!(self.download_slots)),
+            "DEPTH_LIMIT" => self.depth_limit.to_string(),
+            "CLOSESPIDER_PAGECOUNT" => self.closespider_pagecount.to_string(),
+            "CLOSESPIDER_TIMEOUT" => secs(&self.closespider_timeout),
+            "DOWNLOAD_TIMEOUT" => secs(&self.download_timeout),
+            "DOWNLOAD_MAXSIZE" => self.download_maxsize.to_string(),
+            "DOWNLOAD_WARNSIZE" => self.download_warnsize.to_string(),
+            "USER_AGENT" => self.user_agent.clone(),
+            "LOGSTATS_INTERVAL" => secs(&self.logstats_interval),
+            "ROBOTSTXT_OBEY" => self.robotstxt_obey.to_string(),
+            "ROBOTSTXT_CRAWL_DELAY_MAX" => secs(&self.robotstxt_crawl_delay_max),
+            "REDIRECT_MAX_TIMES" => self.redirect_max_times.to_string(),
+            "RETRY_ENABLED" => self.retry_enabled.to_string(),
+            "RETRY_TIMES" => self.retry_times.to_string(),
+            "RETRY_HTTP_CODES" => self
+                .retry_http_codes
+                .iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            "RETRY_BACKOFF_BASE" => secs(&self.retry_backoff_base),
+            "RETRY_BACKOFF_MAX" => secs(&self.retry_backoff_max),
+            "RETRY_AFTER_MAX" => secs(&self.retry_after_max),
+            "COOKIES_ENABLED" => self.cookies_enabled.to_string(),
+            "COOKIES_DEBUG" => self.cookies_debug.to_string(),
+            "DEFAULT_REQUEST_HEADERS" => {
+                let map: serde_json::Map<String, serde_json::Value> = self
+                    .default_request_headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone().into()))
+                    .collect();
+                json(map.into())
+            }
+            _ => return None,
+        })
+    }
+
+    /// Adds a header every request gets (as `-H` does), replacing a default of the same name.
+    pub fn add_default_header(&mut self, name: &str, value: &str) -> Result<(), SettingsError> {
+        crate::request::parse_header(name, value).map_err(|e| {
+            invalid(
+                "DEFAULT_REQUEST_HEADERS",
+                &format!("{name}: {value}"),
+                &e.to_string(),
+            )
+        })?;
+        let (name, value) = (name.trim().to_string(), value.trim().to_string());
+        self.default_request_headers
+            .retain(|(n, _)| !n.eq_ignore_ascii_case(&name));
+        self.default_request_headers.push((name, value));
         Ok(())
     }
 
@@ -553,6 +628,23 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("header name"), "{err}");
         assert!(s.set("DEFAULT_REQUEST_HEADERS", r#"{"X": 1}"#).is_err());
+    }
+
+    #[test]
+    fn every_setting_reads_back_as_it_was_set() {
+        // `get` gives text that `set` takes back to the same value, for every name.
+        let mut s = Settings::default();
+        s.set("DOWNLOAD_SLOTS", r#"{"a": {"delay": 1.5}}"#).unwrap();
+        s.set("DOWNLOAD_DELAY", "0.25").unwrap();
+        for name in SETTING_NAMES {
+            let text = s.get(name).unwrap_or_else(|| panic!("{name} has no get"));
+            let mut again = Settings::default();
+            again
+                .set(name, &text)
+                .unwrap_or_else(|e| panic!("{name}={text}: {e}"));
+            assert_eq!(again.get(name), Some(text), "{name}");
+        }
+        assert_eq!(s.get("NOT_A_SETTING"), None);
     }
 
     #[test]
