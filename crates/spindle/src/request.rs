@@ -213,6 +213,14 @@ impl Request {
         matches!(self.purpose, Purpose::Robots { .. })
     }
 
+    /// The origin whose robots.txt this request fetches, if it does.
+    pub(crate) fn robots_origin(&self) -> Option<&str> {
+        match &self.purpose {
+            Purpose::Robots { origin } => Some(origin),
+            Purpose::Page => None,
+        }
+    }
+
     /// The duplicate filter's fingerprint: method, canonical URL and body, as
     /// Scrapy's `request_fingerprint`, so two POSTs with different bodies are
     /// two requests. A GET without a body hashes its canonical URL alone.

@@ -1,18 +1,121 @@
-//! Admission of new requests: the duplicate filter, robots.txt, and the slot a request queues in.
+//! The admission part: what a request passes before it queues in its slot.
+//!
+//! In order: the depth limit and the offsite filter (for links a spider
+//! found, and the offsite filter for redirects too), the duplicate filter
+//! (the scheduler's), robots.txt (the first request to an origin waits for
+//! its robots.txt, fetched through the same slot), and the slot key (the
+//! named slot, the host, or in per-IP mode the address the host resolves
+//! to, looked up before the first request goes out).
 
-use super::*;
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-impl Engine {
-    /// Admits a request through the duplicate filter and robots.txt, then queues it in its slot.
-    pub(super) fn schedule(&mut self, request: Request) {
-        if !self.scheduler.admit(&request) {
-            self.stats.inc("dupefilter/filtered");
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+use url::Url;
+
+use super::Event;
+use crate::downloader::dns::{DnsError, Resolver};
+use crate::offsite::OffsiteFilter;
+use crate::request::{Purpose, Request};
+use crate::robots::{self, RobotsRules};
+use crate::scheduler::Scheduler;
+use crate::settings::Settings;
+use crate::stats::Stats;
+
+/// Where a request to admit comes from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Source {
+    /// The spider's start requests: never filtered by depth or domain.
+    Start,
+    /// A link found on a page of this depth.
+    Page { parent_depth: u32 },
+    /// A redirect, which keeps its request's depth.
+    Redirect,
+}
+
+enum RobotsState {
+    /// Fetching; these requests wait for the answer.
+    Pending(Vec<Request>),
+    Ready(RobotsRules),
+}
+
+pub(super) struct Admission {
+    offsite: OffsiteFilter,
+    offsite_domains: HashSet<String>,
+    depth_limit: u32,
+    obey_robots: bool,
+    user_agent: String,
+    crawl_delay_max: Duration,
+    per_ip: bool,
+    resolver: Arc<Resolver>,
+    /// robots.txt per origin, once asked for.
+    robots: HashMap<String, RobotsState>,
+    /// Per-IP mode: the address each host's requests are keyed by.
+    host_ips: HashMap<String, IpAddr>,
+    /// Per-IP mode: requests held until their host is resolved.
+    awaiting_dns: HashMap<String, Vec<Request>>,
+    pub(super) stats: Stats,
+}
+
+impl Admission {
+    pub(super) fn new(
+        settings: &Settings,
+        allowed_domains: Vec<String>,
+        resolver: Arc<Resolver>,
+    ) -> Self {
+        Admission {
+            offsite: OffsiteFilter::new(allowed_domains),
+            offsite_domains: HashSet::new(),
+            depth_limit: settings.depth_limit,
+            obey_robots: settings.robotstxt_obey,
+            user_agent: settings.user_agent.clone(),
+            crawl_delay_max: settings.robotstxt_crawl_delay_max,
+            per_ip: settings.concurrent_requests_per_ip > 0,
+            resolver,
+            robots: HashMap::new(),
+            host_ips: HashMap::new(),
+            awaiting_dns: HashMap::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// Requests held for a DNS answer (per-IP mode).
+    pub(super) fn is_waiting(&self) -> bool {
+        !self.awaiting_dns.is_empty()
+    }
+
+    /// Admits a request, or counts why not, then queues it in its slot.
+    pub(super) fn admit(
+        &mut self,
+        mut request: Request,
+        source: Source,
+        scheduler: &mut Scheduler,
+        events: &mpsc::UnboundedSender<Event>,
+    ) {
+        if let Source::Page { parent_depth } = source {
+            let depth = parent_depth + 1;
+            if self.depth_limit > 0 && depth > self.depth_limit {
+                self.stats.inc("depth_limit/filtered");
+                return;
+            }
+            request.depth = depth;
+        }
+        if source != Source::Start && !request.is_robots() && !self.offsite.allows(&request.url) {
+            self.count_offsite(&request.url);
+            if source == Source::Redirect {
+                self.stats.inc("redirect/offsite");
+            }
             return;
         }
-        self.stats.inc("scheduler/enqueued");
+        if !scheduler.admit(&request) {
+            return;
+        }
         self.stats
             .max("request_depth_max", u64::from(request.depth));
-        if self.settings.robotstxt_obey && request.purpose == Purpose::Page {
+        if self.obey_robots && request.purpose == Purpose::Page {
             let origin = robots::origin(&request.url);
             match self.robots.get_mut(&origin) {
                 Some(RobotsState::Ready(rules)) => {
@@ -37,31 +140,94 @@ impl Engine {
                     self.robots
                         .insert(origin, RobotsState::Pending(vec![request]));
                     self.stats.inc("robotstxt/request_count");
-                    self.enqueue(fetch);
+                    self.enqueue(fetch, scheduler, events);
                     return;
                 }
             }
         }
-        self.enqueue(request);
+        self.enqueue(request, scheduler, events);
+    }
+
+    fn count_offsite(&mut self, url: &Url) {
+        self.stats.inc("offsite/filtered");
+        if let Some(host) = url.host_str() {
+            if self.offsite_domains.insert(host.to_string()) {
+                self.stats.inc("offsite/domains");
+            }
+        }
+    }
+
+    /// A robots.txt answered with `status` and `body`.
+    pub(super) fn robots_answered(
+        &mut self,
+        origin: &str,
+        status: u16,
+        body: &[u8],
+        scheduler: &mut Scheduler,
+        events: &mpsc::UnboundedSender<Event>,
+    ) {
+        self.stats.inc("robotstxt/response_count");
+        self.stats
+            .inc(&format!("robotstxt/response_status_count/{status}"));
+        let rules = RobotsRules::from_response(status, body, &self.user_agent);
+        self.robots_ready(origin, rules, scheduler, events);
+    }
+
+    /// A robots.txt could not be fetched (after retries): RFC 9309 reads that
+    /// as complete disallow.
+    pub(super) fn robots_unreachable(
+        &mut self,
+        origin: &str,
+        scheduler: &mut Scheduler,
+        events: &mpsc::UnboundedSender<Event>,
+    ) {
+        self.stats.inc("robotstxt/unreachable");
+        self.robots_ready(origin, RobotsRules::DisallowAll, scheduler, events);
+    }
+
+    /// A robots.txt that cannot be reached by its redirects counts as
+    /// missing (RFC 9309), and so does one a middleware dropped.
+    pub(super) fn robots_missing(
+        &mut self,
+        origin: &str,
+        scheduler: &mut Scheduler,
+        events: &mpsc::UnboundedSender<Event>,
+    ) {
+        self.robots_ready(origin, RobotsRules::AllowAll, scheduler, events);
+    }
+
+    /// A robots.txt fetch was given up because its workers kept dying.
+    pub(super) fn robots_given_up(
+        &mut self,
+        origin: &str,
+        scheduler: &mut Scheduler,
+        events: &mpsc::UnboundedSender<Event>,
+    ) {
+        self.robots_ready(origin, RobotsRules::DisallowAll, scheduler, events);
     }
 
     /// An origin's robots.txt is known: apply its Crawl-delay, then release or
     /// drop the requests that waited for it.
-    pub(super) fn robots_ready(&mut self, origin: &str, rules: RobotsRules) {
+    fn robots_ready(
+        &mut self,
+        origin: &str,
+        rules: RobotsRules,
+        scheduler: &mut Scheduler,
+        events: &mpsc::UnboundedSender<Event>,
+    ) {
         if let Some(delay) = rules.crawl_delay() {
-            let delay = delay.min(self.settings.robotstxt_crawl_delay_max);
+            let delay = delay.min(self.crawl_delay_max);
             if let Some(host) = Url::parse(origin)
                 .ok()
                 .and_then(|u| u.host_str().map(str::to_string))
             {
                 let key = match self.host_ips.get(&host) {
-                    Some(ip) if self.settings.concurrent_requests_per_ip > 0 => ip.to_string(),
+                    Some(ip) if self.per_ip => ip.to_string(),
                     _ => host,
                 };
                 info!(slot = %key, ?delay, "robots.txt Crawl-delay applied");
-                let now = Instant::now();
-                let id = self.scheduler.slot(&key);
-                self.scheduler.set_delay_floor(id, delay, now);
+                let id = scheduler.slot(&key);
+                scheduler.set_delay_floor(id, delay, Instant::now());
             }
         }
         let waiting = match self.robots.remove(origin) {
@@ -70,7 +236,7 @@ impl Engine {
         };
         for request in waiting {
             if rules.allows(&request.url) {
-                self.enqueue(request);
+                self.enqueue(request, scheduler, events);
             } else {
                 self.stats.inc("robotstxt/forbidden");
             }
@@ -81,33 +247,71 @@ impl Engine {
 
     /// Queues an admitted request in its slot: the named slot, the host, or in
     /// per-IP mode the host's address (resolving it first).
-    pub(super) fn enqueue(&mut self, request: Request) {
+    fn enqueue(
+        &mut self,
+        request: Request,
+        scheduler: &mut Scheduler,
+        events: &mpsc::UnboundedSender<Event>,
+    ) {
         let host = request
             .url
             .host_str()
             .unwrap_or_default()
             .to_ascii_lowercase();
-        if request.slot.is_some() || self.settings.concurrent_requests_per_ip == 0 {
+        if request.slot.is_some() || !self.per_ip {
             let key = request.slot.clone().unwrap_or(host);
-            self.scheduler.push(&key, request, Instant::now());
+            scheduler.push(&key, request, Instant::now());
             return;
         }
         // Per-IP slots: the key is the address, known before the first request
         // goes out, so hosts sharing an address share a slot from the start.
         if let Some(ip) = self.host_ips.get(&host) {
             let key = ip.to_string();
-            self.scheduler.push(&key, request, Instant::now());
+            scheduler.push(&key, request, Instant::now());
             return;
         }
         let waiting = self.awaiting_dns.entry(host.clone()).or_default();
         waiting.push(request);
         if waiting.len() == 1 {
             let resolver = self.resolver.clone();
-            let tx = self.events_tx.clone();
+            let tx = events.clone();
             tokio::spawn(async move {
                 let result = resolver.lookup(&host).await.map(|ips| ips[0]);
                 let _ = tx.send(Event::Resolved { host, result });
             });
+        }
+    }
+
+    /// A host's address is known (per-IP mode): its requests queue in its
+    /// address's slot. On failure returns how many requests were dropped.
+    pub(super) fn resolved(
+        &mut self,
+        host: String,
+        result: Result<IpAddr, DnsError>,
+        scheduler: &mut Scheduler,
+        events: &mpsc::UnboundedSender<Event>,
+    ) -> u64 {
+        let waiting = self.awaiting_dns.remove(&host).unwrap_or_default();
+        match result {
+            Ok(ip) => {
+                self.host_ips.insert(host, ip);
+                let now = Instant::now();
+                let key = ip.to_string();
+                for request in waiting {
+                    scheduler.push(&key, request, now);
+                }
+                0
+            }
+            Err(error) => {
+                warn!(%error, requests = waiting.len(), "dropping requests");
+                let dropped = waiting.len() as u64;
+                for request in waiting {
+                    if let Purpose::Robots { origin } = request.purpose {
+                        self.robots_given_up(&origin, scheduler, events);
+                    }
+                }
+                dropped
+            }
         }
     }
 }

@@ -1,6 +1,11 @@
 //! The event loop: dispatching what may start, and handling what comes back.
 
+use std::time::{Duration, Instant};
+
+use tracing::info;
+
 use super::*;
+use crate::scheduler::Dispatch;
 
 impl Engine {
     pub(super) async fn run(
@@ -10,7 +15,7 @@ impl Engine {
     ) -> String {
         info!(spider = self.spider.name(), "spider opened");
         for request in self.spider.start_requests() {
-            self.schedule(request);
+            self.admit(request, Source::Start);
         }
         let interval = self.settings.logstats_interval;
         let mut logstats = (!interval.is_zero()).then(|| {
@@ -66,11 +71,11 @@ impl Engine {
     }
 
     pub(super) fn is_done(&self) -> bool {
-        let busy = self.in_flight > 0 || self.parses > 0;
+        let busy = self.downloads.in_flight() > 0 || !self.scraper.is_idle();
         if self.closing.is_some() {
             return !busy;
         }
-        !busy && self.scheduler.is_empty() && self.awaiting_dns.is_empty()
+        !busy && self.scheduler.is_empty() && !self.admission.is_waiting()
     }
 
     pub(super) fn close(&mut self, reason: &str) {
@@ -85,9 +90,8 @@ impl Engine {
         if self.closing.is_some() {
             return;
         }
-        let cap = self.settings.concurrent_requests;
         let now = Instant::now();
-        while (cap == 0 || self.in_flight < cap) && self.parse_backlog < PARSE_BACKLOG_BYTES {
+        while !self.downloads.needs_backout() && !self.scraper.needs_backout() {
             let Some(Dispatch {
                 slot,
                 request,
@@ -96,64 +100,51 @@ impl Engine {
             else {
                 break;
             };
-            self.stats.inc("scheduler/dequeued");
-            let Some(request) = self.prepare(request) else {
+            let Some(request) = self.prepare(slot, request) else {
                 self.scheduler.finish(slot, now);
                 continue;
             };
-            self.in_flight += 1;
-            self.stats.inc("downloader/request_count");
-            self.stats.inc(&format!(
-                "downloader/request_method_count/{}",
-                request.method
-            ));
-            let downloader = match &mut self.executor {
-                Executor::InProcess { downloader, .. } => downloader.clone(),
-                Executor::Workers(fleet) => {
-                    if !fleet.submit(slot, request, pacing) {
-                        self.in_flight -= 1;
-                        self.scheduler.finish(slot, now);
-                        self.stats.inc("worker/no_worker_count");
-                        self.close("workers_failed");
-                        return;
-                    }
-                    continue;
-                }
-            };
-            let tx = self.events_tx.clone();
-            tokio::spawn(async move {
-                pacing.pass().await;
-                let result = downloader.fetch(request).await;
-                let _ = tx.send(Event::Downloaded {
-                    slot,
-                    result: Box::new(result),
-                });
-            });
+            if !self.downloads.start(slot, request, pacing, &self.events_tx) {
+                self.scheduler.finish(slot, now);
+                self.close("workers_failed");
+                return;
+            }
         }
     }
 
     /// Passes a request through the downloader middlewares; `None` when one dropped it.
-    fn prepare(&mut self, mut request: Request) -> Option<Request> {
-        let mut cx = middleware::Context::new(&mut self.stats);
+    fn prepare(&mut self, slot: SlotId, mut request: Request) -> Option<Request> {
+        let key = self.scheduler.slot_key(slot).to_string();
+        let mut cx = middleware::Context::new(&mut self.mw_stats, &key, self.closing.is_some());
         for mw in &mut self.middlewares {
-            if let middleware::Action::Drop(reason) = mw.process_request(&mut request, &mut cx) {
-                cx.inc_stat(&format!("downloadermiddleware/dropped_count/{reason}"), 1);
+            if mw.process_request(&mut request, &mut cx) != middleware::Action::Continue {
+                if let Some(origin) = request.robots_origin() {
+                    let origin = origin.to_string();
+                    self.admission
+                        .robots_missing(&origin, &mut self.scheduler, &self.events_tx);
+                }
                 return None;
             }
         }
         Some(request)
     }
 
+    /// Admits a request through the admission part into the scheduler.
+    pub(super) fn admit(&mut self, request: Request, source: Source) {
+        self.admission
+            .admit(request, source, &mut self.scheduler, &self.events_tx);
+    }
+
     pub(super) fn handle(&mut self, event: Event) {
         match event {
             Event::Downloaded { slot, result } => {
-                self.in_flight -= 1;
+                self.downloads.finished();
                 self.scheduler.finish(slot, Instant::now());
                 match *result {
                     Ok(response) => {
                         let body_len = response.body.len() as u64;
-                        if let Some(page) = self.on_downloaded(slot, response, body_len) {
-                            self.parse_locally(page);
+                        if let Some(page) = self.on_response(slot, response, body_len) {
+                            self.scraper.parse(page, &self.events_tx);
                         }
                     }
                     Err((request, error)) => self.on_download_error(slot, request, error),
@@ -164,42 +155,17 @@ impl Engine {
                 backlog,
                 result,
             } => {
-                self.parses -= 1;
-                self.parse_backlog -= backlog;
-                match result {
-                    Ok(output) => self.on_output(depth, output),
-                    Err(error) => {
-                        warn!(%error, "spider error");
-                        self.stats.inc("spider_exceptions/count");
-                    }
+                if let Some(output) = self.scraper.finished(backlog, result) {
+                    self.on_output(depth, output);
                 }
             }
             Event::Fleet(event) => self.on_fleet_event(event),
             Event::Resolved { host, result } => {
-                let waiting = self.awaiting_dns.remove(&host).unwrap_or_default();
-                match result {
-                    Ok(ip) => {
-                        self.host_ips.insert(host, ip);
-                        let now = Instant::now();
-                        let key = ip.to_string();
-                        for request in waiting {
-                            self.scheduler.push(&key, request, now);
-                        }
-                    }
-                    Err(error) => {
-                        warn!(%error, requests = waiting.len(), "dropping requests");
-                        self.stats
-                            .inc_by("downloader/exception_count", waiting.len() as u64);
-                        self.stats.inc_by(
-                            "downloader/exception_type_count/DNSLookupError",
-                            waiting.len() as u64,
-                        );
-                        for request in waiting {
-                            if let Purpose::Robots { origin } = request.purpose {
-                                self.robots_ready(&origin, RobotsRules::DisallowAll);
-                            }
-                        }
-                    }
+                let dropped =
+                    self.admission
+                        .resolved(host, result, &mut self.scheduler, &self.events_tx);
+                if dropped > 0 {
+                    self.downloads.count_errors("DNSLookupError", dropped);
                 }
             }
         }
@@ -210,15 +176,16 @@ impl Engine {
         // With worker processes, pages and items come from the counters the
         // workers keep in shared memory, as live as it gets.
         // (Items are counted by the item thread, after the pipelines.)
-        let pages = match &self.executor {
-            Executor::Workers(fleet) => fleet.live_totals().0,
-            Executor::InProcess { .. } => self.stats.get("response_received_count"),
+        let downloaded = &self.downloads.stats;
+        let pages = match self.downloads.fleet_ref() {
+            Some(fleet) => fleet.live_totals().0,
+            None => downloaded.get("response_received_count"),
         };
         Progress::set(&p.pages, pages);
-        Progress::set(&p.requests, self.stats.get("downloader/request_count"));
-        Progress::set(&p.in_flight, self.in_flight as u64);
+        Progress::set(&p.requests, downloaded.get("downloader/request_count"));
+        Progress::set(&p.in_flight, self.downloads.in_flight() as u64);
         Progress::set(&p.queued, self.scheduler.len() as u64);
-        Progress::set(&p.failed, self.stats.get("downloader/exception_count"));
+        Progress::set(&p.failed, downloaded.get("downloader/exception_count"));
     }
 
     /// Scrapy's LogStats line; returns the counts it logged.
@@ -227,7 +194,7 @@ impl Engine {
         (pages_before, items_before): (u64, u64),
         interval: Duration,
     ) -> (u64, u64) {
-        let pages = self.stats.get("response_received_count");
+        let pages = self.downloads.stats.get("response_received_count");
         let items = Progress::get(&self.progress.items);
         let per_min = 60.0 / interval.as_secs_f64();
         info!(

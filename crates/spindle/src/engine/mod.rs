@@ -1,50 +1,49 @@
 //! The engine: one event loop that moves requests from the spider through
 //! the scheduler to the downloader, and responses back to the spider.
 //!
-//! The loop owns the scheduler, the stats and every counter, so nothing is
-//! locked per request. Downloads run as tasks on the I/O runtime; parsing runs
-//! on a separate pool of threads sized to the cores, so a CPU-heavy page never
-//! stalls the network. Each finished download or parse comes back to the loop
-//! as an event.
+//! It is made of parts, each owning its state and its counters, as in
+//! Scrapy's `engine.py`: admission (depth, offsite, robots.txt, slot keys),
+//! the scheduler (frontier, duplicate filter, slots), the downloads (requests
+//! on the wire, here or in worker processes), the downloader middlewares
+//! (headers, cookies, retries, redirects), the scraper (parsing) and the item
+//! thread (pipelines and exporter). The loop asks the downloads and the
+//! scraper whether they must back off before it takes a request from the
+//! scheduler, and routes what comes back. Everything but the item thread
+//! belongs to the loop's one task, so nothing is locked per request.
+//! Downloads run as tasks on the I/O runtime; parsing runs on a separate pool
+//! of threads sized to the cores, so a CPU-heavy page never stalls the
+//! network.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+mod admission;
+mod downloads;
+mod event_loop;
+mod items;
+mod remote;
+mod responses;
+mod scraper;
+
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
-use rand::rngs::SmallRng;
-use rand::SeedableRng;
 use tokio::sync::{mpsc, Notify};
-use tracing::{debug, info, warn};
-use url::Url;
 
 use crate::downloader::dns::{DnsError, Resolver};
 use crate::downloader::{DownloadError, Downloader};
 use crate::exporter::ItemExporter;
 use crate::middleware::{self, DownloaderMiddleware};
-use crate::offsite::OffsiteFilter;
 use crate::pipeline::{ItemPipeline, PipelineError};
-use crate::request::{Purpose, Request};
+use crate::request::Request;
 use crate::response::Response;
-use crate::retry;
-use crate::robots::{self, RobotsRules};
-use crate::scheduler::{Dispatch, Scheduler, SlotId, SlotPolicies};
+use crate::scheduler::{Scheduler, SlotId, SlotPolicies};
 use crate::settings::Settings;
 use crate::spider::{Output, Spider};
 use crate::stats::{CrawlReport, Progress, Stats};
 use crate::workers::{Fleet, FleetEvent, Launcher};
-
-/// Bytes of downloaded bodies allowed to wait for parsing before the engine
-/// stops starting downloads (Scrapy's `SCRAPER_SLOT_MAX_ACTIVE_SIZE`; each
-/// response counts at least 1 KiB, as there).
-mod admission;
-mod event_loop;
-mod items;
-mod remote;
-mod responses;
-
-const PARSE_BACKLOG_BYTES: usize = 5_000_000;
+use admission::{Admission, Source};
+use downloads::{Downloads, Executor};
+use scraper::Scraper;
 
 /// Why a crawl could not run (a failing page never stops a crawl; these do).
 #[derive(Debug, thiserror::Error)]
@@ -178,56 +177,49 @@ impl Crawler {
                 error,
             })?;
         }
-        let middlewares = builtin_middlewares(&self.settings)
-            .into_iter()
-            .chain(self.middlewares)
-            .collect();
+        let settings = self.settings;
+        let middlewares = builtin_middlewares(&settings, self.middlewares);
         let resolver = Arc::new(Resolver::with_fixed(self.resolved.clone()));
         let (events_tx, events) = mpsc::unbounded_channel();
-        let executor = match self.launcher {
+        let (executor, parse_pool) = match self.launcher {
             Some(launcher) => {
                 let tx = events_tx.clone();
-                Executor::Workers(Box::new(Fleet::start(
+                let fleet = Fleet::start(
                     launcher,
-                    (*self.settings).clone(),
+                    (*settings).clone(),
                     self.resolved.clone(),
                     move |event| {
                         let _ = tx.send(Event::Fleet(event));
                     },
-                )?))
+                )?;
+                (Executor::Workers(Box::new(fleet)), None)
             }
             None => {
                 let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-                Executor::InProcess {
-                    downloader: Arc::new(Downloader::new(self.settings.clone(), resolver.clone())?),
-                    parse_pool: rayon::ThreadPoolBuilder::new()
-                        .num_threads(threads)
-                        .thread_name(|i| format!("spindle-parse-{i}"))
-                        .build()?,
-                }
+                let downloader = Downloader::new(settings.clone(), resolver.clone())?;
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .thread_name(|i| format!("spindle-parse-{i}"))
+                    .build()?;
+                (Executor::InProcess(Arc::new(downloader)), Some(pool))
             }
         };
-        let items = items::Items::start(self.pipelines, self.exporter, self.progress.clone());
         let mut engine = Engine {
-            offsite: OffsiteFilter::new(self.spider.allowed_domains()),
-            scheduler: Scheduler::new(SlotPolicies::from_settings(&self.settings)),
-            spider: self.spider,
-            settings: self.settings,
-            resolver,
-            executor,
-            events_tx,
-            items,
+            admission: Admission::new(&settings, self.spider.allowed_domains(), resolver),
+            scheduler: Scheduler::new(SlotPolicies::from_settings(&settings)),
+            downloads: Downloads::new(
+                executor,
+                settings.concurrent_requests,
+                settings.download_warnsize,
+            ),
+            scraper: Scraper::new(self.spider.clone(), parse_pool),
+            items: items::Items::start(self.pipelines, self.exporter, self.progress.clone()),
             middlewares,
+            mw_stats: Stats::default(),
+            spider: self.spider,
+            settings,
+            events_tx,
             progress: self.progress,
-            stats: Stats::default(),
-            in_flight: 0,
-            parse_backlog: 0,
-            parses: 0,
-            host_ips: HashMap::new(),
-            awaiting_dns: HashMap::new(),
-            offsite_domains: HashSet::new(),
-            robots: HashMap::new(),
-            rng: SmallRng::from_entropy(),
             closing: None,
             export_failed: false,
         };
@@ -239,14 +231,23 @@ impl Crawler {
             .map(|(k, s)| (k.to_string(), s.clone()))
             .collect();
         let workers = engine
+            .downloads
             .fleet()
             .map(|fleet| fleet.shutdown())
             .unwrap_or_default();
-        let Engine {
-            mut stats, items, ..
-        } = engine;
-        let (item_stats, written) = items.finish();
-        stats.merge(&item_stats);
+        // Each part kept its own counters; the report is their sum.
+        let (item_stats, written) = engine.items.finish();
+        let mut stats = Stats::default();
+        for part in [
+            &engine.scheduler.stats,
+            &engine.downloads.stats,
+            &engine.scraper.stats,
+            &engine.admission.stats,
+            &engine.mw_stats,
+            &item_stats,
+        ] {
+            stats.merge(part);
+        }
         let mut report = CrawlReport::new(&stats, started.0, started.1.elapsed(), &reason, slots);
         report.workers = workers;
         written.map_err(CrawlError::Export)?;
@@ -254,8 +255,12 @@ impl Crawler {
     }
 }
 
-/// `DEFAULT_REQUEST_HEADERS`, then cookies: what every crawl's requests pass first.
-fn builtin_middlewares(settings: &Settings) -> Vec<Box<dyn DownloaderMiddleware>> {
+/// The crawl's own middlewares around the user's: default headers and
+/// cookies before them, retries, redirects and the non-2xx filter after.
+fn builtin_middlewares(
+    settings: &Settings,
+    user: Vec<Box<dyn DownloaderMiddleware>>,
+) -> Vec<Box<dyn DownloaderMiddleware>> {
     let headers = settings
         .default_request_headers
         .iter()
@@ -266,6 +271,12 @@ fn builtin_middlewares(settings: &Settings) -> Vec<Box<dyn DownloaderMiddleware>
     if settings.cookies_enabled {
         chain.push(Box::new(middleware::Cookies::new(settings.cookies_debug)));
     }
+    chain.extend(user);
+    chain.push(Box::new(middleware::Retry::new(settings)));
+    chain.push(Box::new(middleware::Redirect::new(
+        settings.redirect_max_times,
+    )));
+    chain.push(Box::new(middleware::HttpError));
     chain
 }
 
@@ -294,55 +305,26 @@ enum Event {
     },
 }
 
+/// The parts, each with its own state and counters; the event loop asks
+/// them and routes between them.
 struct Engine {
     spider: Arc<dyn Spider>,
     settings: Arc<Settings>,
-    offsite: OffsiteFilter,
+    /// Depth, offsite, robots.txt and the slot key.
+    admission: Admission,
+    /// The frontier, the duplicate filter and the slots.
     scheduler: Scheduler,
-    resolver: Arc<Resolver>,
-    executor: Executor,
-    events_tx: mpsc::UnboundedSender<Event>,
+    /// Requests on the wire, here or in worker processes.
+    downloads: Downloads,
+    /// Responses waiting for, or in, the spider's parse.
+    scraper: Scraper,
+    /// Pipelines and the exporter, on their own thread.
     items: items::Items,
     middlewares: Vec<Box<dyn DownloaderMiddleware>>,
+    /// The counters the middlewares keep (through their `Context`).
+    mw_stats: Stats,
+    events_tx: mpsc::UnboundedSender<Event>,
     progress: Arc<Progress>,
-    stats: Stats,
-    in_flight: usize,
-    parse_backlog: usize,
-    parses: usize,
-    /// Per-IP mode: the address each host's requests are keyed by.
-    host_ips: HashMap<String, IpAddr>,
-    /// Per-IP mode: requests held until their host is resolved.
-    awaiting_dns: HashMap<String, Vec<Request>>,
-    offsite_domains: HashSet<String>,
-    /// robots.txt per origin, once asked for.
-    robots: HashMap<String, RobotsState>,
-    rng: SmallRng,
     closing: Option<String>,
     export_failed: bool,
-}
-
-/// Where downloads and parses run.
-enum Executor {
-    /// Downloads on this runtime, parses on a thread pool sized to the cores.
-    InProcess {
-        downloader: Arc<Downloader>,
-        parse_pool: rayon::ThreadPool,
-    },
-    /// Multi-process mode: worker processes fetch and parse.
-    Workers(Box<Fleet>),
-}
-
-impl Engine {
-    fn fleet(&mut self) -> Option<&mut Fleet> {
-        match &mut self.executor {
-            Executor::Workers(fleet) => Some(fleet.as_mut()),
-            Executor::InProcess { .. } => None,
-        }
-    }
-}
-
-enum RobotsState {
-    /// Fetching; these requests wait for the answer.
-    Pending(Vec<Request>),
-    Ready(RobotsRules),
 }

@@ -1,7 +1,10 @@
 //! Multi-process mode: results and deaths reported by worker processes,
 //! fed into the same handling as in-process downloads.
 
+use std::time::{Duration, Instant};
+
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use tracing::warn;
 
 use super::*;
 use crate::workers::protocol::{Fetched, FromWorker, ParsedPage};
@@ -26,19 +29,21 @@ impl Engine {
                 ..
             }
         );
-        let Some(fleet) = self.fleet() else {
+        let Some(fleet) = self.downloads.fleet() else {
             return;
         };
         // A worker parses one page at a time; the bodies waiting for it count
         // in the same backlog that holds back new downloads in one process.
         let backlog = match &outcome {
-            Fetched::Response { body_len, .. } if parse_follows => (*body_len as usize).max(1024),
+            Fetched::Response { body_len, .. } if parse_follows => {
+                Scraper::backlog_of(*body_len as usize)
+            }
             _ => 0,
         };
         let Some((slot, request)) = fleet.fetched(id, parse_follows, backlog) else {
             return;
         };
-        self.in_flight -= 1;
+        self.downloads.finished();
         self.scheduler.finish(slot, Instant::now());
         match outcome {
             Fetched::Failed(error) => self.on_download_error(slot, request, error),
@@ -58,12 +63,11 @@ impl Engine {
                     request,
                     latency: Duration::from_micros(latency_us),
                 };
-                let to_parse = self.on_downloaded(slot, response, body_len).is_some();
+                let to_parse = self.on_response(slot, response, body_len).is_some();
                 if parse_follows {
                     if to_parse {
-                        self.parses += 1;
-                        self.parse_backlog += backlog;
-                    } else if let Some(fleet) = self.fleet() {
+                        self.scraper.started(backlog);
+                    } else if let Some(fleet) = self.downloads.fleet() {
                         fleet.forget(id);
                     }
                 }
@@ -72,51 +76,43 @@ impl Engine {
     }
 
     fn on_remote_parsed(&mut self, id: u64, result: Result<ParsedPage, String>) {
-        let Some((depth, backlog)) = self.fleet().and_then(|f| f.parsed(id)) else {
+        let Some((depth, backlog)) = self.downloads.fleet().and_then(|f| f.parsed(id)) else {
             return;
         };
-        self.parses -= 1;
-        self.parse_backlog -= backlog;
-        let page = match result {
-            Ok(page) => page,
-            Err(error) => {
-                warn!(%error, "spider error");
-                self.stats.inc("spider_exceptions/count");
-                return;
+        let output = result.map(|page| {
+            for (key, n) in &page.stats {
+                self.scraper.count(key, *n);
             }
-        };
-        for (key, n) in &page.stats {
-            self.stats.inc_by(key, *n);
-        }
-        let mut items = Vec::with_capacity(page.items.len());
-        for text in &page.items {
-            match serde_json::from_str(text) {
-                Ok(item) => items.push(item),
-                Err(error) => {
-                    // The worker serialized it, so this is a bug, not bad input: say so loudly.
-                    warn!(%error, "an item from a worker process could not be decoded; dropped");
-                    self.stats.inc("worker/item_decode_error_count");
+            let mut items = Vec::with_capacity(page.items.len());
+            for text in &page.items {
+                match serde_json::from_str(text) {
+                    Ok(item) => items.push(item),
+                    Err(error) => {
+                        // The worker serialized it, so this is a bug, not bad input: say so loudly.
+                        warn!(%error, "an item from a worker process could not be decoded; dropped");
+                        self.scraper.count("worker/item_decode_error_count", 1);
+                    }
                 }
             }
-        }
-        self.on_output(
-            depth,
             Output {
                 items,
                 requests: page.requests,
                 ..Output::default()
-            },
-        );
+            }
+        });
+        if let Some(output) = self.scraper.finished(backlog, output) {
+            self.on_output(depth, output);
+        }
     }
 
     /// A worker exited or died: its jobs are queued again (or given up), and it is replaced.
     fn on_worker_gone(&mut self, worker: usize) {
-        let Some(fleet) = self.fleet() else {
+        let Some(fleet) = self.downloads.fleet() else {
             return;
         };
         let (jobs, culprit) = fleet.gone(worker);
         if self.closing.is_none() || !jobs.is_empty() {
-            self.stats.inc("worker/died_count");
+            self.downloads.stats.inc("worker/died_count");
         }
         let now = Instant::now();
         for job in jobs {
@@ -126,7 +122,7 @@ impl Engine {
             self.requeue_after_crash(job, charged, now);
         }
         if self.closing.is_none() {
-            let Some(fleet) = self.fleet() else {
+            let Some(fleet) = self.downloads.fleet() else {
                 return;
             };
             if let Err(error) = fleet.replace(worker) {
@@ -147,22 +143,22 @@ impl Engine {
             ..
         } = job;
         if parsing {
-            self.parses -= 1;
-            self.parse_backlog -= backlog;
+            self.scraper.abandoned(backlog);
         } else {
-            self.in_flight -= 1;
+            self.downloads.finished();
             self.scheduler.finish(slot, now);
         }
         request.crashes += u32::from(charged);
         if request.crashes >= MAX_CRASHES {
             warn!(url = %request.url, crashes = request.crashes, "giving up: this page killed its workers");
-            self.stats.inc("worker/gave_up_count");
-            if let Purpose::Robots { origin } = request.purpose {
-                self.robots_ready(&origin, RobotsRules::DisallowAll);
+            self.downloads.stats.inc("worker/gave_up_count");
+            if let Some(origin) = request.robots_origin() {
+                self.admission
+                    .robots_given_up(origin, &mut self.scheduler, &self.events_tx);
             }
             return;
         }
-        self.stats.inc("worker/requeued_count");
+        self.downloads.stats.inc("worker/requeued_count");
         let key = self.scheduler.slot_key(slot).to_string();
         self.scheduler.push(&key, request, now);
     }

@@ -26,6 +26,7 @@ use rand::SeedableRng;
 use crate::downloader::slot::{Pacing, Slot, SlotPolicy, SlotStats};
 use crate::request::Request;
 use crate::settings::Settings;
+use crate::stats::Stats;
 pub use dupefilter::{canonicalize_url, fingerprint, DupeFilter};
 
 /// Index of a slot inside the scheduler.
@@ -128,6 +129,8 @@ pub struct Scheduler {
     seq: u64,
     picks: u64,
     rng: SmallRng,
+    /// `scheduler/enqueued`, `scheduler/dequeued`, `dupefilter/filtered`.
+    pub stats: Stats,
 }
 
 impl Scheduler {
@@ -143,18 +146,24 @@ impl Scheduler {
             seq: 0,
             picks: 0,
             rng: SmallRng::from_entropy(),
+            stats: Stats::default(),
         }
     }
 
     /// Records the request's fingerprint (method, canonical URL, body) as
     /// seen; false when it is a duplicate to drop.
     pub fn admit(&mut self, request: &Request) -> bool {
-        request.dont_filter || self.dupefilter.insert_fingerprint(request.fingerprint())
+        let new = request.dont_filter || self.dupefilter.insert_fingerprint(request.fingerprint());
+        if !new {
+            self.stats.inc("dupefilter/filtered");
+        }
+        new
     }
 
     /// Queues an admitted request in the named slot, creating the slot if needed.
     pub fn push(&mut self, slot_key: &str, request: Request, now: Instant) {
         let id = self.slot_id(slot_key);
+        self.stats.inc("scheduler/enqueued");
         self.seq += 1;
         self.slots[id].queue.push(Queued {
             priority: request.priority,
@@ -175,6 +184,7 @@ impl Scheduler {
         entry.last_pick = self.picks;
         let pacing = entry.slot.start(now, &mut self.rng);
         self.queued -= 1;
+        self.stats.inc("scheduler/dequeued");
         self.refresh(id, now);
         Some(Dispatch {
             slot: id,

@@ -1,98 +1,14 @@
-//! Downloader middlewares: hooks around the downloader, run in order (Scrapy's
-//! `DOWNLOADER_MIDDLEWARES`).
-//!
-//! Every request passes [`DownloaderMiddleware::process_request`] of each
-//! middleware, in order, just before it is sent; every response passes
-//! [`DownloaderMiddleware::process_response`] of each, in order, before the
-//! engine looks at it for retries, redirects and robots.txt. They run in the
-//! engine's event loop, also in multi-process mode (where the request they
-//! prepare travels whole to the worker that sends it), so a middleware sees
-//! every request of the crawl and keeps its state in one place. In
-//! multi-process mode a page's body stays in the worker that parses it: a
-//! middleware sees the status and headers of every response, and the body of
-//! robots.txt only.
-//!
-//! The engine installs [`DefaultHeaders`] (`DEFAULT_REQUEST_HEADERS`) and, with
-//! `COOKIES_ENABLED`, [`Cookies`] first; middlewares given to
-//! [`crate::Crawler::middleware`] run after them.
+//! Cookie jars (`COOKIES_ENABLED`, `COOKIES_DEBUG`, the `cookiejar` of a request).
 
 use std::collections::HashMap;
 
 use cookie_store::{CookieStore, RawCookie};
-use reqwest::header::{HeaderMap, HeaderValue, COOKIE, SET_COOKIE};
+use reqwest::header::{HeaderValue, COOKIE, SET_COOKIE};
 use tracing::debug;
 
+use super::{Action, Context, DownloaderMiddleware};
 use crate::request::Request;
 use crate::response::Response;
-use crate::stats::Stats;
-
-/// What a middleware decides about a request or response.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
-    /// Go on to the next middleware, then the downloader or the engine.
-    Continue,
-    /// Drop it, counted under `downloadermiddleware/dropped_count/<reason>`.
-    Drop(String),
-}
-
-/// Counters a middleware adds to the crawl's stats.
-pub struct Context<'a> {
-    stats: &'a mut Stats,
-}
-
-impl<'a> Context<'a> {
-    pub(crate) fn new(stats: &'a mut Stats) -> Self {
-        Context { stats }
-    }
-
-    /// Adds `n` to the stat `key`.
-    pub fn inc_stat(&mut self, key: &str, n: u64) {
-        self.stats.inc_by(key, n);
-    }
-}
-
-/// A hook around the downloader. Both methods default to doing nothing.
-pub trait DownloaderMiddleware: Send {
-    /// Prepares (or drops) a request just before it is sent.
-    fn process_request(&mut self, request: &mut Request, cx: &mut Context<'_>) -> Action {
-        let _ = (request, cx);
-        Action::Continue
-    }
-
-    /// Looks at (or changes, or drops) a response before the engine handles it.
-    fn process_response(
-        &mut self,
-        request: &Request,
-        response: &mut Response,
-        cx: &mut Context<'_>,
-    ) -> Action {
-        let _ = (request, response, cx);
-        Action::Continue
-    }
-}
-
-/// `DEFAULT_REQUEST_HEADERS`: headers every request gets unless it sets its own.
-pub struct DefaultHeaders {
-    headers: HeaderMap,
-}
-
-impl DefaultHeaders {
-    /// Adds these headers to requests that lack them.
-    pub fn new(headers: HeaderMap) -> Self {
-        DefaultHeaders { headers }
-    }
-}
-
-impl DownloaderMiddleware for DefaultHeaders {
-    fn process_request(&mut self, request: &mut Request, _: &mut Context<'_>) -> Action {
-        for (name, value) in &self.headers {
-            if !request.headers.contains_key(name) {
-                request.headers.insert(name.clone(), value.clone());
-            }
-        }
-        Action::Continue
-    }
-}
 
 /// Cookie jars (`COOKIES_ENABLED`): one for the crawl, and one more for each
 /// `cookiejar` name a request gives (Scrapy's `cookiejar` meta), so several
@@ -180,7 +96,10 @@ impl DownloaderMiddleware for Cookies {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::middleware::DefaultHeaders;
+    use crate::stats::Stats;
     use bytes::Bytes;
+    use reqwest::header::HeaderMap;
     use std::time::Duration;
 
     fn answer(request: &Request, set_cookie: &[&str]) -> Response {
@@ -201,7 +120,7 @@ mod tests {
     #[test]
     fn jars_keep_sessions_apart_and_honour_paths() {
         let mut stats = Stats::default();
-        let mut cx = Context::new(&mut stats);
+        let mut cx = Context::new(&mut stats, "a.test", false);
         let mut mw = Cookies::new(false);
         let login = Request::get("http://a.test/login").unwrap();
         let mut resp = answer(&login, &["session=one; Path=/", "scoped=x; Path=/admin"]);
@@ -238,7 +157,7 @@ mod tests {
     #[test]
     fn default_headers_never_override_the_request() {
         let mut stats = Stats::default();
-        let mut cx = Context::new(&mut stats);
+        let mut cx = Context::new(&mut stats, "a.test", false);
         let mut defaults = HeaderMap::new();
         defaults.insert("accept-language", "en".parse().unwrap());
         defaults.insert("x-team", "default".parse().unwrap());
