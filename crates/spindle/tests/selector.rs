@@ -292,3 +292,16 @@ fn selectors_can_be_shared_across_threads() {
     });
     assert_eq!(got.len(), 3);
 }
+
+#[test]
+fn noscript_content_is_elements() {
+    // parsel: ['Enable JavaScript']. A browser with scripting on would see one text node.
+    let d = Document::parse(
+        "<body><noscript><p>Enable JavaScript</p></noscript></body>",
+        None,
+    );
+    assert_eq!(
+        Selector::parse("p::text").unwrap().getall(&d),
+        ["Enable JavaScript"]
+    );
+}

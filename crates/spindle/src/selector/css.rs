@@ -238,11 +238,7 @@ fn scan_top_level(text: &str, mut visit: impl FnMut(usize, char) -> bool) {
             (None, '"' | '\'') => quote = Some(c),
             (None, '(' | '[') => depth += 1,
             (None, ')' | ']') => depth = depth.saturating_sub(1),
-            (None, c) if depth == 0 => {
-                if visit(i, c) {
-                    return;
-                }
-            }
+            (None, c) if depth == 0 && visit(i, c) => return,
             _ => {}
         }
     }

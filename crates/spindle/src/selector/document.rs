@@ -8,7 +8,8 @@ use url::Url;
 ///
 /// The page is parsed once with html5ever, the WHATWG algorithm browsers use, so the tree is the one a
 /// browser's developer tools show (with the `<tbody>` a browser inserts, which lxml, and so parsel,
-/// leaves out). XPath runs on a copy of that tree made on the first XPath query and kept for the next.
+/// leaves out), except that `<noscript>` content is parsed as elements, as by a browser with
+/// scripting off and by lxml. XPath runs on a copy of that tree made on the first XPath query and kept for the next.
 ///
 /// A `Document` is neither `Send` nor `Sync`: html5ever's strings and the XPath tree use non-atomic
 /// reference counts. Parse it on the thread that queries it, for example inside `Spider::parse`; the
@@ -23,7 +24,7 @@ impl Document {
     /// Parses `html`. `url` is the page's own URL; a `<base href>` in the page overrides it as the base
     /// for relative links, as in a browser and in Scrapy's `response.urljoin`.
     pub fn parse(html: &str, url: Option<&Url>) -> Self {
-        let html = scraper::Html::parse_document(html);
+        let html = parse_without_scripting(html);
         let base = base_url(&html, url);
         Document {
             html,
@@ -64,6 +65,22 @@ impl std::fmt::Debug for Document {
             .field("base", &self.base.as_ref().map(Url::as_str))
             .finish_non_exhaustive()
     }
+}
+
+/// Parses as a browser with scripting off: spindle runs no scripts, so `<noscript>` content is the
+/// page it sees, and lxml (parsel's parser) reads it as elements too. scraper's own
+/// `Html::parse_document` parses with scripting on, which makes that content one text node.
+fn parse_without_scripting(html: &str) -> scraper::Html {
+    use html5ever::tendril::TendrilSink;
+    let opts = html5ever::ParseOpts {
+        tree_builder: html5ever::tree_builder::TreeBuilderOpts {
+            scripting_enabled: false,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let sink = scraper::HtmlTreeSink::new(scraper::Html::new_document());
+    html5ever::parse_document(sink, opts).one(html)
 }
 
 /// The HTML standard's rule: the first `base` element that has an `href` counts; one whose `href`

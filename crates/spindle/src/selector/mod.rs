@@ -32,6 +32,8 @@
 //! assert_eq!(links.getall(&doc), ["http://example.com/a/next"]);
 //! ```
 
+#![warn(missing_docs)]
+
 mod css;
 mod document;
 mod xpath;
