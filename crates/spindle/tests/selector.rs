@@ -305,3 +305,16 @@ fn noscript_content_is_elements() {
         ["Enable JavaScript"]
     );
 }
+
+#[test]
+fn xpath_has_class_is_parsels_extension() {
+    let d = Document::parse(
+        r#"<p class="a  b">1</p><p class="ab">2</p><p class="b">3</p>"#,
+        None,
+    );
+    // parsel: ['1'] and ['1', '3'].
+    let both = Selector::parse(r#"//p[has-class("a", "b")]/text()"#).unwrap();
+    assert_eq!(both.getall(&d), ["1"]);
+    let b = Selector::parse(r#"//p[has-class("b")]/text()"#).unwrap();
+    assert_eq!(b.getall(&d), ["1", "3"]);
+}

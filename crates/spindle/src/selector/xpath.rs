@@ -34,6 +34,8 @@ const FUNCTIONS: &[&str] = &[
     "floor",
     "ceiling",
     "round",
+    // parsel's own extension, added by `context()`.
+    "has-class",
 ];
 
 /// Names that are followed by `(` without being function calls.
@@ -75,7 +77,7 @@ impl XPath {
         // wrong number of arguments to a function called at the top level.
         let package = Package::new();
         xpath
-            .evaluate(&Context::new(), package.as_document().root())
+            .evaluate(&context(), package.as_document().root())
             .map_err(|e| error(e.to_string()))?;
         Ok(XPath {
             text: text.to_string(),
@@ -87,7 +89,7 @@ impl XPath {
             unreachable!("checked when the selector was made");
         };
         let doc = tree.as_document();
-        match xpath.evaluate(&Context::new(), doc.root()) {
+        match xpath.evaluate(&context(), doc.root()) {
             Ok(XValue::Nodeset(nodes)) => {
                 nodes.document_order().into_iter().map(node_value).collect()
             }
@@ -102,6 +104,41 @@ impl XPath {
                 Vec::new()
             }
         }
+    }
+}
+
+/// XPath 1.0's core functions plus parsel's `has-class`.
+fn context() -> Context<'static> {
+    let mut context = Context::new();
+    context.set_function("has-class", HasClass);
+    context
+}
+
+/// parsel's `has-class("a", "b")`: whether the context node's `class` attribute lists every
+/// one of the given classes.
+struct HasClass;
+
+impl sxd_xpath::function::Function for HasClass {
+    fn evaluate<'c, 'd>(
+        &self,
+        context: &sxd_xpath::context::Evaluation<'c, 'd>,
+        args: Vec<XValue<'d>>,
+    ) -> Result<XValue<'d>, sxd_xpath::function::Error> {
+        if args.is_empty() {
+            return Err(sxd_xpath::function::Error::NotEnoughArguments {
+                expected: 1,
+                actual: 0,
+            });
+        }
+        let classes = match context.node {
+            Node::Element(e) => e.attribute_value("class").unwrap_or(""),
+            _ => "",
+        };
+        let has_all = args.into_iter().all(|wanted| {
+            let wanted = wanted.into_string();
+            classes.split_ascii_whitespace().any(|c| c == wanted)
+        });
+        Ok(XValue::Boolean(has_all))
     }
 }
 
