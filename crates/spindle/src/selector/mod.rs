@@ -2,8 +2,8 @@
 //! themselves.
 //!
 //! One [`Selector`] type takes both languages, told apart as parsel users write them:
-//! - **XPath 1.0** (plus parsel's `has-class()`) when the text starts with `/`, `./`, `../`, `(` or a function call
-//!   (`//a/@href`, `(//a)[2]/@href`, `normalize-space(//title)`, `count(//a)`);
+//! - **XPath 1.0**, plus parsel's `has-class()`, when the text starts with `/`, `./`, `../`, `(`
+//!   or a function call (`//a/@href`, `(//a)[2]/@href`, `normalize-space(//title)`, `count(//a)`);
 //! - **CSS** otherwise, with parsel's pseudo-elements: `h1::text` is the `<h1>`'s own text nodes (a
 //!   nested `<a>`'s text left out), `h1 ::text` and `*::text` every text node under the match, and
 //!   `a::attr(href)` an attribute's value.
