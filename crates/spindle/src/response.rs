@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use url::Url;
 
 use crate::request::{check_crawlable, InvalidUrl, Request};
+use crate::selector::{Document, Selector, SelectorError};
 
 /// What a server answered to one [`Request`].
 #[derive(Debug, Clone)]
@@ -118,6 +119,52 @@ impl Response {
     }
 }
 
+/// What a selector found on a page: [`Selection::get`] for the first match,
+/// [`Selection::getall`] for every one (parsel's `.get()` and `.getall()`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Selection(Vec<String>);
+
+impl Selection {
+    /// The first match, if any.
+    pub fn get(&self) -> Option<&str> {
+        self.0.first().map(String::as_str)
+    }
+
+    /// Every match, in document order.
+    pub fn getall(&self) -> &[String] {
+        &self.0
+    }
+
+    /// Every match, owned.
+    pub fn into_vec(self) -> Vec<String> {
+        self.0
+    }
+}
+
+impl Response {
+    /// The page parsed as HTML, with its URL (and any `<base href>`) as the
+    /// base for links. Parse once and select many times: a [`Document`]
+    /// stays on the thread that parsed it.
+    pub fn selector(&self) -> Document {
+        Document::parse(&self.text(), Some(&self.url))
+    }
+
+    /// The matches of a CSS selector, with parsel's `::text` and
+    /// `::attr(name)`; `href` and `src` values are made absolute. Parses the
+    /// page on each call; use [`Response::selector`] for several queries.
+    pub fn css(&self, query: &str) -> Result<Selection, SelectorError> {
+        let selector = Selector::css(query)?.absolute(true);
+        Ok(Selection(selector.getall(&self.selector())))
+    }
+
+    /// The matches of an XPath 1.0 expression (`//a/@href`, `//h1/text()`,
+    /// `normalize-space(//title)`); `@href` and `@src` values are made absolute.
+    pub fn xpath(&self, query: &str) -> Result<Selection, SelectorError> {
+        let selector = Selector::xpath(query)?.absolute(true);
+        Ok(Selection(selector.getall(&self.selector())))
+    }
+}
+
 /// The charset a `<meta charset=…>` or `<meta http-equiv … content="…charset=…">`
 /// declares near the start of a page.
 fn meta_charset(body: &[u8]) -> Option<String> {
@@ -172,6 +219,30 @@ mod tests {
         assert_eq!(next.url.as_str(), "http://a.test/other?x=1#top");
         assert!(r.follow("mailto:a@b.c").is_err());
         assert!(r.follow("https://[bad").is_err());
+    }
+
+    #[test]
+    fn css_and_xpath_select_from_the_page() {
+        let html = r##"<html><head><title> Shop </title></head><body>
+            <h1>Product <a href="#top">¶</a></h1>
+            <a class="p" href="/product/1">one</a><a class="p" href="two">two</a></body></html>"##;
+        let r = response(Some("text/html"), html.as_bytes());
+        assert_eq!(r.css("h1::text").unwrap().get(), Some("Product "));
+        assert_eq!(
+            r.css("a.p::attr(href)").unwrap().getall(),
+            ["http://a.test/product/1", "http://a.test/dir/two"]
+        );
+        assert_eq!(
+            r.xpath("normalize-space(//title)").unwrap().get(),
+            Some("Shop")
+        );
+        assert_eq!(
+            r.xpath("//a[@class='p']/text()").unwrap().getall(),
+            ["one", "two"]
+        );
+        assert!(r.css("h1[").is_err());
+        assert!(r.xpath("//a[").is_err());
+        assert_eq!(r.css("nav").unwrap().get(), None);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! worker processes and would survive a persistent frontier.
 
 use serde::{Deserialize, Serialize};
-use spindle::{LinkExtractor, Output, Request, Response, Spider, SpiderError};
+use spindle::{LinkExtractor, Output, Request, Response, Selector, Spider, SpiderError};
 
 /// What a list page knows about a product, handed to its detail page.
 #[derive(Serialize, Deserialize)]
@@ -83,17 +83,14 @@ impl Spider for ListDetailSpider {
             }
             Some("detail") => {
                 let listing: Listing = response.data()?;
-                let mut fields = LinkExtractor::new()
-                    .with_field("name", "h1.name")?
-                    .with_field("price", ".price")?
-                    .extract(&response.body, &response.url, None)
-                    .fields
-                    .into_iter()
-                    .map(|(_, text)| text);
+                // Parse once, select twice (parsel's `::text`, as in Scrapy).
+                let page = response.selector();
+                let name = Selector::css("h1.name::text")?.get(&page);
+                let price = Selector::css(".price::text")?.get(&page);
                 out.add_item(&Product {
                     url: response.url.to_string(),
-                    name: fields.next().flatten(),
-                    price: fields.next().flatten(),
+                    name,
+                    price,
                     list_page: listing.list_page,
                     position: listing.position,
                 })?;

@@ -59,23 +59,11 @@ impl Spider for LoginSpider {
                 }
             }
             Some("member") => {
-                let title = title_of(response);
+                let title = response.css("title::text")?.get().map(str::to_string);
                 out.add_item(&serde_json::json!({"url": response.url.as_str(), "title": title}))?;
             }
             other => return Err(format!("no parse step for label {other:?}").into()),
         }
         Ok(out)
     }
-}
-
-/// The text of the page's `<title>`.
-pub fn title_of(response: &Response) -> Option<String> {
-    let extractor = spindle::LinkExtractor::new()
-        .with_field("title", "title")
-        .ok()?;
-    extractor
-        .extract(&response.body, &response.url, None)
-        .fields
-        .pop()
-        .and_then(|(_, text)| text)
 }
