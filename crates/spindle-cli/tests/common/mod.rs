@@ -32,6 +32,15 @@ impl Run {
         serde_json::from_str(&text).expect("stats are JSON")
     }
 
+    /// The shortest send-to-send gap the crawler measured at a slot's send
+    /// gate, in seconds: its own account, to set beside the server's records.
+    pub fn min_send_gap(&self, slot: &str) -> f64 {
+        let stats = self.stats();
+        stats["slots"][slot]["min_send_gap_seconds"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no send gap for slot {slot}: {stats:#}"))
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
