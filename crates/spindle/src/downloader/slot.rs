@@ -14,8 +14,8 @@ use serde::Serialize;
 /// varies: with the kernel stamping arrivals on loopback, two requests the
 /// gate spaced 250.37 ms apart reached the socket 249.54 ms apart, 0.83 ms
 /// short of the delay, on a machine with CPU to spare. This margin covers
-/// that. It cannot cover a starved crawler: with both cores busy (load 10),
-/// one request waited ~11 ms more than the next between gate and socket, and
+/// that. It cannot cover a starved crawler: at loads of 10 to 25 on 2 cores,
+/// one request took 11 to 18 ms longer than the next from gate to socket, and
 /// only a gate at the socket write itself would hold there.
 pub const SEND_MARGIN: Duration = Duration::from_millis(2);
 
