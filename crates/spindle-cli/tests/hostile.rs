@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::{crawl_with, Run};
 use serde_json::Value;
 use spindle_testsite::faults::GOOD_PAGES;
-use spindle_testsite::{start_gaps, FaultServer, Record, Site, TestServer};
+use spindle_testsite::{FaultServer, Record, Site, TestServer};
 
 const LIMIT: Duration = Duration::from_secs(90);
 
@@ -98,17 +98,7 @@ fn a_hostile_site_costs_its_hostile_pages_only() {
     assert_eq!(by_path["/robots.txt"].len(), 1);
     assert!(!by_path.contains_key("/private/secret"));
     assert_eq!(stat("robotstxt/forbidden"), 1);
-    // The crawler spaces its sends exactly; arrival times at the server also
-    // carry loopback transit jitter, a few ms on a loaded 2-core machine.
-    let min_gap = start_gaps(&records).into_iter().min().unwrap();
-    let close: Vec<_> = records
-        .windows(2)
-        .filter(|w| w[1].start - w[0].start < Duration::from_millis(230))
-        .collect();
-    assert!(
-        min_gap >= Duration::from_millis(230),
-        "Crawl-delay floor: {min_gap:?} {close:#?}"
-    );
+    common::assert_delay_floor(&run, "hostile.test", &records, Duration::from_millis(250));
 
     // Retries with backoff: /flaky twice, the second after the backoff pause.
     let flaky = &by_path["/flaky"];

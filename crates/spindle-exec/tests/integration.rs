@@ -13,6 +13,31 @@ use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(20);
 
+/// Ends the message of every panic these tests cause on purpose.
+const ON_PURPOSE: &str = "(on purpose)";
+
+/// Panics caused on purpose print one line, even with `RUST_BACKTRACE` set:
+/// their backtraces, dozens of lines each, buried the real failures. Every
+/// other panic, such as a failed assertion, goes to the default hook,
+/// backtrace and all. Installed before `run_tests`, so the child processes
+/// the tests start (which run this `main` too) have it as well.
+fn quiet_deliberate_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.ends_with(ON_PURPOSE) {
+            eprintln!("a test panicked on purpose: {message}");
+        } else {
+            default(info);
+        }
+    }));
+}
+
 // ---------------------------------------------------------------------------
 // Task functions (run in workers).
 
@@ -32,14 +57,14 @@ fn sleep_ms(ms: u64) -> u64 {
 
 fn fail_on_2(x: i64) -> i64 {
     if x == 2 {
-        panic!("boom at {x}");
+        panic!("boom at {x} {ON_PURPOSE}");
     }
     x
 }
 
 fn fail_some(x: i64) -> i64 {
     if x % 5 == 0 {
-        panic!("no {x}");
+        panic!("no {x} {ON_PURPOSE}");
     }
     x
 }
@@ -189,7 +214,7 @@ fn child_exit(code: i32) {
 }
 
 fn child_panic(_: ()) {
-    panic!("child panics on purpose")
+    panic!("child panics {ON_PURPOSE}")
 }
 
 fn child_sleep(secs: u64) {
@@ -976,8 +1001,8 @@ fn test_threads() {
     assert_eq!(h.join().unwrap(), 42);
     let h = spindle_exec::spawn_run(Counter { upto: 10 }).unwrap();
     assert_eq!(h.join().unwrap(), 55);
-    let h = spindle_exec::spawn(|| -> u8 { panic!("thread boom") }).unwrap();
-    assert!(matches!(h.join(), Err(Error::ThreadPanic(m)) if m == "thread boom"));
+    let h = spindle_exec::spawn(|| -> u8 { panic!("thread boom {ON_PURPOSE}") }).unwrap();
+    assert!(matches!(h.join(), Err(Error::ThreadPanic(m)) if m.starts_with("thread boom")));
     let mut h = spindle_exec::spawn(|| std::thread::sleep(Duration::from_millis(300))).unwrap();
     assert!(matches!(
         h.join_timeout(Duration::from_millis(10)),
@@ -988,6 +1013,7 @@ fn test_threads() {
 }
 
 fn main() {
+    quiet_deliberate_panics();
     spindle_exec::testing::run_tests(&[
         ("process", test_process),
         ("sys_exit", test_sys_exit),

@@ -89,8 +89,10 @@ impl FaultServer {
 
     pub fn start(ip: impl Into<IpAddr>) -> io::Result<FaultServer> {
         heavy_pages();
+        crate::arrival::ready()?;
         let std_listener = std::net::TcpListener::bind(SocketAddr::new(ip.into(), 0))?;
         std_listener.set_nonblocking(true)?;
+        crate::arrival::enable(&std_listener)?;
         let addr = std_listener.local_addr()?;
         let epoch = Instant::now();
         let shared = Arc::new(Shared::default());
@@ -176,10 +178,18 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, epoch: Instant)
 struct Head {
     host: String,
     path: String,
+    /// When its first bytes arrived, by the kernel's stamp.
+    arrived: Instant,
 }
 
 /// Reads one request head; `None` when the client closed the connection.
-async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Option<Head>> {
+/// `arrived` is when the bytes already in `buf` came, if any.
+async fn read_head(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    arrived: &mut Option<Instant>,
+) -> io::Result<Option<Head>> {
+    let mut latest = None;
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..end]).to_string();
@@ -200,13 +210,24 @@ async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Opti
                         .to_ascii_lowercase()
                 })
                 .unwrap_or_default();
-            return Ok(Some(Head { host, path }));
+            let first = arrived.take().unwrap_or_else(Instant::now);
+            if !buf.is_empty() {
+                // A pipelined request: its first bytes came with the last read.
+                *arrived = latest.or(Some(first));
+            }
+            return Ok(Some(Head {
+                host,
+                path,
+                arrived: first,
+            }));
         }
         let mut chunk = [0u8; 4096];
-        let n = stream.read(&mut chunk).await?;
+        let (n, at) = crate::arrival::read(stream, &mut chunk).await?;
         if n == 0 {
             return Ok(None);
         }
+        arrived.get_or_insert(at);
+        latest = Some(at);
         buf.extend_from_slice(&chunk[..n]);
     }
 }
@@ -219,11 +240,12 @@ async fn serve_connection(
 ) -> io::Result<()> {
     let local = stream.local_addr()?;
     let mut buf = Vec::new();
+    let mut arrived = None;
     loop {
-        let Some(head) = read_head(&mut stream, &mut buf).await? else {
+        let Some(head) = read_head(&mut stream, &mut buf, &mut arrived).await? else {
             return Ok(());
         };
-        let start = epoch.elapsed();
+        let start = head.arrived.saturating_duration_since(epoch);
         let hit = {
             let mut hits = shared.hits.lock().expect("hits");
             let n = hits

@@ -49,6 +49,7 @@ use tokio::sync::oneshot;
 
 pub mod analysis;
 pub mod app;
+pub mod arrival;
 pub mod faults;
 pub mod site;
 
@@ -72,7 +73,9 @@ pub struct Record {
     pub local_addr: SocketAddr,
     /// The client's address (one per TCP connection).
     pub peer_addr: SocketAddr,
-    /// Since [`TestServer::epoch`]: when the request head arrived.
+    /// Since [`TestServer::epoch`]: when the first bytes of the request
+    /// arrived, stamped by the kernel (see [`arrival`]), so a server thread
+    /// that gets the CPU late does not move it.
     pub start: Duration,
     /// Since [`TestServer::epoch`]: when the last byte of the response body was
     /// handed to hyper (the body stream ended). If the response was abandoned
@@ -136,6 +139,7 @@ impl TestServerBuilder {
                 "no hosts configured",
             ));
         }
+        arrival::ready()?;
         let epoch = Instant::now();
         let mut listeners: Vec<(IpAddr, std::net::TcpListener, SocketAddr)> = Vec::new();
         let mut hosts = Vec::new();
@@ -151,6 +155,7 @@ impl TestServerBuilder {
                 None => {
                     let l = std::net::TcpListener::bind(SocketAddr::new(*ip, 0))?;
                     l.set_nonblocking(true)?;
+                    arrival::enable(&l)?;
                     let addr = l.local_addr()?;
                     listeners.push((*ip, l, addr));
                     addr
@@ -383,11 +388,13 @@ async fn accept_loop(listener: tokio::net::TcpListener, sites: Sites, shared: Ar
             Ok(a) => a,
             Err(_) => continue,
         };
+        let (stream, arrival) = arrival::StampedStream::new(stream);
         let conn = Arc::new(Conn {
             sites: sites.clone(),
             shared: shared.clone(),
             local,
             peer,
+            arrival,
         });
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| handle(req, conn.clone()));
@@ -404,6 +411,7 @@ struct Conn {
     shared: Arc<Shared>,
     local: SocketAddr,
     peer: SocketAddr,
+    arrival: arrival::NextArrival,
 }
 
 /// Host header (or absolute-form authority) without port, lowercased.
@@ -431,7 +439,11 @@ async fn handle(
     req: Request<Incoming>,
     conn: Arc<Conn>,
 ) -> Result<Response<RecordingBody>, Infallible> {
-    let start = conn.shared.epoch.elapsed();
+    let epoch = conn.shared.epoch;
+    let start = match conn.arrival.take() {
+        Some(at) => at.saturating_duration_since(epoch),
+        None => epoch.elapsed(),
+    };
     let host = host_of(&req);
     let path = req
         .uri()

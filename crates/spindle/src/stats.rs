@@ -108,7 +108,8 @@ pub struct CrawlReport {
     pub elapsed_time_seconds: f64,
     /// Why it stopped: `finished`, `shutdown`, `closespider_timeout`, …
     pub finish_reason: String,
-    /// Per download slot: requests, the most in flight at once, the shortest start-to-start gap.
+    /// Per download slot: requests, the most in flight at once, the shortest
+    /// start-to-start gap and the shortest send-to-send gap.
     pub slots: BTreeMap<String, SlotStats>,
     /// Multi-process mode: every worker process that ran, with its pid.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -170,15 +171,15 @@ impl CrawlReport {
             }
         }
         if !self.slots.is_empty() {
-            out.push_str("Slots (requests, max in flight, min start gap):\n");
+            out.push_str("Slots (requests, max in flight, min start gap, min send gap):\n");
+            let secs = |g: Option<f64>| g.map_or_else(|| "-".to_string(), |g| format!("{g:.3}s"));
             for (key, s) in &self.slots {
-                let gap = s
-                    .min_start_gap_seconds
-                    .map(|g| format!("{:.3}s", g))
-                    .unwrap_or_else(|| "-".to_string());
                 out.push_str(&format!(
-                    "  {key}: {} requests, max {} in flight, min gap {gap}\n",
-                    s.requests, s.max_in_flight
+                    "  {key}: {} requests, max {} in flight, min gap {}, min send gap {}\n",
+                    s.requests,
+                    s.max_in_flight,
+                    secs(s.min_start_gap_seconds),
+                    secs(s.min_send_gap_seconds.seconds())
                 ));
             }
         }

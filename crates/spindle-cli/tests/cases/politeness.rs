@@ -158,11 +158,8 @@ fn fixed_delay_spaces_request_starts() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     let records = server.records();
     assert!(records.len() >= 12);
+    common::assert_delay_floor(&run, "a.test", &records, Duration::from_millis(200));
     let gaps = start_gaps(&records);
-    // Arrival times include the loopback transit of each request, which varies by
-    // a few milliseconds on a loaded machine; the crawler's own starts are exact.
-    let min = gaps.iter().min().unwrap();
-    assert!(secs(*min) >= 0.19, "min gap {min:?} in {gaps:?}");
     let mean = gaps.iter().map(|g| secs(*g)).sum::<f64>() / gaps.len() as f64;
     assert!(mean < 0.26, "no needless waiting: mean gap {mean}");
 }
@@ -186,7 +183,9 @@ fn randomized_delay_gaps_are_in_range_with_the_delay_as_mean() {
         LIMIT,
     );
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let gaps: Vec<f64> = start_gaps(&server.records())
+    let records = server.records();
+    common::assert_delay_floor(&run, "a.test", &records, Duration::from_millis(50));
+    let gaps: Vec<f64> = start_gaps(&records)
         .iter()
         .map(|g| secs(*g))
         .take(80)
@@ -196,10 +195,12 @@ fn randomized_delay_gaps_are_in_range_with_the_delay_as_mean() {
         .iter()
         .fold((f64::MAX, 0f64), |(lo, hi), g| (lo.min(*g), hi.max(*g)));
     let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
-    assert!(min >= 0.045, "min gap {min}");
-    assert!(max <= 0.2, "max gap {max}");
-    // The mean of 80 uniform(0.05, 0.15) gaps has a standard deviation of 3.2 ms;
-    // Scrapy's redrawing timer gives ~0.122 s, which this bound rejects.
+    // No upper bound on single gaps: a delay is a floor, and a crawler given
+    // the CPU late sends late (a 0.216 s gap was seen with both cores busy).
+    // Needless waiting shows in the mean instead. The gaps are uniform(0.05,
+    // 0.15) plus the crawler's 2 ms send margin; the mean of 80 has a standard
+    // deviation of 3.2 ms. Scrapy's redrawing timer gives ~0.122 s, which this
+    // bound rejects.
     assert!((0.09..0.113).contains(&mean), "mean gap {mean}: {gaps:?}");
     assert!(max - min > 0.05, "gaps are randomized: {min}..{max}");
 }
@@ -235,8 +236,7 @@ fn delay_does_not_collapse_concurrency_when_latency_exceeds_it() {
     let overlap = max_in_flight(&records);
     // latency / delay = 4 requests overlap (5 at a boundary instant), under the cap of 8.
     assert!((4..=5).contains(&overlap), "max in flight {overlap}");
-    let min_gap = start_gaps(&records).into_iter().min().unwrap();
-    assert!(secs(min_gap) >= 0.24, "{min_gap:?}");
+    common::assert_delay_floor(&run, "a.test", &records, Duration::from_millis(250));
 }
 
 #[test]

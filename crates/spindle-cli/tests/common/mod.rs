@@ -32,6 +32,15 @@ impl Run {
         serde_json::from_str(&text).expect("stats are JSON")
     }
 
+    /// The shortest send-to-send gap the crawler measured at a slot's send
+    /// gate, in seconds: its own account, to set beside the server's records.
+    pub fn min_send_gap(&self, slot: &str) -> f64 {
+        let stats = self.stats();
+        stats["slots"][slot]["min_send_gap_seconds"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no send gap for slot {slot}: {stats:#}"))
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -113,6 +122,39 @@ fn run_in(dir: tempfile::TempDir, args: &[String], limit: Duration) -> Run {
         peak_rss_kib,
         elapsed: started.elapsed(),
     }
+}
+
+/// Asserts a delay as a floor, with no slack, on both sides: the crawler's
+/// own sends through the slot's gate, and the records' start times, which
+/// are the kernel's arrival stamps and fall inside the crawler's `write`
+/// call (see `spindle_testsite::arrival`).
+#[track_caller]
+pub fn assert_delay_floor(
+    run: &Run,
+    slot: &str,
+    records: &[spindle_testsite::Record],
+    delay: Duration,
+) {
+    let sent = run.min_send_gap(slot);
+    assert!(
+        sent >= delay.as_secs_f64(),
+        "the crawler's send gate let two sends through {sent} s apart, under the {delay:?} delay"
+    );
+    let mut by_start: Vec<_> = records.iter().collect();
+    by_start.sort_by_key(|r| r.start);
+    let closest = by_start
+        .windows(2)
+        .min_by_key(|w| w[1].start - w[0].start)
+        .expect("at least two requests");
+    let gap = closest[1].start - closest[0].start;
+    assert!(
+        gap >= delay,
+        "{} and {} reached the server {gap:?} apart, under the {delay:?} delay, though the \
+         crawler's send gate kept its sends at least {sent} s apart: the way from the gate to \
+         the socket (in-process dispatch, or the hand-off to a worker process) closed the gap",
+        closest[0].path,
+        closest[1].path,
+    );
 }
 
 /// The records of pages, leaving out robots.txt fetches.
