@@ -7,12 +7,12 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use spindle_exec::{Connection, SharedMemory};
+use spindle_exec::{Connection, SharedArray};
 
 use super::protocol::*;
 use crate::downloader::dns::Resolver;
@@ -35,7 +35,7 @@ pub struct WorkerArgs {
     pub jobs: Connection,
     /// Results go back here; when this process dies, the engine sees end-of-file.
     pub results: Connection,
-    pub counters: SharedMemory,
+    pub counters: SharedArray<AtomicU64>,
     pub row: usize,
 }
 
@@ -112,17 +112,17 @@ pub fn worker_main<S: Spider + DeserializeOwned>(args: WorkerArgs) {
 
 #[derive(Clone)]
 struct Counters {
-    shm: SharedMemory,
+    shm: SharedArray<AtomicU64>,
     row: usize,
 }
 
 impl Counters {
     fn add(&self, which: usize, n: u64) {
-        self.shm.atomic_u64s()[self.row * COUNTERS + which].fetch_add(n, Ordering::Relaxed);
+        self.shm[self.row * COUNTERS + which].fetch_add(n, Ordering::Relaxed);
     }
 
     fn set(&self, which: usize, v: u64) {
-        self.shm.atomic_u64s()[self.row * COUNTERS + which].store(v, Ordering::SeqCst);
+        self.shm[self.row * COUNTERS + which].store(v, Ordering::SeqCst);
     }
 }
 
