@@ -24,6 +24,7 @@ use crate::spider::Spider;
 
 /// Set to the end of a URL to make a worker abort (SIGABRT) while parsing any
 /// page whose URL ends with it: fault injection for crash tests.
+#[cfg(feature = "fault-injection")]
 pub const FAULT_ABORT_ENV: &str = "SPINDLE_FAULT_ABORT_ON";
 
 #[derive(Serialize, Deserialize)]
@@ -196,6 +197,7 @@ fn parse<S: Spider>(
     response: &Response,
     counters: &Counters,
 ) -> Result<ParsedPage, String> {
+    #[cfg(feature = "fault-injection")]
     if let Ok(needle) = std::env::var(FAULT_ABORT_ENV) {
         if !needle.is_empty() && response.url.as_str().ends_with(&needle) {
             std::process::abort();
