@@ -924,6 +924,12 @@ fn test_crash_big_data() {
 fn test_sigterm_worker_mid_map_async() {
     let pool = pool2();
     let it = pool.imap(sleep_ms, vec![300u64; 8], 1).unwrap();
+    // Workers start lazily; under AddressSanitizer (and on a loaded machine)
+    // none had started after the 100 ms sleep below, and `pids()` was empty.
+    let t0 = Instant::now();
+    while pool.pids().is_empty() && t0.elapsed() < T {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     std::thread::sleep(Duration::from_millis(100));
     let victim = pool.pids()[0];
     spindle_exec_kill(victim, libc::SIGTERM);
