@@ -233,7 +233,8 @@ impl<A: SharedAtomic> std::ops::Deref for SharedArray<A> {
     type Target = [A];
     fn deref(&self) -> &[A] {
         // SAFETY: `new` and `deserialize` made sure the mapping holds `len`
-        // elements; it is page-aligned (mmap), which covers `A`'s alignment;
+        // elements and `len > 0`, so it is a real mmap and page-aligned,
+        // which covers `A`'s alignment;
         // it never moves and lives as long as `self.mem`. Every `A` is valid
         // for any bits, zero included. The `SharedMemory` inside is private
         // and never handed out, so all access to this memory, in every
@@ -271,15 +272,17 @@ impl<'de, A: SharedAtomic> Deserialize<'de> for SharedArray<A> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         use serde::de::Error as _;
         let (mem, len) = <(SharedMemory, u64)>::deserialize(d)?;
-        // `Deref` trusts `len`; a mapping shorter than it would let safe
-        // code read past the end.
+        // `Deref` trusts `len`: a mapping shorter than it would let safe
+        // code read past the end, and an empty one has no page-aligned
+        // address (`as_ptr` is then a dangling pointer aligned for `u8` only).
         let len = usize::try_from(len)
             .ok()
-            .filter(|n| {
-                n.checked_mul(std::mem::size_of::<A>())
-                    .is_some_and(|b| b <= mem.len())
+            .filter(|&n| {
+                n > 0
+                    && n.checked_mul(std::mem::size_of::<A>())
+                        .is_some_and(|b| b <= mem.len())
             })
-            .ok_or_else(|| D::Error::custom("shared array longer than its memory"))?;
+            .ok_or_else(|| D::Error::custom("shared array empty or longer than its memory"))?;
         Ok(SharedArray {
             mem,
             len,
