@@ -20,9 +20,11 @@ pub enum Command {
     /// Crawl from one or more start URLs, following links within the allowed domains.
     Crawl(CrawlArgs),
     /// Measure crawl speed on a local generated site, like `scrapy bench`: no network, no setup.
+    #[cfg(feature = "bench")]
     Bench(BenchArgs),
 }
 
+#[cfg(feature = "bench")]
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// How long to crawl (CLOSESPIDER_TIMEOUT); requests in flight then finish.

@@ -1,6 +1,7 @@
 //! The `spindle` binary: a thin layer over the `spindle` library.
 
 mod args;
+#[cfg(feature = "bench")]
 mod bench;
 mod crawl;
 mod progress;
@@ -42,6 +43,7 @@ fn main() -> ExitCode {
                 .map_err(|e| Failure::Runtime(e.into()))
                 .and_then(|rt| rt.block_on(crawl::run(plan, bar))),
         },
+        #[cfg(feature = "bench")]
         Command::Bench(args) => bench::run(args),
     };
     match result {

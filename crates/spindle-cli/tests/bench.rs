@@ -1,4 +1,5 @@
 //! `spindle bench` crawls its own local site for the given time and reports a positive rate.
+#![cfg(feature = "bench")]
 
 use std::process::Command;
 

@@ -51,7 +51,7 @@ pub use pool::{Pool, PoolBuilder};
 pub use process::{Process, ProcessTarget};
 pub use queue::Queue;
 pub use result::{AsyncResult, IMapIter, IMapUnorderedIter};
-pub use shmem::SharedMemory;
+pub use shmem::{SharedArray, SharedMemory};
 pub use thread::{spawn, spawn_run, JoinHandle, Run};
 pub use thread_pool::ThreadPool;
 

@@ -224,7 +224,10 @@ fn decode_record<T: DeserializeOwned>(rec: &[u8], passed: Option<OwnedFd>) -> Re
             if m.len() < len {
                 return Err(Error::Protocol("queue memfd too short".into()));
             }
-            // SAFETY: the memfd is private to this record now.
+            // SAFETY: `len` bytes are mapped (checked above). The sender
+            // created this memfd for this record, wrote it before sending,
+            // and closes its fd after; the kernel gave us the only other
+            // reference, so nothing writes these bytes while `s` lives.
             let s = unsafe { std::slice::from_raw_parts(m.as_ptr(), len) };
             wire::decode(s)
         }

@@ -74,8 +74,9 @@ pub(crate) fn ftruncate(fd: RawFd, len: usize) -> io::Result<()> {
 }
 
 pub(crate) fn fsize(fd: RawFd) -> io::Result<usize> {
-    // SAFETY: zeroed stat is a valid out-parameter.
+    // SAFETY: `stat` is plain integers, for which all-zero is valid.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid, writable `stat`; a bad fd is an error return.
     cvt(unsafe { libc::fstat(fd, &mut st) })?;
     Ok(st.st_size as usize)
 }
@@ -84,6 +85,7 @@ pub(crate) fn fsize(fd: RawFd) -> io::Result<usize> {
 pub(crate) fn dup_cloexec(fd: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: plain syscall; result is a fresh fd.
     let n = cvt(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) })?;
+    // SAFETY: `cvt` passed only a non-negative result: a new fd nobody else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(n) })
 }
 
@@ -93,6 +95,7 @@ pub(crate) fn reopen(fd: RawFd) -> io::Result<OwnedFd> {
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     // SAFETY: valid path.
     let n = cvt(unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) })?;
+    // SAFETY: `cvt` passed only a non-negative result: a new fd nobody else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(n) })
 }
 
@@ -282,9 +285,19 @@ pub(crate) struct Mapping {
     len: usize,
 }
 
-// SAFETY: the mapping is plain shared memory; access discipline is the
-// responsibility of the users of `Mapping` (documented at each use).
+// SAFETY: (Send) the raw pointer is what keeps `Mapping` from being `Send`
+// automatically, but it points to an mmap region that belongs to this
+// `Mapping` alone (not to a thread), and `munmap` in `Drop` may run on any
+// thread.
 unsafe impl Send for Mapping {}
+// SAFETY: (Sync) through `&Mapping` one can only read `fd`, `len` and the
+// pointer's value; everything that changes them (`refresh`, `ensure`, `Drop`)
+// takes `&mut self`, so no `&Mapping` sees the mapping move or vanish. The
+// bytes behind the pointer are another matter: `as_ptr` hands out a raw
+// pointer, and each dereference is `unsafe` and argues its own discipline
+// (`SharedMemory`: atomics of one width or a caller's contract; the pool
+// link: one writer at a time, ordered by the frame protocol; queue records:
+// a memfd no one else writes).
 unsafe impl Sync for Mapping {}
 
 impl Mapping {

@@ -149,7 +149,9 @@ pub(crate) fn decode_adopting<T: DeserializeOwned>(b: &[u8]) -> Result<T> {
     fds.sort_unstable();
     fds.dedup();
     for fd in fds {
-        // SAFETY: these fds were inherited for this purpose and are owned by nobody else.
+        // SAFETY: these are the inherited fd numbers that the handles just
+        // deserialized registered; each handle owns a duplicate (or a
+        // reopened file) instead, so nothing else owns or closes these.
         unsafe { libc::close(fd) };
     }
     r
@@ -307,8 +309,11 @@ impl Tx {
     ) -> Result<()> {
         if body.len() > SHM_THRESHOLD {
             self.map.ensure(body.len())?;
-            // SAFETY: the mapping is at least body.len() bytes and the peer
-            // does not read it until it receives the header sent below.
+            // SAFETY: `ensure` made the mapping at least body.len() bytes.
+            // The peer reads our mapping only between receiving a header and
+            // sending its next frame, and we send only after receiving that
+            // frame (at most one frame outstanding per direction: the rule
+            // that pool.rs's pipelining keeps), so nobody reads it now.
             unsafe { std::ptr::copy_nonoverlapping(body.as_ptr(), self.map.as_ptr(), body.len()) };
             let h = Header {
                 kind,
@@ -344,7 +349,9 @@ impl Tx {
     ) -> Result<()> {
         // Fast path: serialize straight into the shared mapping (one copy).
         if self.map.len() > SHM_THRESHOLD {
-            // SAFETY: see send_raw; nobody else writes this mapping.
+            // SAFETY: the mapping is `len()` bytes, and this `Tx` is its only
+            // writer; as in `send_raw`, the peer is not reading it now, so
+            // nothing else accesses it while `dst` lives.
             let dst = unsafe { std::slice::from_raw_parts_mut(self.map.as_ptr(), self.map.len()) };
             if let Some(n) = encode_into(v, dst) {
                 if n > SHM_THRESHOLD {
@@ -389,8 +396,13 @@ impl Rx {
     /// Body of the last received frame.
     pub(crate) fn body(&self) -> &[u8] {
         match self.last {
-            // SAFETY: the peer wrote len bytes into the mapping before sending
-            // the header and does not touch it until we reply.
+            // SAFETY: `recv` checked that the mapping holds `len` bytes. The
+            // peer wrote them before sending the header and writes its
+            // mapping again only after we send our next frame. Every caller
+            // is done with the slice before sending: the parent's pool loop
+            // decodes the reply before its next send unless the reply was in
+            // our own buffer (`body_is_shared`), and the worker's
+            // `pool_tramp` decodes its chunk before running it.
             Some((true, len)) => unsafe { std::slice::from_raw_parts(self.map.as_ptr(), len) },
             Some((false, _)) => &self.inbuf,
             None => &[],

@@ -17,7 +17,7 @@
 
 use crate::error::{panic_message, Error, RemoteError, Result};
 use crate::sys::{self, Deadline};
-use crate::wire::{self, Link, Tx, K_ACK, K_ERROR, K_INIT, K_RESULT, K_SHUTDOWN, K_TASK};
+use crate::wire::{self, Link, Rx, Tx, K_ACK, K_ERROR, K_INIT, K_RESULT, K_SHUTDOWN, K_TASK};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::cell::RefCell;
@@ -51,8 +51,11 @@ pub(crate) fn fn_addr(off: i64) -> usize {
 
 /// Runs a process target; returns the exit code.
 pub(crate) type ProcTramp = fn(usize, &[u8]) -> i32;
-/// Runs a chunk of pool tasks and sends the reply frame.
-pub(crate) type PoolTramp = fn(usize, &[u8], &mut Tx, RawFd) -> Result<()>;
+/// Runs a chunk of pool tasks and sends the reply frame. It takes the `Rx`,
+/// not the body slice: the body may live in the parent's mapping, which the
+/// parent rewrites as soon as it has our reply, so the slice must be dead
+/// before we send (a slice argument would stay borrowed until return).
+pub(crate) type PoolTramp = fn(usize, &Rx, &mut Tx, RawFd) -> Result<()>;
 
 // ---------------------------------------------------------------------------
 // Parent side.
@@ -308,7 +311,7 @@ fn pool_main(mut link: Link) -> ! {
                 // SAFETY: the parent sent the offset of a `PoolTramp`.
                 let t: PoolTramp = unsafe { std::mem::transmute::<usize, PoolTramp>(fn_addr(h.a)) };
                 let fd = link.sock.as_raw_fd();
-                if t(fn_addr(h.b), link.rx.body(), &mut link.tx, fd).is_err() {
+                if t(fn_addr(h.b), &link.rx, &mut link.tx, fd).is_err() {
                     std::process::exit(0);
                 }
             }
@@ -365,14 +368,14 @@ enum ItemRef<'a, R> {
 /// `a` = 0.
 pub(crate) fn pool_tramp<A: DeserializeOwned, R: Serialize>(
     f: usize,
-    body: &[u8],
+    rx: &Rx,
     tx: &mut Tx,
     fd: RawFd,
 ) -> Result<()> {
     // SAFETY: `f` is the address of a `fn(A) -> R` of this executable.
     let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(f) };
     let pid = std::process::id();
-    let items: Vec<A> = match wire::decode(body) {
+    let items: Vec<A> = match wire::decode(rx.body()) {
         Ok(v) => v,
         Err(e) => {
             let err = RemoteError {

@@ -4,11 +4,12 @@
 //! timeout and every blocking call below has an explicit timeout too.
 
 use serde::{Deserialize, Serialize};
-use spindle_exec::shmem::SharedCounter;
+use spindle_exec::shmem::{SharedArray, SharedCounter};
 use spindle_exec::{
     pipe, Connection, Error, Exit, Lock, Pool, Process, ProcessTarget, Queue, RLock, SharedMemory,
     ThreadPool,
 };
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(20);
@@ -452,27 +453,32 @@ fn test_duplex_false() {
 // ---------------------------------------------------------------------------
 // Shared memory (_TestValue, _TestArray, _TestSharedMemory).
 
-fn add_many((c, m): (SharedCounter, SharedMemory)) {
+fn add_many((c, a, m): (SharedCounter, SharedArray<AtomicU64>, SharedMemory)) {
     for i in 0..1000 {
         c.fetch_add(1);
-        m.atomic_u64s()[i % 8].fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        a[i % 8].fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        // Racing the other child's writes to the same bytes: allowed, since
+        // `write` stores each byte atomically.
+        m.write(4096, b"child was here").unwrap();
     }
-    m.write(4096, b"child was here").unwrap();
 }
 
 fn test_shared_memory() {
     let c = SharedCounter::new(5).unwrap();
+    let a = SharedArray::<AtomicU64>::new(8).unwrap();
+    assert_eq!(a.len(), 8);
+    assert!(SharedArray::<AtomicU64>::new(0).is_err());
     let m = SharedMemory::new(5000).unwrap();
     assert!(m.len() >= 5000);
     assert!(SharedMemory::new(0).is_err());
     let mut ps: Vec<Process> = (0..2)
-        .map(|_| Process::spawn(add_many, (c.clone(), m.clone())).unwrap())
+        .map(|_| Process::spawn(add_many, (c.clone(), a.clone(), m.clone())).unwrap())
         .collect();
     for p in &mut ps {
         assert_eq!(p.join_timeout(T).unwrap(), Some(0));
     }
     assert_eq!(c.get(), 2005);
-    let s: u64 = m.atomic_u64s()[..8]
+    let s: u64 = a
         .iter()
         .map(|a| a.load(std::sync::atomic::Ordering::SeqCst))
         .sum();
@@ -481,6 +487,43 @@ fn test_shared_memory() {
     m.read(4096, &mut buf).unwrap();
     assert_eq!(&buf, b"child was here");
     assert!(m.read(m.len() - 1, &mut buf).is_err());
+    // SAFETY: both children were joined above and this thread is the only
+    // user left, so nothing races these plain copies.
+    unsafe {
+        m.write_unsync(8000, b"plain copy").unwrap();
+        let mut fast = [0u8; 10];
+        m.read_unsync(8000, &mut fast).unwrap();
+        assert_eq!(&fast, b"plain copy");
+        assert!(m.read_unsync(m.len(), &mut fast).is_err());
+    }
+}
+
+/// Threads of one process writing and reading the same bytes at once: the
+/// case that was a data race when `read`/`write` were plain copies (run it
+/// under ThreadSanitizer or helgrind to see that it no longer is).
+fn test_shared_memory_threads() {
+    let m = SharedMemory::new(64).unwrap();
+    let writers: Vec<_> = [b'a', b'b']
+        .into_iter()
+        .map(|c| {
+            let m = m.clone();
+            std::thread::spawn(move || {
+                for _ in 0..2000 {
+                    m.write(0, &[c; 32]).unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut buf = [0u8; 32];
+    for _ in 0..2000 {
+        m.read(0, &mut buf).unwrap();
+        assert!(buf.iter().all(|&b| b == 0 || b == b'a' || b == b'b'));
+    }
+    for w in writers {
+        w.join().unwrap();
+    }
+    m.read(0, &mut buf).unwrap();
+    assert!(buf.iter().all(|&b| b == b'a' || b == b'b'));
 }
 
 // ---------------------------------------------------------------------------
@@ -906,6 +949,12 @@ fn test_crash_big_data() {
 fn test_sigterm_worker_mid_map_async() {
     let pool = pool2();
     let it = pool.imap(sleep_ms, vec![300u64; 8], 1).unwrap();
+    // Workers start lazily; under AddressSanitizer (and on a loaded machine)
+    // none had started after the 100 ms sleep below, and `pids()` was empty.
+    let t0 = Instant::now();
+    while pool.pids().is_empty() && t0.elapsed() < T {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     std::thread::sleep(Duration::from_millis(100));
     let victim = pool.pids()[0];
     spindle_exec_kill(victim, libc::SIGTERM);
@@ -1028,6 +1077,7 @@ fn main() {
         ("connection", test_connection),
         ("duplex_false", test_duplex_false),
         ("shared_memory", test_shared_memory),
+        ("shared_memory_threads", test_shared_memory_threads),
         ("lock", test_lock),
         ("lock_killed_holder", test_lock_killed_holder),
         ("rlock", test_rlock),

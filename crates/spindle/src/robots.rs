@@ -1,4 +1,4 @@
-//! robots.txt: what one origin allows, parsed by `texting_robots`.
+//! robots.txt: what one origin allows, parsed by `robotxt`.
 //!
 //! Rules follow RFC 9309: a robots.txt that is missing or forbidden (4xx)
 //! allows everything; one that cannot be had (5xx after retries, or no
@@ -7,24 +7,20 @@
 
 use std::time::Duration;
 
-use texting_robots::Robot;
+use robotxt::Robots;
 use url::Url;
 
 pub enum RobotsRules {
     AllowAll,
     DisallowAll,
-    Rules(Box<Robot>),
+    Rules(Box<Robots>),
 }
 
 impl RobotsRules {
     /// The rules a robots.txt response gives, for the user agent's product token.
     pub fn from_response(status: u16, body: &[u8], user_agent: &str) -> Self {
         match status {
-            200..=299 => match Robot::new(agent_token(user_agent), body) {
-                Ok(robot) => RobotsRules::Rules(Box::new(robot)),
-                // An unparsable file says nothing we can obey.
-                Err(_) => RobotsRules::AllowAll,
-            },
+            200..=299 => RobotsRules::Rules(Box::new(Robots::parse(body, agent_token(user_agent)))),
             400..=499 => RobotsRules::AllowAll,
             _ => RobotsRules::DisallowAll,
         }
@@ -34,17 +30,14 @@ impl RobotsRules {
         match self {
             RobotsRules::AllowAll => true,
             RobotsRules::DisallowAll => false,
-            RobotsRules::Rules(robot) => robot.allowed(url.as_str()),
+            RobotsRules::Rules(robots) => robots.is_url_allowed(url),
         }
     }
 
     /// The `Crawl-delay` for this agent, if any and sane.
     pub fn crawl_delay(&self) -> Option<Duration> {
         match self {
-            RobotsRules::Rules(robot) => robot
-                .delay
-                .and_then(|d| Duration::try_from_secs_f32(d).ok())
-                .filter(|d| !d.is_zero()),
+            RobotsRules::Rules(robots) => robots.crawl_delay().filter(|d| !d.is_zero()),
             _ => None,
         }
     }

@@ -7,12 +7,12 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use spindle_exec::{Connection, SharedMemory};
+use spindle_exec::{Connection, SharedArray};
 
 use super::protocol::*;
 use crate::downloader::dns::Resolver;
@@ -23,6 +23,7 @@ use crate::spider::Spider;
 
 /// Set to the end of a URL to make a worker abort (SIGABRT) while parsing any
 /// page whose URL ends with it: fault injection for crash tests.
+#[cfg(feature = "fault-injection")]
 pub const FAULT_ABORT_ENV: &str = "SPINDLE_FAULT_ABORT_ON";
 
 #[derive(Serialize, Deserialize)]
@@ -34,7 +35,7 @@ pub struct WorkerArgs {
     pub jobs: Connection,
     /// Results go back here; when this process dies, the engine sees end-of-file.
     pub results: Connection,
-    pub counters: SharedMemory,
+    pub counters: SharedArray<AtomicU64>,
     pub row: usize,
 }
 
@@ -111,17 +112,17 @@ pub fn worker_main<S: Spider + DeserializeOwned>(args: WorkerArgs) {
 
 #[derive(Clone)]
 struct Counters {
-    shm: SharedMemory,
+    shm: SharedArray<AtomicU64>,
     row: usize,
 }
 
 impl Counters {
     fn add(&self, which: usize, n: u64) {
-        self.shm.atomic_u64s()[self.row * COUNTERS + which].fetch_add(n, Ordering::Relaxed);
+        self.shm[self.row * COUNTERS + which].fetch_add(n, Ordering::Relaxed);
     }
 
     fn set(&self, which: usize, v: u64) {
-        self.shm.atomic_u64s()[self.row * COUNTERS + which].store(v, Ordering::SeqCst);
+        self.shm[self.row * COUNTERS + which].store(v, Ordering::SeqCst);
     }
 }
 
@@ -177,6 +178,7 @@ fn parse<S: Spider>(
     response: &Response,
     counters: &Counters,
 ) -> Result<ParsedPage, String> {
+    #[cfg(feature = "fault-injection")]
     if let Ok(needle) = std::env::var(FAULT_ABORT_ENV) {
         if !needle.is_empty() && response.url.as_str().ends_with(&needle) {
             std::process::abort();

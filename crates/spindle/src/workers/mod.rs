@@ -11,7 +11,7 @@
 //!   it dies with the engine);
 //! - two one-way pipes per worker carry jobs out and results back, so a
 //!   worker's death shows as end-of-file on its result pipe at once;
-//! - [`spindle_exec::SharedMemory`] holds per-worker counters that the
+//! - a [`spindle_exec::SharedArray`] holds per-worker counters that the
 //!   workers update and the progress line reads without asking anyone.
 //!
 //! spindle-exec's `Pool` is not used: it runs one task per worker at a time,
@@ -26,13 +26,13 @@ pub mod protocol;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use spindle_exec::{pipe, Process, SharedMemory};
+use spindle_exec::{pipe, Process, SharedArray};
 use tracing::{info, warn};
 
 use crate::downloader::slot::Pacing;
@@ -105,7 +105,7 @@ pub struct Fleet {
     launcher: Launcher,
     settings: Settings,
     resolve: HashMap<String, IpAddr>,
-    counters: SharedMemory,
+    counters: SharedArray<AtomicU64>,
     notify: Arc<dyn Fn(FleetEvent) + Send + Sync>,
     workers: Vec<Option<Worker>>,
     next_row: usize,
@@ -121,7 +121,7 @@ impl Fleet {
         resolve: HashMap<String, IpAddr>,
         notify: impl Fn(FleetEvent) + Send + Sync + 'static,
     ) -> spindle_exec::Result<Fleet> {
-        let counters = SharedMemory::new(MAX_ROWS * COUNTERS * 8)?;
+        let counters = SharedArray::new(MAX_ROWS * COUNTERS)?;
         let mut fleet = Fleet {
             workers: (0..launcher.processes).map(|_| None).collect(),
             launcher,
@@ -318,7 +318,7 @@ impl Fleet {
     }
 
     fn row(&self, row: usize) -> [u64; COUNTERS] {
-        let cells = self.counters.atomic_u64s();
+        let cells = &self.counters;
         std::array::from_fn(|k| cells[row * COUNTERS + k].load(Ordering::Relaxed))
     }
 
