@@ -3,6 +3,7 @@
 //! delays) is decided before a request gets here, by the scheduler.
 
 pub mod dns;
+pub mod gate;
 pub mod slot;
 
 use std::sync::Arc;

@@ -2,11 +2,11 @@
 //! address, or a name a request gives). It caps requests on the wire and
 //! spaces request starts by the download delay.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
+
+pub use super::gate::SendGate;
 use serde::Serialize;
 
 /// Added to every delay gap. The gate sees a request leave for its socket,
@@ -37,65 +37,14 @@ pub struct Slot {
     next_start: Option<Instant>,
     /// A robots.txt `Crawl-delay`: no gap, randomized or not, is shorter.
     delay_floor: Duration,
-    gate: Arc<SendGate>,
+    gate: SendGate,
     pub stats: SlotStats,
-}
-
-/// Spaces request sends in one slot as the engine spaced their starts.
-///
-/// The engine decides when a request may start, but its download task may
-/// run a little later when the I/O threads are busy. Without this gate, a
-/// late task and an on-time one could reach the server closer together
-/// than the delay. Each task passes the gate just before it sends. The lock
-/// is per slot and is held for nanoseconds: waiting happens outside it.
-#[derive(Debug, Default)]
-pub struct SendGate {
-    state: Mutex<GateState>,
-    /// Shared with the slot's [`SlotStats`], which reports it.
-    min_gap: MinGap,
-}
-
-#[derive(Debug, Default)]
-struct GateState {
-    last_send: Option<Instant>,
-    next_send: Option<Instant>,
-}
-
-impl SendGate {
-    /// Waits until this slot may send, then records the send and the gap before the next one.
-    pub async fn pass(&self, gap: Duration) {
-        loop {
-            let wait = {
-                let mut st = self.state.lock().expect("send gate");
-                let now = Instant::now();
-                match st.next_send {
-                    Some(t) if t > now => t,
-                    _ => {
-                        if let Some(last) = st.last_send {
-                            self.min_gap.note(now - last);
-                        }
-                        st.last_send = Some(now);
-                        st.next_send = Some(now + gap);
-                        return;
-                    }
-                }
-            };
-            tokio::time::sleep_until(wait.into()).await;
-        }
-    }
-
-    fn raise_floor(&self, floor: Duration) {
-        let mut st = self.state.lock().expect("send gate");
-        if let Some(last) = st.last_send {
-            st.next_send = Some(st.next_send.map_or(last + floor, |t| t.max(last + floor)));
-        }
-    }
 }
 
 /// What a started request carries to its download task: the slot's gate and the gap after it.
 #[derive(Debug, Clone)]
 pub struct Pacing {
-    pub gate: Arc<SendGate>,
+    pub gate: SendGate,
     pub gap: Duration,
 }
 
@@ -120,30 +69,15 @@ pub struct SlotStats {
     pub min_send_gap_seconds: MinGap,
 }
 
-/// The shortest gap seen, written by download tasks at the gate and read
-/// when stats are reported, so it is shared rather than copied.
-#[derive(Debug, Clone)]
-pub struct MinGap(Arc<AtomicU64>);
+/// The shortest gap between two passes of a slot's gate, read from the gate
+/// when stats are reported (in multi-process mode the workers pass it).
+#[derive(Debug, Clone, Default)]
+pub struct MinGap(SendGate);
 
 impl MinGap {
-    const NONE: u64 = u64::MAX;
-
-    fn note(&self, gap: Duration) {
-        let nanos = u64::try_from(gap.as_nanos()).unwrap_or(Self::NONE - 1);
-        self.0.fetch_min(nanos, Ordering::Relaxed);
-    }
-
+    /// The gap in seconds; none with fewer than two sends.
     pub fn seconds(&self) -> Option<f64> {
-        match self.0.load(Ordering::Relaxed) {
-            Self::NONE => None,
-            nanos => Some(Duration::from_nanos(nanos).as_secs_f64()),
-        }
-    }
-}
-
-impl Default for MinGap {
-    fn default() -> Self {
-        MinGap(Arc::new(AtomicU64::new(Self::NONE)))
+        self.0.min_gap().map(|d| d.as_secs_f64())
     }
 }
 
@@ -160,10 +94,10 @@ impl Serialize for MinGap {
 }
 
 impl Slot {
-    pub fn new(policy: SlotPolicy) -> Self {
-        let gate = Arc::new(SendGate::default());
+    /// A fresh slot whose sends pass `gate`.
+    pub fn new(policy: SlotPolicy, gate: SendGate) -> Self {
         let stats = SlotStats {
-            min_send_gap_seconds: gate.min_gap.clone(),
+            min_send_gap_seconds: MinGap(gate.clone()),
             ..SlotStats::default()
         };
         Slot {
@@ -249,11 +183,14 @@ mod tests {
     use rand::SeedableRng;
 
     fn slot(delay_ms: u64, randomize: bool) -> Slot {
-        Slot::new(SlotPolicy {
-            concurrency: 2,
-            delay: Duration::from_millis(delay_ms),
-            randomize_delay: randomize,
-        })
+        Slot::new(
+            SlotPolicy {
+                concurrency: 2,
+                delay: Duration::from_millis(delay_ms),
+                randomize_delay: randomize,
+            },
+            SendGate::default(),
+        )
     }
 
     #[test]

@@ -40,7 +40,7 @@ use crate::scheduler::{Scheduler, SlotId, SlotPolicies};
 use crate::settings::Settings;
 use crate::spider::{Output, Spider};
 use crate::stats::{CrawlReport, Progress, Stats};
-use crate::workers::{Fleet, FleetEvent, Launcher};
+use crate::workers::{Fleet, FleetEvent, Launcher, SharedGates};
 use admission::{Admission, Source};
 use downloads::{Downloads, Executor};
 use scraper::Scraper;
@@ -181,13 +181,19 @@ impl Crawler {
         let middlewares = builtin_middlewares(&settings, self.middlewares);
         let resolver = Arc::new(Resolver::with_fixed(self.resolved.clone()));
         let (events_tx, events) = mpsc::unbounded_channel();
+        let mut scheduler = Scheduler::new(SlotPolicies::from_settings(&settings));
         let (executor, parse_pool) = match self.launcher {
             Some(launcher) => {
+                // Workers pass their slot's gate themselves, in shared memory.
+                let gates = SharedGates::new()?;
+                let for_slots = gates.clone();
+                scheduler = scheduler.with_gates(move |slot| for_slots.for_slot(slot));
                 let tx = events_tx.clone();
                 let fleet = Fleet::start(
                     launcher,
                     (*settings).clone(),
                     self.resolved.clone(),
+                    gates,
                     move |event| {
                         let _ = tx.send(Event::Fleet(event));
                     },
@@ -206,7 +212,7 @@ impl Crawler {
         };
         let mut engine = Engine {
             admission: Admission::new(&settings, self.spider.allowed_domains(), resolver),
-            scheduler: Scheduler::new(SlotPolicies::from_settings(&settings)),
+            scheduler,
             downloads: Downloads::new(
                 executor,
                 settings.concurrent_requests,

@@ -23,7 +23,7 @@ use std::time::Instant;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
-use crate::downloader::slot::{Pacing, Slot, SlotPolicy, SlotStats};
+use crate::downloader::slot::{Pacing, SendGate, Slot, SlotPolicy, SlotStats};
 use crate::request::Request;
 use crate::settings::Settings;
 use crate::stats::Stats;
@@ -131,6 +131,9 @@ pub struct Scheduler {
     rng: SmallRng,
     /// `scheduler/enqueued`, `scheduler/dequeued`, `dupefilter/filtered`.
     pub stats: Stats,
+    /// Makes each new slot's send gate: its own, or cells in memory shared
+    /// with worker processes (multi-process mode).
+    gates: Option<Box<dyn Fn(SlotId) -> SendGate + Send>>,
 }
 
 impl Scheduler {
@@ -147,7 +150,15 @@ impl Scheduler {
             picks: 0,
             rng: SmallRng::from_entropy(),
             stats: Stats::default(),
+            gates: None,
         }
+    }
+
+    /// Gives every slot made from now on the gate `gates` makes for its id
+    /// (multi-process mode: cells the worker processes pass themselves).
+    pub fn with_gates(mut self, gates: impl Fn(SlotId) -> SendGate + Send + 'static) -> Self {
+        self.gates = Some(Box::new(gates));
+        self
     }
 
     /// Records the request's fingerprint (method, canonical URL, body) as
@@ -246,7 +257,12 @@ impl Scheduler {
         let id = self.slots.len();
         self.slots.push(SlotEntry {
             key: key.to_string(),
-            slot: Slot::new(self.policies.for_key(key)),
+            slot: Slot::new(
+                self.policies.for_key(key),
+                self.gates
+                    .as_ref()
+                    .map_or_else(SendGate::default, |make| make(id)),
+            ),
             queue: BinaryHeap::new(),
             last_pick: 0,
             ready_key: None,

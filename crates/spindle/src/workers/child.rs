@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use spindle_exec::{Connection, SharedArray};
 
+use super::gates::SharedGates;
 use super::protocol::*;
 use crate::downloader::dns::Resolver;
 use crate::downloader::Downloader;
@@ -36,6 +37,8 @@ pub struct WorkerArgs {
     /// Results go back here; when this process dies, the engine sees end-of-file.
     pub results: Connection,
     pub counters: SharedArray<AtomicU64>,
+    /// Every slot's send gate, shared with the engine and the other workers.
+    pub gates: SharedGates,
     pub row: usize,
 }
 
@@ -92,12 +95,17 @@ pub fn worker_main<S: Spider + DeserializeOwned>(args: WorkerArgs) {
         })
     };
 
+    let gates = args.gates;
     while let Ok(job) = args.jobs.recv::<Job>() {
         let downloader = downloader.clone();
         let replies = replies.clone();
         let parses = parses.clone();
         let counters = counters.clone();
+        let gate = gates.at(job.ticket.gate);
         runtime.spawn(async move {
+            // The slot's spacing holds here, at the last step before the send.
+            gate.pass(std::time::Duration::from_nanos(job.ticket.gap_ns))
+                .await;
             run_job(job, &downloader, &replies, &parses, &counters).await;
         });
     }

@@ -22,6 +22,7 @@
 //! that has killed [`MAX_CRASHES`] workers is given up and counted.
 
 pub mod child;
+pub mod gates;
 pub mod protocol;
 
 use std::collections::HashMap;
@@ -42,6 +43,7 @@ use crate::settings::Settings;
 use crate::spider::Spider;
 use crate::stats::WorkerReport;
 use child::WorkerArgs;
+pub use gates::SharedGates;
 use protocol::*;
 
 /// Workers a single page may kill before it is given up.
@@ -106,6 +108,7 @@ pub struct Fleet {
     settings: Settings,
     resolve: HashMap<String, IpAddr>,
     counters: SharedArray<AtomicU64>,
+    gates: SharedGates,
     notify: Arc<dyn Fn(FleetEvent) + Send + Sync>,
     workers: Vec<Option<Worker>>,
     next_row: usize,
@@ -119,6 +122,7 @@ impl Fleet {
         launcher: Launcher,
         settings: Settings,
         resolve: HashMap<String, IpAddr>,
+        gates: SharedGates,
         notify: impl Fn(FleetEvent) + Send + Sync + 'static,
     ) -> spindle_exec::Result<Fleet> {
         let counters = SharedArray::new(MAX_ROWS * COUNTERS)?;
@@ -128,6 +132,7 @@ impl Fleet {
             settings,
             resolve,
             counters,
+            gates,
             notify: Arc::new(notify),
             next_row: 0,
             jobs: HashMap::new(),
@@ -152,6 +157,7 @@ impl Fleet {
             jobs: job_reader,
             results: result_writer,
             counters: self.counters.clone(),
+            gates: self.gates.clone(),
             row,
         })?;
         let pid = process.pid().unwrap_or(0);
@@ -191,7 +197,8 @@ impl Fleet {
         self.workers.iter().any(Option::is_some)
     }
 
-    /// Hands a started request to the least busy worker; it is sent once its slot's pacing allows.
+    /// Hands a started request to the least busy worker, which passes the
+    /// slot's shared gate itself just before it sends.
     pub fn submit(&mut self, slot: SlotId, request: Request, pacing: Pacing) -> bool {
         let Some((index, worker)) = self
             .workers
@@ -210,6 +217,7 @@ impl Fleet {
         let job = Job {
             id: self.next_job,
             request: request.clone(),
+            ticket: SharedGates::ticket(slot, pacing.gap),
         };
         self.jobs.insert(
             job.id,
@@ -222,10 +230,7 @@ impl Fleet {
                 backlog: 0,
             },
         );
-        tokio::spawn(async move {
-            pacing.pass().await;
-            let _ = outbox.send(job);
-        });
+        let _ = outbox.send(job);
         true
     }
 

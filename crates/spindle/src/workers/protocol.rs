@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::downloader::DownloadError;
 use crate::request::Request;
+use crate::workers::gates::Ticket;
 
 /// The engine asks a worker to fetch (and, for a 2xx page, parse) one request,
 /// carried whole: method, headers (cookies included), body, data and label.
@@ -14,6 +15,8 @@ use crate::request::Request;
 pub struct Job {
     pub id: u64,
     pub request: Request,
+    /// The slot's gate and gap: the worker passes it right before sending.
+    pub ticket: Ticket,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -1,0 +1,198 @@
+//! The send gate: spaces the sends of one slot at the last moment before a
+//! request leaves for the server, so that the delay holds at the wire.
+//!
+//! The scheduler decides when a request may start, but the task that sends
+//! it may run later (a busy runtime in one process; a pipe, another
+//! process's scheduler and its runtime in multi-process mode). A request
+//! that was started on time but sent late, followed by one sent on time,
+//! would reach the server closer together than the delay. So every request
+//! also passes its slot's gate just before it is sent, and the gate spaces
+//! the passes by the gap the scheduler drew for each start.
+//!
+//! The gate's state is three atomic cells (last pass, next allowed pass,
+//! shortest gap seen) in `CLOCK_MONOTONIC` nanoseconds, which every process
+//! on the machine reads alike, and all zero when fresh. In one process the cells are the gate's
+//! own; in multi-process mode they live in memory shared with the workers
+//! (see `workers::SharedGates`), and each worker passes the gate itself,
+//! right before it sends: the spacing then holds however late a job reaches
+//! its worker, and across all workers of a slot.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where a gate's cells live: `[last pass, next allowed pass, shortest gap]`.
+pub trait GateCells: Send + Sync {
+    /// The three cells.
+    fn cells(&self) -> &[AtomicU64];
+}
+
+struct LocalCells([AtomicU64; 3]);
+
+impl GateCells for LocalCells {
+    fn cells(&self) -> &[AtomicU64] {
+        &self.0
+    }
+}
+
+const LAST: usize = 0;
+const NEXT: usize = 1;
+const MIN: usize = 2;
+/// A cell value that means "never": zero-filled shared memory reads as fresh.
+const NEVER: u64 = 0;
+
+/// One slot's send gate; cloning shares it.
+#[derive(Clone)]
+pub struct SendGate {
+    cells: Arc<dyn GateCells>,
+}
+
+impl fmt::Debug for SendGate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendGate")
+            .field("min_gap", &self.min_gap())
+            .finish()
+    }
+}
+
+impl Default for SendGate {
+    fn default() -> Self {
+        SendGate::on(Arc::new(LocalCells(Default::default())))
+    }
+}
+
+impl SendGate {
+    /// A gate on cells that live elsewhere (shared memory).
+    pub fn on(cells: Arc<dyn GateCells>) -> Self {
+        SendGate { cells }
+    }
+
+    /// Waits until this slot may send, then records the send and the gap
+    /// before the next one. Concurrent passers (tasks or processes) race on
+    /// one compare-and-swap, so exactly one of them goes at a time.
+    pub async fn pass(&self, gap: Duration) {
+        let cells = self.cells.cells();
+        let gap = u64::try_from(gap.as_nanos()).unwrap_or(u64::MAX / 4);
+        loop {
+            let now = monotonic_nanos();
+            let next = cells[NEXT].load(Ordering::Acquire);
+            if next > now {
+                tokio::time::sleep(Duration::from_nanos(next - now)).await;
+                continue;
+            }
+            if cells[NEXT]
+                .compare_exchange(
+                    next,
+                    now.saturating_add(gap),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_err()
+            {
+                continue;
+            }
+            let last = cells[LAST].swap(now, Ordering::AcqRel);
+            if last != NEVER {
+                // Stored as MAX - gap, so that zero-filled memory means "none"
+                // and the shortest gap is the largest value.
+                cells[MIN].fetch_max(u64::MAX - now.saturating_sub(last), Ordering::Relaxed);
+            }
+            return;
+        }
+    }
+
+    /// No pass comes sooner than `floor` after the last one (a robots.txt
+    /// `Crawl-delay` that arrived after sends were already spaced).
+    pub fn raise_floor(&self, floor: Duration) {
+        let cells = self.cells.cells();
+        let last = cells[LAST].load(Ordering::Acquire);
+        if last == NEVER {
+            return;
+        }
+        let floor = u64::try_from(floor.as_nanos()).unwrap_or(u64::MAX / 4);
+        cells[NEXT].fetch_max(last.saturating_add(floor), Ordering::AcqRel);
+    }
+
+    /// The shortest time between two passes so far: the crawler's own account
+    /// of its spacing, to compare with what a server recorded.
+    pub fn min_gap(&self) -> Option<Duration> {
+        match self.cells.cells()[MIN].load(Ordering::Relaxed) {
+            NEVER => None,
+            n => Some(Duration::from_nanos(u64::MAX - n)),
+        }
+    }
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds, + 1 so that 0 means "never". The same
+/// clock `Instant` and tokio's timers use, and the same in every process.
+fn monotonic_nanos() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `clock_gettime` writes one `timespec` to the valid pointer we
+    // pass; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64 + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[tokio::test]
+    async fn passes_are_spaced_by_the_gap_and_counted() {
+        let gate = SendGate::default();
+        assert_eq!(gate.min_gap(), None);
+        let t0 = Instant::now();
+        gate.pass(Duration::from_millis(60)).await;
+        gate.pass(Duration::from_millis(60)).await;
+        gate.pass(Duration::ZERO).await;
+        assert!(
+            t0.elapsed() >= Duration::from_millis(120),
+            "{:?}",
+            t0.elapsed()
+        );
+        assert!(gate.min_gap().unwrap() >= Duration::from_millis(60));
+    }
+
+    #[tokio::test]
+    async fn concurrent_passers_go_one_gap_apart() {
+        let gate = SendGate::default();
+        let t0 = Instant::now();
+        let tasks: Vec<_> = (0..4)
+            .map(|_| {
+                let g = gate.clone();
+                tokio::spawn(async move {
+                    g.pass(Duration::from_millis(30)).await;
+                    Instant::now()
+                })
+            })
+            .collect();
+        let mut times = Vec::new();
+        for t in tasks {
+            times.push(t.await.unwrap());
+        }
+        times.sort();
+        for pair in times.windows(2) {
+            assert!(pair[1] - pair[0] >= Duration::from_millis(30), "{times:?}");
+        }
+        assert!(t0.elapsed() >= Duration::from_millis(90));
+    }
+
+    #[tokio::test]
+    async fn a_floor_pushes_the_next_pass_later() {
+        let gate = SendGate::default();
+        gate.pass(Duration::ZERO).await;
+        let t0 = Instant::now();
+        gate.raise_floor(Duration::from_millis(80));
+        gate.pass(Duration::ZERO).await;
+        assert!(
+            t0.elapsed() >= Duration::from_millis(70),
+            "{:?}",
+            t0.elapsed()
+        );
+    }
+}
