@@ -17,6 +17,12 @@ impl Engine {
                 FromWorker::Fetched { id, outcome } => self.on_remote_fetched(id, outcome),
                 FromWorker::Parsed { id, result } => self.on_remote_parsed(id, result),
             },
+            FleetEvent::Undecodable { error } => {
+                warn!(%error, "a message from a worker process could not be decoded; replacing the worker");
+                self.downloads
+                    .stats
+                    .inc("worker/message_decode_error_count");
+            }
             FleetEvent::Gone { worker } => self.on_worker_gone(worker),
         }
     }

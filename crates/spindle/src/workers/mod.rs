@@ -76,6 +76,10 @@ impl Launcher {
 #[derive(Debug)]
 pub enum FleetEvent {
     Message(FromWorker),
+    /// A message from the worker could not be decoded; `Gone` follows.
+    Undecodable {
+        error: String,
+    },
     /// The worker's result pipe ended: it exited or died.
     Gone {
         worker: usize,
@@ -178,8 +182,20 @@ impl Fleet {
         std::thread::Builder::new()
             .name(format!("spindle-results-{index}"))
             .spawn(move || {
-                while let Ok(msg) = result_reader.recv::<FromWorker>() {
-                    notify(FleetEvent::Message(msg));
+                loop {
+                    match result_reader.recv::<FromWorker>() {
+                        Ok(msg) => notify(FleetEvent::Message(msg)),
+                        // A message that does not decode is a bug between two
+                        // builds of one binary. Which job it answered is lost with
+                        // it, so the worker is treated as gone: it is replaced and
+                        // every job it held is queued again, rather than one job
+                        // staying in flight forever.
+                        Err(spindle_exec::Error::Decode(error)) => {
+                            notify(FleetEvent::Undecodable { error });
+                            break;
+                        }
+                        Err(_) => break,
+                    }
                 }
                 notify(FleetEvent::Gone { worker: index });
             })?;
