@@ -114,19 +114,12 @@ impl Engine {
 
     /// Passes a request through the downloader middlewares; `None` when one dropped it.
     fn prepare(&mut self, slot: SlotId, mut request: Request) -> Option<Request> {
-        let key = self.scheduler.slot_key(slot).to_string();
-        let mut cx = middleware::Context::new(&mut self.mw_stats, &key, self.closing.is_some());
-        for mw in &mut self.middlewares {
-            if mw.process_request(&mut request, &mut cx) != middleware::Action::Continue {
-                if let Some(origin) = request.robots_origin() {
-                    let origin = origin.to_string();
-                    self.admission
-                        .robots_missing(&origin, &mut self.scheduler, &self.events_tx);
-                }
-                return None;
-            }
+        let action = self.run_middlewares(slot, |mw, cx| mw.process_request(&mut request, cx));
+        if action == middleware::Action::Continue {
+            return Some(request);
         }
-        Some(request)
+        self.act(slot, &request, action);
+        None
     }
 
     /// Admits a request through the admission part into the scheduler.

@@ -24,14 +24,11 @@ impl Engine {
         if pagecount > 0 && self.downloads.stats.get("response_received_count") >= pagecount {
             self.close("closespider_pagecount");
         }
-        let request = response.request.clone();
-        let action = self.run_middlewares(slot, |mw, cx| {
-            mw.process_response(&request, &mut response, cx)
-        });
-        if self.act(slot, &request, action) {
+        let action = self.run_middlewares(slot, |mw, cx| mw.process_response(&mut response, cx));
+        if self.act(slot, &response.request, action) {
             return None;
         }
-        if let Some(origin) = request.robots_origin() {
+        if let Some(origin) = response.request.robots_origin() {
             self.admission.robots_answered(
                 origin,
                 response.status,
@@ -67,13 +64,16 @@ impl Engine {
 
     /// Runs one hook of each middleware in order until one decides; applies
     /// any slot pause they asked for.
-    fn run_middlewares(
+    pub(super) fn run_middlewares(
         &mut self,
         slot: SlotId,
         mut hook: impl FnMut(&mut dyn DownloaderMiddleware, &mut middleware::Context<'_>) -> Action,
     ) -> Action {
-        let key = self.scheduler.slot_key(slot).to_string();
-        let mut cx = middleware::Context::new(&mut self.mw_stats, &key, self.closing.is_some());
+        let mut cx = middleware::Context::new(
+            &mut self.mw_stats,
+            self.scheduler.slot_key(slot),
+            self.closing.is_some(),
+        );
         let mut action = Action::Continue;
         for mw in &mut self.middlewares {
             action = hook(mw.as_mut(), &mut cx);
@@ -81,7 +81,8 @@ impl Engine {
                 break;
             }
         }
-        if let Some(pause) = cx.take_pause() {
+        let pause = cx.take_pause();
+        if let Some(pause) = pause {
             let now = Instant::now();
             self.scheduler.pause(slot, now + pause, now);
         }
@@ -90,7 +91,7 @@ impl Engine {
 
     /// Carries out a middleware's decision; true when the response or
     /// failure was taken care of by it.
-    fn act(&mut self, slot: SlotId, request: &Request, action: Action) -> bool {
+    pub(super) fn act(&mut self, slot: SlotId, request: &Request, action: Action) -> bool {
         match action {
             Action::Continue => false,
             Action::Drop => {

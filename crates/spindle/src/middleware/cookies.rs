@@ -58,12 +58,7 @@ impl DownloaderMiddleware for Cookies {
         Action::Continue
     }
 
-    fn process_response(
-        &mut self,
-        request: &Request,
-        response: &mut Response,
-        cx: &mut Context<'_>,
-    ) -> Action {
+    fn process_response(&mut self, response: &mut Response, cx: &mut Context<'_>) -> Action {
         let cookies: Vec<RawCookie<'static>> = response
             .headers
             .get_all(SET_COOKIE)
@@ -86,7 +81,7 @@ impl DownloaderMiddleware for Cookies {
             }
         }
         self.jars
-            .entry(request.cookiejar.clone())
+            .entry(response.request.cookiejar.clone())
             .or_default()
             .store_response_cookies(cookies.into_iter(), &response.url);
         Action::Continue
@@ -124,12 +119,12 @@ mod tests {
         let mut mw = Cookies::new(false);
         let login = Request::get("http://a.test/login").unwrap();
         let mut resp = answer(&login, &["session=one; Path=/", "scoped=x; Path=/admin"]);
-        mw.process_response(&login, &mut resp, &mut cx);
+        mw.process_response(&mut resp, &mut cx);
         let other = Request::get("http://a.test/login")
             .unwrap()
             .with_cookiejar("2");
         let mut resp = answer(&other, &["session=two"]);
-        mw.process_response(&other, &mut resp, &mut cx);
+        mw.process_response(&mut resp, &mut cx);
 
         let mut page = Request::get("http://a.test/page").unwrap();
         mw.process_request(&mut page, &mut cx);

@@ -111,14 +111,10 @@ pub trait DownloaderMiddleware: Send {
         Action::Continue
     }
 
-    /// Looks at, changes or replaces a response before the spider gets it.
-    fn process_response(
-        &mut self,
-        request: &Request,
-        response: &mut Response,
-        cx: &mut Context<'_>,
-    ) -> Action {
-        let _ = (request, response, cx);
+    /// Looks at, changes or replaces a response (its request is
+    /// `response.request`) before the spider gets it.
+    fn process_response(&mut self, response: &mut Response, cx: &mut Context<'_>) -> Action {
+        let _ = (response, cx);
         Action::Continue
     }
 

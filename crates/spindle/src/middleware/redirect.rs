@@ -10,7 +10,7 @@ use tracing::debug;
 use url::Url;
 
 use super::{Action, Context, DownloaderMiddleware};
-use crate::request::{check_crawlable, Request};
+use crate::request::check_crawlable;
 use crate::response::Response;
 
 /// Follows 3xx responses that carry a `Location`.
@@ -26,13 +26,9 @@ impl Redirect {
 }
 
 impl DownloaderMiddleware for Redirect {
-    fn process_response(
-        &mut self,
-        request: &Request,
-        response: &mut Response,
-        cx: &mut Context<'_>,
-    ) -> Action {
+    fn process_response(&mut self, response: &mut Response, cx: &mut Context<'_>) -> Action {
         let status = response.status;
+        let request = &response.request;
         if !(300..400).contains(&status) {
             return Action::Continue;
         }

@@ -59,12 +59,7 @@ impl Retry {
 }
 
 impl DownloaderMiddleware for Retry {
-    fn process_response(
-        &mut self,
-        request: &Request,
-        response: &mut Response,
-        cx: &mut Context<'_>,
-    ) -> Action {
+    fn process_response(&mut self, response: &mut Response, cx: &mut Context<'_>) -> Action {
         let status = response.status;
         // A 429 or 503 that says when to come back pauses its slot, retried or not.
         if let Some(wait) =
@@ -80,7 +75,7 @@ impl DownloaderMiddleware for Retry {
             cx.pause_slot(wait);
         }
         if self.settings.retry_http_codes.contains(&status) {
-            if let Some(again) = self.again(request, &status.to_string(), cx) {
+            if let Some(again) = self.again(&response.request, &status.to_string(), cx) {
                 return Action::Retry(again);
             }
         }
