@@ -50,6 +50,7 @@ use tokio::sync::oneshot;
 pub mod analysis;
 pub mod app;
 pub mod faults;
+mod load;
 pub mod site;
 
 pub use analysis::{
@@ -58,6 +59,7 @@ pub use analysis::{
 };
 pub use app::{HttpRequest, Shop};
 pub use faults::FaultServer;
+pub use load::{Load, LoadStats};
 pub use site::{Page, Site};
 
 /// One request as seen by the server.
@@ -494,6 +496,9 @@ async fn handle(
             let latency = hs.site.get_latency();
             if !latency.is_zero() {
                 tokio::time::sleep(latency).await;
+            }
+            if let Some(load) = hs.site.get_load() {
+                load.serve().await;
             }
             let page = hs.site.answer(&request, &hs.origin);
             (page.status, page.content_type, page.headers, page.body)

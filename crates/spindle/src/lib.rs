@@ -52,6 +52,7 @@ mod scheduler;
 mod settings;
 mod spider;
 mod stats;
+mod throttle;
 mod workers;
 
 pub use downloader::DownloadError;
@@ -65,6 +66,6 @@ pub use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 pub use reqwest::Method;
 pub use response::Response;
 pub use scheduler::{canonicalize_url, fingerprint, DupeFilter};
-pub use settings::{Settings, SettingsError, SlotOverride, SETTING_NAMES};
+pub use settings::{Settings, SettingsError, SlotOverride, ThrottleMode, SETTING_NAMES};
 pub use spider::{Output, Spider, SpiderError};
 pub use stats::{CrawlReport, Progress, SlotStats, WorkerReport};

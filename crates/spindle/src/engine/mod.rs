@@ -21,6 +21,7 @@ mod items;
 mod remote;
 mod responses;
 mod scraper;
+mod throttle;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -213,6 +214,7 @@ impl Crawler {
                 settings.download_warnsize,
             ),
             scraper: Scraper::new(self.spider.clone(), parse_pool),
+            throttle: throttle::Throttle::new(&settings),
             items: items::Items::start(self.pipelines, self.exporter, self.progress.clone()),
             middlewares,
             mw_stats: Stats::default(),
@@ -242,6 +244,7 @@ impl Crawler {
             &engine.scheduler.stats,
             &engine.downloads.stats,
             &engine.scraper.stats,
+            &engine.throttle.stats,
             &engine.admission.stats,
             &engine.mw_stats,
             &item_stats,
@@ -318,6 +321,8 @@ struct Engine {
     downloads: Downloads,
     /// Responses waiting for, or in, the spider's parse.
     scraper: Scraper,
+    /// AutoThrottle: moves each slot's delay or concurrency after its responses.
+    throttle: throttle::Throttle,
     /// Pipelines and the exporter, on their own thread.
     items: items::Items,
     middlewares: Vec<Box<dyn DownloaderMiddleware>>,

@@ -53,6 +53,7 @@ impl Engine {
                 body,
                 body_len,
                 latency_us,
+                headers_latency_us,
                 ..
             } => {
                 let response = Response {
@@ -62,6 +63,7 @@ impl Engine {
                     body: body.into(),
                     request,
                     latency: Duration::from_micros(latency_us),
+                    headers_latency: Duration::from_micros(headers_latency_us),
                 };
                 let to_parse = self.on_response(slot, response, body_len).is_some();
                 if parse_follows {
