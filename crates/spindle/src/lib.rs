@@ -44,6 +44,7 @@ pub mod linkextractor;
 pub mod middleware;
 mod offsite;
 pub mod pipeline;
+mod report;
 mod request;
 mod response;
 mod retry;

@@ -30,6 +30,8 @@ pub struct Slot {
     next_start: Option<Instant>,
     /// A robots.txt `Crawl-delay`: no gap, randomized or not, is shorter.
     delay_floor: Duration,
+    /// The end of the latest backoff or `Retry-After` pause, for the report.
+    paused_until: Option<Instant>,
     gate: Arc<SendGate>,
     pub stats: SlotStats,
 }
@@ -114,6 +116,7 @@ impl Slot {
             last_start: None,
             next_start: None,
             delay_floor: Duration::ZERO,
+            paused_until: None,
             gate: Arc::default(),
             stats: SlotStats::default(),
         }
@@ -217,7 +220,23 @@ impl Slot {
         self.gate.raise_floor(floor);
     }
 
-    /// No request starts before `until` (backoff, `Retry-After`).
+    /// A backoff or `Retry-After` pause: no request starts before `until`.
+    pub fn pause(&mut self, until: Instant) {
+        self.paused_until = Some(self.paused_until.map_or(until, |t| t.max(until)));
+        self.pause_until(until);
+    }
+
+    /// Whether a backoff or `Retry-After` pause holds the slot at `now`.
+    pub fn is_paused(&self, now: Instant) -> bool {
+        self.paused_until.is_some_and(|t| t > now)
+    }
+
+    /// Whether a robots.txt `Crawl-delay` sets the minimum delay.
+    pub fn crawl_delay_binds(&self) -> bool {
+        self.delay_floor > self.policy.delay
+    }
+
+    /// No request starts before `until`.
     pub fn pause_until(&mut self, until: Instant) {
         self.next_start = Some(self.next_start.map_or(until, |t| t.max(until)));
     }

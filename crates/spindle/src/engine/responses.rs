@@ -22,6 +22,7 @@ impl Engine {
         self.downloads.count_response(&response, body_len);
         self.throttle
             .on_response(slot, &response, body_len, &mut self.scheduler);
+        self.report_response(slot, &response);
         let pagecount = self.settings.closespider_pagecount;
         if pagecount > 0 && self.downloads.stats.get("response_received_count") >= pagecount {
             self.close("closespider_pagecount");

@@ -68,6 +68,10 @@ pub struct SlotPace {
     pub queued: usize,
     /// Whether the slot waits for its delay or a pause at `now`.
     pub delayed: bool,
+    /// Whether a backoff or `Retry-After` pause holds it at `now`.
+    pub paused: bool,
+    /// Whether a robots.txt `Crawl-delay` sets its minimum delay.
+    pub crawl_delay: bool,
 }
 
 impl SlotPolicies {
@@ -264,6 +268,8 @@ impl Scheduler {
             active: slot.active(),
             queued: entry.queue.len(),
             delayed: slot.delayed_until(now).is_some(),
+            paused: slot.is_paused(now),
+            crawl_delay: slot.crawl_delay_binds(),
         }
     }
 
@@ -289,7 +295,7 @@ impl Scheduler {
 
     /// Starts nothing in this slot before `until`; other slots go on.
     pub fn pause(&mut self, id: SlotId, until: Instant, now: Instant) {
-        self.slots[id].slot.pause_until(until);
+        self.slots[id].slot.pause(until);
         self.refresh(id, now);
     }
 
