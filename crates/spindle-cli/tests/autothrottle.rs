@@ -17,6 +17,26 @@ fn ip(last: u8) -> Ipv4Addr {
     Ipv4Addr::new(127, 0, 0, last)
 }
 
+/// A server with one host, a.test, serving `site`; and the URL of its root.
+fn serve(site: Site) -> (TestServer, String) {
+    let server = TestServer::builder()
+        .host("a.test", ip(2), site)
+        .start()
+        .unwrap();
+    let url = server.url("a.test", "/");
+    (server, url)
+}
+
+/// Crawls `url` with robots.txt off and these `NAME=VALUE` settings; expects success.
+fn crawl(server: &TestServer, url: &str, settings: &[&str]) {
+    let mut args = vec![url, "-s", "ROBOTSTXT_OBEY=false"];
+    for s in settings {
+        args.extend(["-s", s]);
+    }
+    let run = common::crawl(server, &args, LIMIT);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+}
+
 /// Mean number of requests the server had in flight over `[from, to]`
 /// (times since the server's epoch), from its records.
 fn mean_in_flight(records: &[Record], from: Duration, to: Duration) -> f64 {
@@ -37,31 +57,18 @@ fn autothrottle_settles_near_the_target_concurrency() {
     let site = Site::generated(3000)
         .links_per_page(8)
         .load(Load::growing(Duration::from_millis(100), 0.5));
-    let server = TestServer::builder()
-        .host("a.test", ip(2), site)
-        .start()
-        .unwrap();
-    let url = server.url("a.test", "/");
-    let run = common::crawl(
+    let (server, url) = serve(site);
+    crawl(
         &server,
+        &url,
         &[
-            &url,
-            "-s",
-            "ROBOTSTXT_OBEY=false",
-            "-s",
             "AUTOTHROTTLE_ENABLED=true",
-            "-s",
             "AUTOTHROTTLE_START_DELAY=0.3",
-            "-s",
             "AUTOTHROTTLE_TARGET_CONCURRENCY=3",
-            "-s",
             "CONCURRENT_REQUESTS_PER_DOMAIN=5",
-            "-s",
             "CLOSESPIDER_TIMEOUT=7",
         ],
-        LIMIT,
     );
-    assert_eq!(run.code, 0, "{}", run.stderr);
     let records = server.records();
     let first = records.iter().map(|r| r.start).min().unwrap();
     let last = records.iter().map(|r| r.start).max().unwrap();
@@ -95,31 +102,18 @@ fn overload_answers_raise_the_delay_at_once() {
                 .contains(&n)
                 .then(|| Page::new("/", 503, "<html>busy</html>"))
         });
-    let server = TestServer::builder()
-        .host("a.test", ip(2), site)
-        .start()
-        .unwrap();
-    let url = server.url("a.test", "/");
-    let run = common::crawl(
+    let (server, url) = serve(site);
+    crawl(
         &server,
+        &url,
         &[
-            &url,
-            "-s",
-            "ROBOTSTXT_OBEY=false",
-            "-s",
             "RETRY_ENABLED=false",
-            "-s",
             "AUTOTHROTTLE_ENABLED=true",
-            "-s",
             "AUTOTHROTTLE_START_DELAY=0.02",
-            "-s",
             "AUTOTHROTTLE_MAX_DELAY=2",
-            "-s",
             "CLOSESPIDER_PAGECOUNT=60",
         ],
-        LIMIT,
     );
-    assert_eq!(run.code, 0, "{}", run.stderr);
     let mut records = server.records();
     records.sort_by_key(|r| r.start);
     let first_503 = records.iter().position(|r| r.status == 503).unwrap();
@@ -150,10 +144,7 @@ fn adaptive_mode_finds_a_hosts_capacity_and_keeps_its_queue_short() {
     // The host serves 6 requests at a time, 100 ms each, and queues the rest.
     let load = Load::capacity(6, Duration::from_millis(100));
     let site = Site::generated(5000).links_per_page(10).load(load.clone());
-    let server = TestServer::builder()
-        .host("a.test", ip(2), site)
-        .start()
-        .unwrap();
+    let (server, _) = serve(site);
     let dir = tempfile::tempdir().unwrap();
     let mut child = common::background(
         &server,

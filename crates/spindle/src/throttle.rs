@@ -78,7 +78,9 @@ const BASE_ROUNDS: usize = 24;
 /// - doubles while in slow start, or grows by one, when fewer than 0.5
 ///   requests wait and the slot did use its whole limit;
 /// - shrinks by one when more than 0.9 wait;
-/// - halves at once on a 429, a 503 or a network error (and slow start ends).
+/// - halves at once on a 429, a 503 or a network error (and slow start ends),
+///   once per round: the other answers to requests sent before the cut do not
+///   cut it again.
 ///
 /// After a change, one round is skipped: its responses answer requests sent
 /// under the old limit. The limit stays within [1, cap].
@@ -94,6 +96,8 @@ pub(crate) struct AdaptiveLimit {
     saturated: bool,
     /// Whether this round's samples are to be ignored (the round after a change).
     settling: bool,
+    /// Whether the limit was cut for an error and no round has ended since.
+    cut: bool,
     /// The mean latency of recent rounds, newest last.
     rounds: std::collections::VecDeque<f64>,
 }
@@ -109,6 +113,7 @@ impl AdaptiveLimit {
             count: 0,
             saturated: false,
             settling: false,
+            cut: false,
             rounds: Default::default(),
         }
     }
@@ -147,6 +152,7 @@ impl AdaptiveLimit {
         self.count = 0;
         self.saturated = false;
         self.settling = false;
+        self.cut = false;
         if settling {
             return None;
         }
@@ -181,7 +187,12 @@ impl AdaptiveLimit {
     /// A 429, a 503 or a network error: the limit halves at once.
     pub fn on_error(&mut self) -> Option<usize> {
         self.slow_start = false;
-        self.set(self.limit / 2)
+        if self.cut {
+            return None;
+        }
+        let changed = self.set(self.limit / 2);
+        self.cut = true;
+        changed
     }
 
     fn set(&mut self, next: usize) -> Option<usize> {
@@ -313,8 +324,12 @@ mod tests {
         let seen = run(&mut limit, 100, 30);
         assert_eq!(*seen.last().unwrap(), 4, "{seen:?}");
         assert!(seen.iter().all(|c| *c <= 4));
-        for _ in 0..10 {
+        for _ in 0..4 {
             limit.on_error();
+            // One round's answers end the round the cut began.
+            for _ in 0..limit.limit().max(2) {
+                limit.on_response(MS * 100, 200, 4);
+            }
         }
         assert_eq!(limit.limit(), 1);
     }
@@ -326,6 +341,9 @@ mod tests {
         let before = limit.limit();
         assert!(before >= 16, "{before}");
         assert_eq!(limit.on_response(MS * 100, 503, before), Some(before / 2));
+        // Answers to requests sent before the cut do not cut again.
+        assert_eq!(limit.on_response(MS * 100, 503, before), None);
+        assert_eq!(limit.limit(), before / 2);
         // Growth is now one at a time.
         let after = run(&mut limit, 100, 4);
         assert!(after.iter().all(|c| *c <= before / 2 + 2), "{after:?}");
