@@ -129,6 +129,10 @@ fn the_report_renders_in_a_browser_with_every_chart() {
         assert!(!html.contains(banned), "the report contains {banned}");
     }
     assert!(html.contains("What limited the crawl"));
+    assert!(
+        html.contains("<b>a.test</b>: AutoThrottle delay"),
+        "a.test is paced by AutoThrottle"
+    );
     assert!(html.contains("a.test") && html.contains("b.test"));
 
     let profile = tempfile::tempdir().unwrap();
@@ -181,4 +185,45 @@ fn the_report_renders_in_a_browser_with_every_chart() {
     if let Ok(keep) = std::env::var("SPINDLE_REPORT_SCREENSHOT") {
         std::fs::copy(&shot, keep).unwrap();
     }
+}
+
+#[test]
+fn the_report_names_the_per_slot_cap_and_what_raising_it_costs() {
+    // One site, slow to answer, with a cap of 2 and plenty to fetch: the per-slot cap limits.
+    let server = TestServer::builder()
+        .host(
+            "a.test",
+            Ipv4Addr::new(127, 0, 0, 2),
+            Site::generated(2000)
+                .links_per_page(10)
+                .latency(Duration::from_millis(100)),
+        )
+        .start()
+        .unwrap();
+    let url = server.url("a.test", "/");
+    let run = common::crawl(
+        &server,
+        &[
+            &url,
+            "--report",
+            "report.html",
+            "-s",
+            "ROBOTSTXT_OBEY=false",
+            "-s",
+            "CONCURRENT_REQUESTS_PER_DOMAIN=2",
+            "-s",
+            "CLOSESPIDER_TIMEOUT=3",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let html = std::fs::read_to_string(run.path("report.html")).unwrap();
+    let verdict = &html[html.find("class=\"verdict\"").expect("a verdict")..];
+    let verdict = &verdict[..verdict.find("</p>").unwrap()];
+    assert!(verdict.contains("<b>per-slot cap</b>"), "{verdict}");
+    assert!(
+        verdict.contains("Raising CONCURRENT_REQUESTS_PER_DOMAIN to 4 would send up to 4 requests at a time to a.test"),
+        "{verdict}"
+    );
+    assert!(verdict.contains("at 1 in flight to"), "{verdict}");
 }
