@@ -78,6 +78,24 @@ fn run_chromium(args: &[String], profile: &Path) -> (String, String) {
     (out.join().unwrap(), err.join().unwrap())
 }
 
+/// Crawls `urls` with these `NAME=VALUE` settings and `--report report.html`;
+/// returns the run and the report's text.
+fn crawl_with_report(
+    server: &TestServer,
+    urls: &[&str],
+    settings: &[&str],
+) -> (common::Run, String) {
+    let mut args = urls.to_vec();
+    args.extend(["--report", "report.html"]);
+    for s in settings {
+        args.extend(["-s", s]);
+    }
+    let run = common::crawl(server, &args, Duration::from_secs(60));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let html = std::fs::read_to_string(run.path("report.html")).unwrap();
+    (run, html)
+}
+
 #[test]
 fn the_report_renders_in_a_browser_with_every_chart() {
     let busy = Arc::new(AtomicUsize::new(0));
@@ -105,25 +123,16 @@ fn the_report_renders_in_a_browser_with_every_chart() {
         .start()
         .unwrap();
     let (a, b) = (server.url("a.test", "/"), server.url("b.test", "/"));
-    let run = common::crawl(
+    let (run, html) = crawl_with_report(
         &server,
+        &[&a, &b],
         &[
-            &a,
-            &b,
-            "--report",
-            "report.html",
-            "-s",
             "AUTOTHROTTLE_ENABLED=true",
-            "-s",
             "AUTOTHROTTLE_START_DELAY=0.1",
-            "-s",
             "CLOSESPIDER_TIMEOUT=4",
         ],
-        Duration::from_secs(60),
     );
-    assert_eq!(run.code, 0, "{}", run.stderr);
     let report = run.path("report.html");
-    let html = std::fs::read_to_string(&report).unwrap();
     // Self-contained: nothing to fetch, nothing to run.
     for banned in ["<script", "<link", "src=", "url(", "@import"] {
         assert!(!html.contains(banned), "the report contains {banned}");
@@ -201,23 +210,15 @@ fn the_report_names_the_per_slot_cap_and_what_raising_it_costs() {
         .start()
         .unwrap();
     let url = server.url("a.test", "/");
-    let run = common::crawl(
+    let (_run, html) = crawl_with_report(
         &server,
+        &[&url],
         &[
-            &url,
-            "--report",
-            "report.html",
-            "-s",
             "ROBOTSTXT_OBEY=false",
-            "-s",
             "CONCURRENT_REQUESTS_PER_DOMAIN=2",
-            "-s",
             "CLOSESPIDER_TIMEOUT=3",
         ],
-        Duration::from_secs(60),
     );
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    let html = std::fs::read_to_string(run.path("report.html")).unwrap();
     let verdict = &html[html.find("class=\"verdict\"").expect("a verdict")..];
     let verdict = &verdict[..verdict.find("</p>").unwrap()];
     assert!(verdict.contains("<b>per-slot cap</b>"), "{verdict}");
