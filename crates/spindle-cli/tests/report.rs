@@ -78,14 +78,14 @@ fn run_chromium(args: &[String], profile: &Path) -> (String, String) {
     (out.join().unwrap(), err.join().unwrap())
 }
 
-/// Crawls `urls` with these `NAME=VALUE` settings and `--report report.html`;
-/// returns the run and the report's text.
+/// Crawls with `args` (start URLs, flags), these `NAME=VALUE` settings and
+/// `--report report.html`; returns the run and the report's text.
 fn crawl_with_report(
     server: &TestServer,
-    urls: &[&str],
+    args: &[&str],
     settings: &[&str],
 ) -> (common::Run, String) {
-    let mut args = urls.to_vec();
+    let mut args = args.to_vec();
     args.extend(["--report", "report.html"]);
     for s in settings {
         args.extend(["-s", s]);
@@ -198,6 +198,13 @@ fn the_report_renders_in_a_browser_with_every_chart() {
 
 #[test]
 fn the_report_names_the_per_slot_cap_and_what_raising_it_costs() {
+    // In one process, and with worker processes (whose latencies travel over IPC).
+    for processes in ["1", "2"] {
+        per_slot_cap_verdict(processes);
+    }
+}
+
+fn per_slot_cap_verdict(processes: &str) {
     // One site, slow to answer, with a cap of 2 and plenty to fetch: the per-slot cap limits.
     let server = TestServer::builder()
         .host(
@@ -212,7 +219,7 @@ fn the_report_names_the_per_slot_cap_and_what_raising_it_costs() {
     let url = server.url("a.test", "/");
     let (_run, html) = crawl_with_report(
         &server,
-        &[&url],
+        &[&url, "--processes", processes],
         &[
             "ROBOTSTXT_OBEY=false",
             "CONCURRENT_REQUESTS_PER_DOMAIN=2",
