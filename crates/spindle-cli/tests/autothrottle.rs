@@ -160,16 +160,27 @@ fn adaptive_mode_finds_a_hosts_capacity_and_keeps_its_queue_short() {
             "CONCURRENT_REQUESTS_PER_DOMAIN=32",
             "-s",
             "CLOSESPIDER_TIMEOUT=8",
+            "--report",
+            "report.html",
         ],
         &[],
     );
     // Warm-up: the limit starts at 1 and searches.
     std::thread::sleep(Duration::from_secs(3));
+    // The report is rewritten during the crawl.
+    let live = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+    assert!(live.contains("running (") && live.contains("<svg id=\"concurrency\""));
     load.reset_stats();
     let window = Duration::from_secs(4);
     std::thread::sleep(window);
     let stats = load.stats();
     assert_eq!(common::wait(&mut child, LIMIT), 0);
+    let done = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+    assert!(done.contains("finished (closespider_timeout)"));
+    assert!(
+        done.contains("adaptive concurrency"),
+        "the report names the adaptive limit"
+    );
     let waiting = stats.mean_waiting_over(window);
     let in_flight = stats.in_flight_seconds / window.as_secs_f64();
     let rate = stats.requests as f64 / window.as_secs_f64();
