@@ -15,6 +15,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per run: the size of the crawl variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Crawl from one or more start URLs, following links within the allowed domains.
@@ -90,6 +92,11 @@ pub struct CrawlArgs {
     /// Write the final stats as JSON to FILE.
     #[arg(long = "stats", value_name = "FILE")]
     pub stats: Option<PathBuf>,
+
+    /// Write an HTML report to FILE (charts over time, slots, what limited the crawl);
+    /// rewritten every 2 s during the crawl.
+    #[arg(long = "report", value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
 
     /// Fetch and parse in N worker processes; one scheduler keeps every cap and delay exact.
     #[arg(long = "processes", value_name = "N", default_value_t = 1,

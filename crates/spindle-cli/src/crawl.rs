@@ -20,6 +20,7 @@ pub struct Plan {
     resolve: HashMap<String, IpAddr>,
     output: Option<(PathBuf, Format, Vec<String>)>,
     stats: Option<PathBuf>,
+    report: Option<PathBuf>,
     processes: usize,
 }
 
@@ -102,12 +103,22 @@ pub fn plan(args: CrawlArgs) -> anyhow::Result<Plan> {
         }
     }
 
+    if let Some(path) = &args.report {
+        // Fail now, not after the crawl, when the report cannot be written.
+        std::fs::write(
+            path,
+            "<!DOCTYPE html><title>spindle crawl report</title><p>The crawl is starting.</p>\n",
+        )
+        .with_context(|| format!("cannot write the report {}", path.display()))?;
+    }
+
     Ok(Plan {
         spider,
         settings,
         resolve,
         output,
         stats: args.stats,
+        report: args.report,
         processes: usize::from(args.processes),
     })
 }
@@ -136,6 +147,9 @@ pub async fn run(plan: Plan, bar: Option<indicatif::ProgressBar>) -> Result<(), 
         .map_err(|e| Failure::Runtime(e.into()))?;
     for (host, ip) in plan.resolve {
         crawler = crawler.resolve(&host, ip);
+    }
+    if let Some(path) = plan.report {
+        crawler = crawler.report(path);
     }
     if let Some((path, format, fields)) = &plan.output {
         let exporter = exporter::open(path, *format, Some(fields.clone()))

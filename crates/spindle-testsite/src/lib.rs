@@ -51,6 +51,7 @@ pub mod analysis;
 pub mod app;
 pub mod arrival;
 pub mod faults;
+mod load;
 pub mod site;
 
 pub use analysis::{
@@ -59,6 +60,7 @@ pub use analysis::{
 };
 pub use app::{HttpRequest, Shop};
 pub use faults::FaultServer;
+pub use load::{Load, LoadStats};
 pub use site::{Page, Site};
 
 /// One request as seen by the server.
@@ -506,6 +508,9 @@ async fn handle(
             let latency = hs.site.get_latency();
             if !latency.is_zero() {
                 tokio::time::sleep(latency).await;
+            }
+            if let Some(load) = hs.site.get_load() {
+                load.serve().await;
             }
             let page = hs.site.answer(&request, &hs.origin);
             (page.status, page.content_type, page.headers, page.body)

@@ -74,6 +74,8 @@ pub struct Site {
     pages: BTreeMap<String, Page>,
     /// Answers requests before the pages do; see [`Site::handler`].
     handler: Option<Handler>,
+    /// Latency that depends on load; see [`Site::load`].
+    load: Option<crate::load::Load>,
 }
 
 /// A function that answers some requests itself (`None`: not mine).
@@ -109,6 +111,7 @@ impl Site {
             query_variants: false,
             pages: BTreeMap::new(),
             handler: None,
+            load: None,
         }
     }
 
@@ -171,6 +174,17 @@ impl Site {
     pub fn latency(mut self, d: Duration) -> Site {
         self.latency = d;
         self
+    }
+
+    /// Makes answers depend on load (see [`crate::Load`]), on top of [`Site::latency`].
+    pub fn load(mut self, load: crate::load::Load) -> Site {
+        self.load = Some(load);
+        self
+    }
+
+    /// The load model, if any.
+    pub fn get_load(&self) -> Option<&crate::load::Load> {
+        self.load.as_ref()
     }
 
     /// Seed of the link generator (default fixed, so pages are stable across runs).

@@ -28,6 +28,12 @@ pub struct Response {
     pub request: Request,
     /// Time from sending the request until the body had arrived.
     pub latency: Duration,
+    /// Time from sending the request until the response headers had arrived:
+    /// the latency Scrapy's AutoThrottle uses (`download_latency`), and
+    /// spindle's too. Measured in the downloader, from just after the slot's
+    /// send gate (so the politeness wait is not counted) to reqwest's
+    /// `send()` returning.
+    pub headers_latency: Duration,
 }
 
 impl Response {
@@ -196,6 +202,7 @@ mod tests {
             body: Bytes::copy_from_slice(body),
             request,
             latency: Duration::ZERO,
+            headers_latency: Duration::ZERO,
         }
     }
 

@@ -113,6 +113,38 @@ pub struct Settings {
     pub(crate) cookies_debug: bool,
     /// `DEFAULT_REQUEST_HEADERS`: headers every request gets unless it sets its own, in order.
     pub(crate) default_request_headers: Vec<(String, String)>,
+    /// `AUTOTHROTTLE_ENABLED`: each slot paces itself from the latency it measures.
+    pub(crate) autothrottle_enabled: bool,
+    /// `AUTOTHROTTLE_START_DELAY`: each slot's delay before its first response.
+    pub(crate) autothrottle_start_delay: Duration,
+    /// `AUTOTHROTTLE_MAX_DELAY`: the largest delay AutoThrottle sets.
+    pub(crate) autothrottle_max_delay: Duration,
+    /// `AUTOTHROTTLE_TARGET_CONCURRENCY`: requests each slot should have on the wire, on average.
+    pub(crate) autothrottle_target_concurrency: f64,
+    /// `AUTOTHROTTLE_DEBUG`: log every delay change.
+    pub(crate) autothrottle_debug: bool,
+    /// `AUTOTHROTTLE_MODE`: `delay` (Scrapy's algorithm) or `adaptive` (concurrency from latency).
+    pub(crate) autothrottle_mode: ThrottleMode,
+}
+
+/// What AutoThrottle adjusts (`AUTOTHROTTLE_MODE`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ThrottleMode {
+    /// Scrapy's AutoThrottle: each slot's delay follows latency / target concurrency.
+    #[default]
+    Delay,
+    /// Each slot's concurrency follows the latency and errors it measures
+    /// (TCP Vegas style), between 1 and the slot's cap; the delay stays at its minimum.
+    Adaptive,
+}
+
+impl ThrottleMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            ThrottleMode::Delay => "delay",
+            ThrottleMode::Adaptive => "adaptive",
+        }
+    }
 }
 
 impl Default for Settings {
@@ -151,6 +183,12 @@ impl Default for Settings {
                 ),
                 ("Accept-Language".to_string(), "en".to_string()),
             ],
+            autothrottle_enabled: false,
+            autothrottle_start_delay: Duration::from_secs(5),
+            autothrottle_max_delay: Duration::from_secs(60),
+            autothrottle_target_concurrency: 1.0,
+            autothrottle_debug: false,
+            autothrottle_mode: ThrottleMode::Delay,
         }
     }
 }
@@ -183,6 +221,12 @@ pub const SETTING_NAMES: &[&str] = &[
     "COOKIES_ENABLED",
     "COOKIES_DEBUG",
     "DEFAULT_REQUEST_HEADERS",
+    "AUTOTHROTTLE_ENABLED",
+    "AUTOTHROTTLE_START_DELAY",
+    "AUTOTHROTTLE_MAX_DELAY",
+    "AUTOTHROTTLE_TARGET_CONCURRENCY",
+    "AUTOTHROTTLE_DEBUG",
+    "AUTOTHROTTLE_MODE",
 ];
 
 impl Settings {
@@ -229,6 +273,27 @@ impl Settings {
             "COOKIES_DEBUG" => self.cookies_debug = parse_bool(name, v)?,
             "DEFAULT_REQUEST_HEADERS" => {
                 self.default_request_headers = parse_headers_json(name, v)?
+            }
+            "AUTOTHROTTLE_ENABLED" => self.autothrottle_enabled = parse_bool(name, v)?,
+            "AUTOTHROTTLE_START_DELAY" => self.autothrottle_start_delay = parse_seconds(name, v)?,
+            "AUTOTHROTTLE_MAX_DELAY" => self.autothrottle_max_delay = parse_seconds(name, v)?,
+            "AUTOTHROTTLE_TARGET_CONCURRENCY" => match v.parse::<f64>() {
+                Ok(c) if c.is_finite() && c > 0.0 => self.autothrottle_target_concurrency = c,
+                _ => {
+                    return Err(invalid(
+                        name,
+                        v,
+                        "a number greater than 0 (for example 2.0)",
+                    ))
+                }
+            },
+            "AUTOTHROTTLE_DEBUG" => self.autothrottle_debug = parse_bool(name, v)?,
+            "AUTOTHROTTLE_MODE" => {
+                self.autothrottle_mode = match v.to_ascii_lowercase().as_str() {
+                    "delay" => ThrottleMode::Delay,
+                    "adaptive" => ThrottleMode::Adaptive,
+                    _ => return Err(invalid(name, v, "delay or adaptive")),
+                }
             }
             _ => {
                 return Err(SettingsError::Unknown {
@@ -290,6 +355,12 @@ impl Settings {
                     .collect();
                 json(map.into())
             }
+            "AUTOTHROTTLE_ENABLED" => self.autothrottle_enabled.to_string(),
+            "AUTOTHROTTLE_START_DELAY" => secs(&self.autothrottle_start_delay),
+            "AUTOTHROTTLE_MAX_DELAY" => secs(&self.autothrottle_max_delay),
+            "AUTOTHROTTLE_TARGET_CONCURRENCY" => self.autothrottle_target_concurrency.to_string(),
+            "AUTOTHROTTLE_DEBUG" => self.autothrottle_debug.to_string(),
+            "AUTOTHROTTLE_MODE" => self.autothrottle_mode.as_str().to_string(),
             _ => return None,
         })
     }
@@ -658,6 +729,23 @@ mod tests {
                 "{name} is listed but not parsed"
             );
         }
+    }
+
+    #[test]
+    fn autothrottle_settings_have_scrapy_defaults_and_are_checked() {
+        let mut s = Settings::default();
+        assert!(!s.autothrottle_enabled);
+        assert_eq!(s.autothrottle_start_delay, Duration::from_secs(5));
+        assert_eq!(s.autothrottle_max_delay, Duration::from_secs(60));
+        assert_eq!(s.autothrottle_target_concurrency, 1.0);
+        assert_eq!(s.autothrottle_mode, ThrottleMode::Delay);
+        assert!(s.set("AUTOTHROTTLE_TARGET_CONCURRENCY", "0").is_err());
+        assert!(s.set("AUTOTHROTTLE_TARGET_CONCURRENCY", "NaN").is_err());
+        assert!(s.set("AUTOTHROTTLE_MODE", "fast").is_err());
+        s.set("AUTOTHROTTLE_MODE", "Adaptive").unwrap();
+        assert_eq!(s.autothrottle_mode, ThrottleMode::Adaptive);
+        s.set("AUTOTHROTTLE_TARGET_CONCURRENCY", "2.5").unwrap();
+        assert_eq!(s.get("AUTOTHROTTLE_TARGET_CONCURRENCY").unwrap(), "2.5");
     }
 
     #[test]

@@ -193,20 +193,23 @@ impl Downloader {
                 .send()
                 .await
                 .map_err(|e| DownloadError::from_reqwest(e, timeout))?;
+            // AutoThrottle's latency, as Scrapy's: until the headers arrived.
+            let headers_latency = started.elapsed();
             let status = response.status().as_u16();
             let headers = response.headers().clone();
             let body = read_body(response, settings, timeout).await?;
-            Ok((status, headers, body))
+            Ok((status, headers, body, headers_latency))
         }
         .await;
         match result {
-            Ok((status, headers, body)) => Ok(Response {
+            Ok((status, headers, body, headers_latency)) => Ok(Response {
                 url: request.url.clone(),
                 status,
                 headers,
                 body,
                 request,
                 latency: started.elapsed(),
+                headers_latency,
             }),
             Err(e) => Err((request, e)),
         }

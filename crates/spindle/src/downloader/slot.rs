@@ -31,12 +31,18 @@ pub struct SlotPolicy {
 #[derive(Debug)]
 pub struct Slot {
     pub policy: SlotPolicy,
+    /// The delay in force: the policy's, unless a `Crawl-delay` or AutoThrottle moved it.
+    delay: Duration,
+    /// The concurrency in force: the policy's cap, unless the adaptive mode lowered it.
+    limit: usize,
     active: usize,
     last_start: Option<Instant>,
     /// When the next request may start; `None` for a fresh slot, which starts at once.
     next_start: Option<Instant>,
     /// A robots.txt `Crawl-delay`: no gap, randomized or not, is shorter.
     delay_floor: Duration,
+    /// The end of the latest backoff or `Retry-After` pause, for the report.
+    paused_until: Option<Instant>,
     gate: SendGate,
     pub stats: SlotStats,
 }
@@ -102,10 +108,13 @@ impl Slot {
         };
         Slot {
             policy,
+            delay: policy.delay,
+            limit: policy.concurrency,
             active: 0,
             last_start: None,
             next_start: None,
             delay_floor: Duration::ZERO,
+            paused_until: None,
             gate,
             stats,
         }
@@ -116,7 +125,49 @@ impl Slot {
     }
 
     pub fn has_capacity(&self) -> bool {
-        self.active < self.policy.concurrency
+        self.active < self.limit
+    }
+
+    /// The delay in force.
+    pub fn delay(&self) -> Duration {
+        self.delay
+    }
+
+    /// The smallest delay allowed: the configured one, or a larger `Crawl-delay`.
+    pub fn min_delay(&self) -> Duration {
+        self.policy.delay.max(self.delay_floor)
+    }
+
+    /// Requests allowed on the wire at once now (at most the policy's cap).
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Sets the delay in force (AutoThrottle), never below [`Slot::min_delay`].
+    /// A raise applies to the gap already drawn, so it takes effect at once.
+    pub fn set_delay(&mut self, delay: Duration) {
+        let delay = delay.max(self.min_delay());
+        let old = self.delay;
+        self.delay = delay;
+        if delay <= old {
+            return;
+        }
+        if let Some(last) = self.last_start {
+            let until = match self.next_start {
+                Some(next) if !old.is_zero() => {
+                    last + next
+                        .duration_since(last)
+                        .mul_f64(delay.as_secs_f64() / old.as_secs_f64())
+                }
+                _ => last + delay,
+            };
+            self.pause_until(until);
+        }
+    }
+
+    /// Sets the concurrency in force (adaptive mode), within 1 and the policy's cap.
+    pub fn set_limit(&mut self, limit: usize) {
+        self.limit = limit.clamp(1, self.policy.concurrency.max(1));
     }
 
     /// When the delay lets the next request start: `None` means now.
@@ -139,7 +190,7 @@ impl Slot {
             *min = min.min(gap);
         }
         self.last_start = Some(now);
-        let delay = self.policy.delay;
+        let delay = self.delay;
         let mut gap = Duration::ZERO;
         if !delay.is_zero() {
             gap = if self.policy.randomize_delay {
@@ -160,14 +211,30 @@ impl Slot {
     /// floor that randomization never goes below.
     pub fn set_delay_floor(&mut self, floor: Duration) {
         self.delay_floor = floor;
-        self.policy.delay = self.policy.delay.max(floor);
+        self.delay = self.delay.max(floor);
         if let Some(last) = self.last_start {
             self.pause_until(last + floor + SEND_MARGIN);
         }
         self.gate.raise_floor(floor + SEND_MARGIN);
     }
 
-    /// No request starts before `until` (backoff, `Retry-After`).
+    /// A backoff or `Retry-After` pause: no request starts before `until`.
+    pub fn pause(&mut self, until: Instant) {
+        self.paused_until = Some(self.paused_until.map_or(until, |t| t.max(until)));
+        self.pause_until(until);
+    }
+
+    /// Whether a backoff or `Retry-After` pause holds the slot at `now`.
+    pub fn is_paused(&self, now: Instant) -> bool {
+        self.paused_until.is_some_and(|t| t > now)
+    }
+
+    /// Whether a robots.txt `Crawl-delay` sets the minimum delay.
+    pub fn crawl_delay_binds(&self) -> bool {
+        self.delay_floor > self.policy.delay
+    }
+
+    /// No request starts before `until`.
     pub fn pause_until(&mut self, until: Instant) {
         self.next_start = Some(self.next_start.map_or(until, |t| t.max(until)));
     }
@@ -253,6 +320,43 @@ mod tests {
         );
         let gap = s.stats.min_send_gap_seconds.seconds().unwrap();
         assert!(gap >= 0.1, "the stats report the gate's gap: {gap}");
+    }
+
+    #[test]
+    fn autothrottle_moves_the_delay_but_never_below_the_floor() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let mut s = slot(100, false);
+        s.set_delay(Duration::from_millis(10));
+        assert_eq!(
+            s.delay(),
+            Duration::from_millis(100),
+            "DOWNLOAD_DELAY is the minimum"
+        );
+        s.set_delay_floor(Duration::from_millis(300));
+        s.set_delay(Duration::from_millis(200));
+        assert_eq!(
+            s.delay(),
+            Duration::from_millis(300),
+            "Crawl-delay is the minimum"
+        );
+        let t0 = Instant::now();
+        s.start(t0, &mut rng);
+        // A raise applies to the gap already drawn.
+        s.set_delay(Duration::from_millis(900));
+        assert_eq!(s.delayed_until(t0), Some(t0 + Duration::from_millis(900)));
+    }
+
+    #[test]
+    fn the_adaptive_limit_stays_within_one_and_the_cap() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let mut s = slot(0, false);
+        s.set_limit(0);
+        assert_eq!(s.limit(), 1);
+        s.start(Instant::now(), &mut rng);
+        assert!(!s.has_capacity());
+        s.set_limit(50);
+        assert_eq!(s.limit(), 2, "the cap");
+        assert!(s.has_capacity());
     }
 
     #[test]

@@ -42,6 +42,7 @@ impl Engine {
                 .scheduler
                 .next_wakeup()
                 .map(tokio::time::Instant::from_std);
+            let report_due = self.report_due().map(tokio::time::Instant::from_std);
             tokio::select! {
                 Some(event) = events.recv() => {
                     self.handle(event);
@@ -50,6 +51,9 @@ impl Engine {
                     }
                 }
                 _ = sleep_until_opt(wakeup), if wakeup.is_some() && self.closing.is_none() => {}
+                _ = sleep_until_opt(report_due), if report_due.is_some() => {
+                    self.report_sample();
+                }
                 _ = tick_opt(&mut logstats) => {
                     last_logged = self.log_stats(last_logged, interval);
                 }

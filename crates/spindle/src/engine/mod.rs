@@ -19,8 +19,10 @@ mod downloads;
 mod event_loop;
 mod items;
 mod remote;
+mod report;
 mod responses;
 mod scraper;
+mod throttle;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -63,6 +65,9 @@ pub enum CrawlError {
     /// Worker processes could not be started.
     #[error("cannot start worker processes: {0}")]
     Workers(#[from] spindle_exec::Error),
+    /// The `--report` file could not be written.
+    #[error("writing the report failed: {0}")]
+    Report(std::io::Error),
     /// An item pipeline stage failed to open.
     #[error("item pipeline {name} cannot open: {error}")]
     Pipeline {
@@ -95,6 +100,7 @@ pub struct Crawler {
     launcher: Option<Launcher>,
     middlewares: Vec<Box<dyn DownloaderMiddleware>>,
     pipelines: Vec<Box<dyn ItemPipeline>>,
+    report: Option<std::path::PathBuf>,
 }
 
 impl Crawler {
@@ -110,6 +116,7 @@ impl Crawler {
             launcher: None,
             middlewares: Vec::new(),
             pipelines: Vec::new(),
+            report: None,
         }
     }
 
@@ -156,6 +163,14 @@ impl Crawler {
     /// Adds an item pipeline stage, run after those added before it.
     pub fn pipeline(mut self, stage: impl ItemPipeline + 'static) -> Self {
         self.pipelines.push(Box::new(stage));
+        self
+    }
+
+    /// Writes an HTML report to `path`: the crawl over time, its slots, and
+    /// what limited it. Rewritten every few seconds while the crawl runs and
+    /// once at its end; self-contained (inline SVG, nothing fetched).
+    pub fn report(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.report = Some(path.into());
         self
     }
 
@@ -219,6 +234,8 @@ impl Crawler {
                 settings.download_warnsize,
             ),
             scraper: Scraper::new(self.spider.clone(), parse_pool),
+            throttle: throttle::Throttle::new(&settings),
+            report: self.report.map(|path| report::recorder(path, &settings)),
             items: items::Items::start(self.pipelines, self.exporter, self.progress.clone()),
             middlewares,
             mw_stats: Stats::default(),
@@ -231,6 +248,11 @@ impl Crawler {
         };
         let started = (SystemTime::now(), Instant::now());
         let reason = engine.run(events, self.shutdown).await;
+        engine.report_sample();
+        let report_written = engine
+            .report
+            .as_mut()
+            .map_or(Ok(()), |report| report.finish(&reason));
         let slots: BTreeMap<_, _> = engine
             .scheduler
             .slot_stats()
@@ -248,6 +270,7 @@ impl Crawler {
             &engine.scheduler.stats,
             &engine.downloads.stats,
             &engine.scraper.stats,
+            &engine.throttle.stats,
             &engine.admission.stats,
             &engine.mw_stats,
             &item_stats,
@@ -257,6 +280,7 @@ impl Crawler {
         let mut report = CrawlReport::new(&stats, started.0, started.1.elapsed(), &reason, slots);
         report.workers = workers;
         written.map_err(CrawlError::Export)?;
+        report_written.map_err(CrawlError::Report)?;
         Ok(report)
     }
 }
@@ -324,6 +348,10 @@ struct Engine {
     downloads: Downloads,
     /// Responses waiting for, or in, the spider's parse.
     scraper: Scraper,
+    /// AutoThrottle: moves each slot's delay or concurrency after its responses.
+    throttle: throttle::Throttle,
+    /// `--report`: snapshots of the parts over time.
+    report: Option<crate::report::Recorder>,
     /// Pipelines and the exporter, on their own thread.
     items: items::Items,
     middlewares: Vec<Box<dyn DownloaderMiddleware>>,

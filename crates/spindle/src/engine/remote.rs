@@ -59,6 +59,7 @@ impl Engine {
                 body,
                 body_len,
                 latency_us,
+                headers_latency_us,
                 ..
             } => {
                 let response = Response {
@@ -68,6 +69,7 @@ impl Engine {
                     body: body.into(),
                     request,
                     latency: Duration::from_micros(latency_us),
+                    headers_latency: Duration::from_micros(headers_latency_us),
                 };
                 let to_parse = self.on_response(slot, response, body_len).is_some();
                 if parse_follows {

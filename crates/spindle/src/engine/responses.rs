@@ -20,6 +20,9 @@ impl Engine {
         body_len: u64,
     ) -> Option<Response> {
         self.downloads.count_response(&response, body_len);
+        self.throttle
+            .on_response(slot, &response, body_len, &mut self.scheduler);
+        self.report_response(slot, &response);
         let pagecount = self.settings.closespider_pagecount;
         if pagecount > 0 && self.downloads.stats.get("response_received_count") >= pagecount {
             self.close("closespider_pagecount");
@@ -48,6 +51,7 @@ impl Engine {
         error: DownloadError,
     ) {
         self.downloads.count_error(&error);
+        self.throttle.on_error(slot, &error, &mut self.scheduler);
         let action =
             self.run_middlewares(slot, |mw, cx| mw.process_exception(&request, &error, cx));
         if matches!(action, Action::Retry(_) | Action::Follow(_)) {

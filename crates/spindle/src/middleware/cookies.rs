@@ -109,6 +109,7 @@ mod tests {
             body: Bytes::new(),
             request: request.clone(),
             latency: Duration::ZERO,
+            headers_latency: Duration::ZERO,
         }
     }
 

@@ -45,6 +45,33 @@ pub struct Dispatch {
 pub struct SlotPolicies {
     default: SlotPolicy,
     overrides: HashMap<String, SlotPolicy>,
+    /// AutoThrottle's start: each new slot's delay (at least its own), and
+    /// its concurrency in adaptive mode.
+    start_delay: Option<std::time::Duration>,
+    start_limit: Option<usize>,
+}
+
+/// A slot's pace as AutoThrottle sees and sets it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SlotPace {
+    /// The delay in force.
+    pub delay: std::time::Duration,
+    /// The smallest delay allowed (`DOWNLOAD_DELAY`, or a larger `Crawl-delay`).
+    pub min_delay: std::time::Duration,
+    /// Requests allowed on the wire at once now.
+    pub limit: usize,
+    /// The slot's cap (`CONCURRENT_REQUESTS_PER_DOMAIN`/`_PER_IP`, `DOWNLOAD_SLOTS`).
+    pub cap: usize,
+    /// Requests on the wire now.
+    pub active: usize,
+    /// Requests waiting in the slot's queue.
+    pub queued: usize,
+    /// Whether the slot waits for its delay or a pause at `now`.
+    pub delayed: bool,
+    /// Whether a backoff or `Retry-After` pause holds it at `now`.
+    pub paused: bool,
+    /// Whether a robots.txt `Crawl-delay` sets its minimum delay.
+    pub crawl_delay: bool,
 }
 
 impl SlotPolicies {
@@ -69,7 +96,26 @@ impl SlotPolicies {
                 (key.clone(), policy)
             })
             .collect();
-        SlotPolicies { default, overrides }
+        let throttle = settings.autothrottle_enabled;
+        let mode = settings.autothrottle_mode;
+        SlotPolicies {
+            default,
+            overrides,
+            start_delay: (throttle && mode == crate::settings::ThrottleMode::Delay)
+                .then_some(settings.autothrottle_start_delay),
+            start_limit: (throttle && mode == crate::settings::ThrottleMode::Adaptive).then_some(1),
+        }
+    }
+
+    fn new_slot(&self, key: &str, gate: SendGate) -> Slot {
+        let mut slot = Slot::new(self.for_key(key), gate);
+        if let Some(d) = self.start_delay {
+            slot.set_delay(d);
+        }
+        if let Some(n) = self.start_limit {
+            slot.set_limit(n);
+        }
+        slot
     }
 
     pub fn for_key(&self, key: &str) -> SlotPolicy {
@@ -221,9 +267,46 @@ impl Scheduler {
         self.refresh(id, now);
     }
 
+    /// A slot's pace: delay, limit, cap, requests on the wire and queued.
+    pub fn pace(&self, id: SlotId, now: Instant) -> SlotPace {
+        let entry = &self.slots[id];
+        let slot = &entry.slot;
+        SlotPace {
+            delay: slot.delay(),
+            min_delay: slot.min_delay(),
+            limit: slot.limit(),
+            cap: slot.policy.concurrency,
+            active: slot.active(),
+            queued: entry.queue.len(),
+            delayed: slot.delayed_until(now).is_some(),
+            paused: slot.is_paused(now),
+            crawl_delay: slot.crawl_delay_binds(),
+        }
+    }
+
+    /// Every slot's id and key.
+    pub fn slot_ids(&self) -> impl Iterator<Item = (SlotId, &str)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .map(|(id, e)| (id, e.key.as_str()))
+    }
+
+    /// Sets a slot's delay (AutoThrottle); never below its minimum.
+    pub fn set_delay(&mut self, id: SlotId, delay: std::time::Duration, now: Instant) {
+        self.slots[id].slot.set_delay(delay);
+        self.refresh(id, now);
+    }
+
+    /// Sets a slot's concurrency (adaptive mode); within 1 and its cap.
+    pub fn set_limit(&mut self, id: SlotId, limit: usize, now: Instant) {
+        self.slots[id].slot.set_limit(limit);
+        self.refresh(id, now);
+    }
+
     /// Starts nothing in this slot before `until`; other slots go on.
     pub fn pause(&mut self, id: SlotId, until: Instant, now: Instant) {
-        self.slots[id].slot.pause_until(until);
+        self.slots[id].slot.pause(until);
         self.refresh(id, now);
     }
 
@@ -257,8 +340,8 @@ impl Scheduler {
         let id = self.slots.len();
         self.slots.push(SlotEntry {
             key: key.to_string(),
-            slot: Slot::new(
-                self.policies.for_key(key),
+            slot: self.policies.new_slot(
+                key,
                 self.gates
                     .as_ref()
                     .map_or_else(SendGate::default, |make| make(id)),

@@ -173,6 +173,7 @@ async fn run_job(
             },
             body_len: response.body.len() as u64,
             latency_us: response.latency.as_micros() as u64,
+            headers_latency_us: response.headers_latency.as_micros() as u64,
             parsed_by_worker: parse,
         },
     });

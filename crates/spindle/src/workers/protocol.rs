@@ -40,6 +40,8 @@ pub enum Fetched {
         body: Vec<u8>,
         body_len: u64,
         latency_us: u64,
+        /// Until the response headers arrived (AutoThrottle's latency).
+        headers_latency_us: u64,
         /// Whether a `Parsed` message follows.
         parsed_by_worker: bool,
     },
