@@ -46,6 +46,9 @@ fn check(args: &BenchArgs) -> anyhow::Result<Settings> {
     ] {
         settings.set_assignment(&assignment)?;
     }
+    for assignment in &args.settings {
+        settings.set_assignment(assignment)?;
+    }
     Ok(settings)
 }
 

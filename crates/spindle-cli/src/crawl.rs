@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use spindle::exporter::{self, Format};
+use spindle::exporter::{Format, OpenMode};
 use spindle::{Crawler, Request, Settings};
 
 use crate::args::CrawlArgs;
@@ -18,7 +18,7 @@ pub struct Plan {
     spider: FollowSpider,
     settings: Settings,
     resolve: HashMap<String, IpAddr>,
-    output: Option<(PathBuf, Format, Vec<String>)>,
+    output: Option<(PathBuf, Format, Vec<String>, OpenMode)>,
     stats: Option<PathBuf>,
     processes: usize,
 }
@@ -36,6 +36,9 @@ pub fn plan(args: CrawlArgs) -> anyhow::Result<Plan> {
     }
     for assignment in &args.settings {
         settings.set_assignment(assignment)?;
+    }
+    if let Some(dir) = &args.job {
+        settings.set("JOBDIR", &dir.display().to_string())?;
     }
 
     for header in &args.headers {
@@ -79,18 +82,27 @@ pub fn plan(args: CrawlArgs) -> anyhow::Result<Plan> {
         fields,
     )?;
 
-    let output = match args.output {
+    // Scrapy's -o appends and -O overwrites.
+    let output = match (args.output, args.overwrite_output) {
+        (Some(path), _) => Some((path, OpenMode::Append)),
+        (None, Some(path)) => Some((path, OpenMode::Overwrite)),
+        (None, None) => None,
+    };
+    let output = match output {
         None => None,
-        Some(path) => {
+        Some((path, mode)) => {
             let Some(format) = Format::from_path(&path) else {
                 bail!(
                     "cannot tell the output format of {}: name it .jsonl, .json or .csv",
                     path.display()
                 );
             };
-            Some((path, format, field_names))
+            Some((path, format, field_names, mode))
         }
     };
+    if let Some(stats) = &args.stats {
+        check_stats_path(stats, output.as_ref().map(|o| o.0.as_path()))?;
+    }
 
     let mut resolve = HashMap::new();
     for entry in &args.resolve {
@@ -110,6 +122,45 @@ pub fn plan(args: CrawlArgs) -> anyhow::Result<Plan> {
         stats: args.stats,
         processes: usize::from(args.processes),
     })
+}
+
+/// Refuses a `--stats` path that would overwrite the items, or that cannot
+/// be written, before anything is fetched rather than after the crawl.
+fn check_stats_path(
+    stats: &std::path::Path,
+    output: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    if let Some(output) = output {
+        if same_file(stats, output) {
+            bail!(
+                "--stats {} is the items output too: the stats would overwrite the items; give it another path",
+                stats.display()
+            );
+        }
+    }
+    let existed = stats.exists();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(stats)
+        .with_context(|| format!("--stats {} cannot be written", stats.display()))?;
+    if !existed {
+        let _ = std::fs::remove_file(stats);
+    }
+    Ok(())
+}
+
+/// Whether two paths name one file, whether or not it exists yet.
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    let resolve = |p: &std::path::Path| {
+        let name = p.file_name().map(|n| n.to_os_string());
+        let parent = match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        (parent.canonicalize().unwrap_or(parent), name)
+    };
+    resolve(a) == resolve(b)
 }
 
 /// `HOST:PORT:ADDR`, as curl takes it. The port is checked but every port of the host is mapped.
@@ -137,11 +188,8 @@ pub async fn run(plan: Plan, bar: Option<indicatif::ProgressBar>) -> Result<(), 
     for (host, ip) in plan.resolve {
         crawler = crawler.resolve(&host, ip);
     }
-    if let Some((path, format, fields)) = &plan.output {
-        let exporter = exporter::open(path, *format, Some(fields.clone()))
-            .with_context(|| format!("cannot create output file {}", path.display()))
-            .map_err(Failure::Usage)?;
-        crawler = crawler.exporter(exporter);
+    if let Some((path, format, fields, mode)) = plan.output {
+        crawler = crawler.output_file(path, format, Some(fields), mode);
     }
 
     let shutdown = crawler.shutdown_handle();
@@ -176,5 +224,11 @@ pub async fn run(plan: Plan, bar: Option<indicatif::ProgressBar>) -> Result<(), 
             .with_context(|| format!("cannot write stats to {}", path.display()))
             .map_err(Failure::Runtime)?;
     }
-    Ok(())
+    match &report.output_error {
+        // The stats are out; the output ends on a whole record.
+        Some(error) => Err(Failure::Runtime(anyhow::anyhow!(
+            "{error}; the crawl stopped there"
+        ))),
+        None => Ok(()),
+    }
 }

@@ -3,6 +3,7 @@
 mod args;
 mod bench;
 mod crawl;
+mod job;
 mod progress;
 mod spider;
 
@@ -23,11 +24,18 @@ fn main() -> ExitCode {
     // Worker processes of `--processes N` are this binary run again: this
     // runs the worker and never returns there, and returns at once here.
     spindle_exec::init();
+    // A file-size limit (RLIMIT_FSIZE) must fail the write, as a full disk
+    // does, not kill the process before it can cut the output back and print its stats.
+    // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let cli = Cli::parse();
     let bar = progress::bar_if_terminal();
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("info,fjall=warn,lsm_tree=warn")),
         )
         .with_writer(progress::LogWriter(bar.clone()))
         .with_target(false)
@@ -43,6 +51,7 @@ fn main() -> ExitCode {
                 .and_then(|rt| rt.block_on(crawl::run(plan, bar))),
         },
         Command::Bench(args) => bench::run(args),
+        Command::Job(args::JobCommand::Status { dir, json }) => job::status(&dir, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -113,6 +113,16 @@ pub struct Settings {
     pub(crate) cookies_debug: bool,
     /// `DEFAULT_REQUEST_HEADERS`: headers every request gets unless it sets its own, in order.
     pub(crate) default_request_headers: Vec<(String, String)>,
+    /// `JOBDIR`: the directory that keeps the job (frontier, seen set, progress) across runs.
+    pub(crate) jobdir: Option<std::path::PathBuf>,
+    /// `MEMUSAGE_ENABLED`: watch this process's memory.
+    pub(crate) memusage_enabled: bool,
+    /// `MEMUSAGE_LIMIT_MB`: close the crawl past this resident size; 0 = off.
+    pub(crate) memusage_limit_mb: u64,
+    /// `MEMUSAGE_WARNING_MB`: log a warning once past this resident size; 0 = off.
+    pub(crate) memusage_warning_mb: u64,
+    /// `MEMUSAGE_CHECK_INTERVAL_SECONDS`: how often memory is checked.
+    pub(crate) memusage_check_interval: Duration,
 }
 
 impl Default for Settings {
@@ -151,6 +161,11 @@ impl Default for Settings {
                 ),
                 ("Accept-Language".to_string(), "en".to_string()),
             ],
+            jobdir: None,
+            memusage_enabled: true,
+            memusage_limit_mb: 0,
+            memusage_warning_mb: 0,
+            memusage_check_interval: Duration::from_secs(60),
         }
     }
 }
@@ -183,6 +198,11 @@ pub const SETTING_NAMES: &[&str] = &[
     "COOKIES_ENABLED",
     "COOKIES_DEBUG",
     "DEFAULT_REQUEST_HEADERS",
+    "JOBDIR",
+    "MEMUSAGE_ENABLED",
+    "MEMUSAGE_LIMIT_MB",
+    "MEMUSAGE_WARNING_MB",
+    "MEMUSAGE_CHECK_INTERVAL_SECONDS",
 ];
 
 impl Settings {
@@ -230,6 +250,16 @@ impl Settings {
             "DEFAULT_REQUEST_HEADERS" => {
                 self.default_request_headers = parse_headers_json(name, v)?
             }
+            "JOBDIR" => self.jobdir = (!v.is_empty()).then(|| v.into()),
+            "MEMUSAGE_ENABLED" => self.memusage_enabled = parse_bool(name, v)?,
+            "MEMUSAGE_LIMIT_MB" => self.memusage_limit_mb = parse_count(name, v)?,
+            "MEMUSAGE_WARNING_MB" => self.memusage_warning_mb = parse_count(name, v)?,
+            "MEMUSAGE_CHECK_INTERVAL_SECONDS" => match parse_seconds(name, v)? {
+                t if t.is_zero() => {
+                    return Err(invalid(name, v, "a number of seconds greater than 0"))
+                }
+                t => self.memusage_check_interval = t,
+            },
             _ => {
                 return Err(SettingsError::Unknown {
                     name: name.to_string(),
@@ -282,6 +312,15 @@ impl Settings {
             "RETRY_AFTER_MAX" => secs(&self.retry_after_max),
             "COOKIES_ENABLED" => self.cookies_enabled.to_string(),
             "COOKIES_DEBUG" => self.cookies_debug.to_string(),
+            "JOBDIR" => self
+                .jobdir
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            "MEMUSAGE_ENABLED" => self.memusage_enabled.to_string(),
+            "MEMUSAGE_LIMIT_MB" => self.memusage_limit_mb.to_string(),
+            "MEMUSAGE_WARNING_MB" => self.memusage_warning_mb.to_string(),
+            "MEMUSAGE_CHECK_INTERVAL_SECONDS" => secs(&self.memusage_check_interval),
             "DEFAULT_REQUEST_HEADERS" => {
                 let map: serde_json::Map<String, serde_json::Value> = self
                     .default_request_headers
@@ -366,6 +405,11 @@ impl Settings {
         } else {
             self.concurrent_requests_per_domain
         }
+    }
+
+    /// `JOBDIR`: the directory of the job this crawl keeps, if any.
+    pub fn jobdir(&self) -> Option<&std::path::Path> {
+        self.jobdir.as_deref()
     }
 }
 

@@ -34,6 +34,9 @@ pub(super) enum Source {
     Page { parent_depth: u32 },
     /// A redirect, which keeps its request's depth.
     Redirect,
+    /// A request a resumed job held: it passed the filters in an earlier run,
+    /// so only robots.txt and the slot key apply.
+    Resume,
 }
 
 enum RobotsState {
@@ -103,14 +106,17 @@ impl Admission {
             }
             request.depth = depth;
         }
-        if source != Source::Start && !request.is_robots() && !self.offsite.allows(&request.url) {
+        if !matches!(source, Source::Start | Source::Resume)
+            && !request.is_robots()
+            && !self.offsite.allows(&request.url)
+        {
             self.count_offsite(&request.url);
             if source == Source::Redirect {
                 self.stats.inc("redirect/offsite");
             }
             return;
         }
-        if !scheduler.admit(&request) {
+        if source != Source::Resume && !scheduler.admit(&mut request) {
             return;
         }
         self.stats
@@ -121,6 +127,7 @@ impl Admission {
                 Some(RobotsState::Ready(rules)) => {
                     if !rules.allows(&request.url) {
                         self.stats.inc("robotstxt/forbidden");
+                        scheduler.done(&request, false);
                         return;
                     }
                 }
@@ -239,6 +246,7 @@ impl Admission {
                 self.enqueue(request, scheduler, events);
             } else {
                 self.stats.inc("robotstxt/forbidden");
+                scheduler.done(&request, false);
             }
         }
         self.robots
@@ -306,6 +314,7 @@ impl Admission {
                 warn!(%error, requests = waiting.len(), "dropping requests");
                 let dropped = waiting.len() as u64;
                 for request in waiting {
+                    scheduler.done(&request, false);
                     if let Purpose::Robots { origin } = request.purpose {
                         self.robots_given_up(&origin, scheduler, events);
                     }

@@ -14,6 +14,9 @@ impl Engine {
         shutdown: ShutdownHandle,
     ) -> String {
         info!(spider = self.spider.name(), "spider opened");
+        for request in std::mem::take(&mut self.resume) {
+            self.admit(request, Source::Resume);
+        }
         for request in self.spider.start_requests() {
             self.admit(request, Source::Start);
         }
@@ -100,8 +103,12 @@ impl Engine {
             else {
                 break;
             };
+            let job = (request.queue_key(), request.job);
             let Some(request) = self.prepare(slot, request) else {
                 self.scheduler.finish(slot, now);
+                if job.1 != 0 {
+                    self.scheduler.done_id(job.0, job.1, false);
+                }
                 continue;
             };
             if !self.downloads.start(slot, request, pacing, &self.events_tx) {
@@ -151,14 +158,14 @@ impl Engine {
                 }
             }
             Event::Parsed {
+                job,
                 depth,
                 backlog,
                 result,
-            } => {
-                if let Some(output) = self.scraper.finished(backlog, result) {
-                    self.on_output(depth, output);
-                }
-            }
+            } => match self.scraper.finished(backlog, result) {
+                Some(output) => self.on_output(job, depth, output),
+                None => self.page_done(job, false),
+            },
             Event::Fleet(event) => self.on_fleet_event(event),
             Event::Resolved { host, result } => {
                 let dropped =

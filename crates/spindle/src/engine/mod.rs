@@ -31,12 +31,14 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::downloader::dns::{DnsError, Resolver};
 use crate::downloader::{DownloadError, Downloader};
-use crate::exporter::ItemExporter;
+use crate::exporter::{Format, ItemExporter, OpenMode};
 use crate::middleware::{self, DownloaderMiddleware};
 use crate::pipeline::{ItemPipeline, PipelineError};
 use crate::request::Request;
 use crate::response::Response;
-use crate::scheduler::{Scheduler, SlotId, SlotPolicies};
+use crate::scheduler::disk::DiskStore;
+use crate::scheduler::store::{FrontierStore, StoreError};
+use crate::scheduler::{JobLog, Scheduler, SlotId, SlotPolicies};
 use crate::settings::Settings;
 use crate::spider::{Output, Spider};
 use crate::stats::{CrawlReport, Progress, Stats};
@@ -63,6 +65,9 @@ pub enum CrawlError {
     /// Worker processes could not be started.
     #[error("cannot start worker processes: {0}")]
     Workers(#[from] spindle_exec::Error),
+    /// The job's store (JOBDIR) could not be opened, read or written.
+    #[error("{0}")]
+    Job(#[from] StoreError),
     /// An item pipeline stage failed to open.
     #[error("item pipeline {name} cannot open: {error}")]
     Pipeline {
@@ -90,6 +95,7 @@ pub struct Crawler {
     settings: Arc<Settings>,
     resolved: HashMap<String, IpAddr>,
     exporter: Option<Box<dyn ItemExporter>>,
+    output: Option<OutputFile>,
     progress: Arc<Progress>,
     shutdown: ShutdownHandle,
     launcher: Option<Launcher>,
@@ -105,6 +111,7 @@ impl Crawler {
             settings: Arc::new(settings),
             resolved: HashMap::new(),
             exporter: None,
+            output: None,
             progress: Arc::default(),
             shutdown: ShutdownHandle::default(),
             launcher: None,
@@ -147,6 +154,26 @@ impl Crawler {
         self
     }
 
+    /// Writes items to a file, opened when the crawl starts. With a job
+    /// (`JOBDIR`) that is resumed, the file is cut back to the length the job
+    /// last recorded and continued, whatever `mode` says, so each item is in
+    /// it once; `mode` applies when the job starts.
+    pub fn output_file(
+        mut self,
+        path: impl Into<std::path::PathBuf>,
+        format: Format,
+        csv_fields: Option<Vec<String>>,
+        mode: OpenMode,
+    ) -> Self {
+        self.output = Some(OutputFile {
+            path: path.into(),
+            format,
+            csv_fields,
+            mode,
+        });
+        self
+    }
+
     /// Adds a downloader middleware, run after the built-in ones and those added before it.
     pub fn middleware(mut self, middleware: impl DownloaderMiddleware + 'static) -> Self {
         self.middlewares.push(Box::new(middleware));
@@ -178,6 +205,26 @@ impl Crawler {
             })?;
         }
         let settings = self.settings;
+        // A job's store is read before the output is opened: it says where the output resumes.
+        let mut job = match settings.jobdir() {
+            Some(dir) => Some(Job::open(dir)?),
+            None => None,
+        };
+        let mut exporter = self.exporter;
+        if let Some(out) = self.output {
+            let mode = match job.as_ref().and_then(|j| j.output_len) {
+                Some(len) => OpenMode::ResumeAt(len),
+                None => out.mode,
+            };
+            let opened = crate::exporter::open_with(&out.path, out.format, out.csv_fields, mode)
+                .map_err(|e| {
+                    CrawlError::Export(std::io::Error::new(
+                        e.kind(),
+                        format!("{}: {e}", out.path.display()),
+                    ))
+                })?;
+            exporter = Some(opened);
+        }
         let middlewares = builtin_middlewares(&settings, self.middlewares);
         let resolver = Arc::new(Resolver::with_fixed(self.resolved.clone()));
         let (events_tx, events) = mpsc::unbounded_channel();
@@ -204,16 +251,28 @@ impl Crawler {
                 (Executor::InProcess(Arc::new(downloader)), Some(pool))
             }
         };
+        let mut scheduler = Scheduler::new(SlotPolicies::from_settings(&settings));
+        let items = items::Items::start(
+            self.pipelines,
+            exporter,
+            self.progress.clone(),
+            job.as_mut().map(|j| j.take_store()),
+        );
+        let mut resume = Vec::new();
+        if let Some(job) = job {
+            resume = job.restore(&mut scheduler, items.job_sink())?;
+        }
         let mut engine = Engine {
             admission: Admission::new(&settings, self.spider.allowed_domains(), resolver),
-            scheduler: Scheduler::new(SlotPolicies::from_settings(&settings)),
+            scheduler,
             downloads: Downloads::new(
                 executor,
                 settings.concurrent_requests,
                 settings.download_warnsize,
             ),
             scraper: Scraper::new(self.spider.clone(), parse_pool),
-            items: items::Items::start(self.pipelines, self.exporter, self.progress.clone()),
+            items,
+            resume,
             middlewares,
             mw_stats: Stats::default(),
             spider: self.spider,
@@ -236,7 +295,7 @@ impl Crawler {
             .map(|fleet| fleet.shutdown())
             .unwrap_or_default();
         // Each part kept its own counters; the report is their sum.
-        let (item_stats, written) = engine.items.finish();
+        let (item_stats, written) = engine.items.finish(reason == "finished");
         let mut stats = Stats::default();
         for part in [
             &engine.scheduler.stats,
@@ -250,8 +309,88 @@ impl Crawler {
         }
         let mut report = CrawlReport::new(&stats, started.0, started.1.elapsed(), &reason, slots);
         report.workers = workers;
-        written.map_err(CrawlError::Export)?;
+        match written {
+            Ok(()) => {}
+            Err(items::ItemsError::Output(e)) => {
+                report.output_error = Some(format!("writing items failed: {e}"))
+            }
+            Err(items::ItemsError::Store(e)) => report.output_error = Some(e.to_string()),
+        }
         Ok(report)
+    }
+}
+
+/// Where `Crawler::output_file` writes.
+struct OutputFile {
+    path: std::path::PathBuf,
+    format: Format,
+    csv_fields: Option<Vec<String>>,
+    mode: OpenMode,
+}
+
+/// A job (JOBDIR) as read at the start of a run.
+struct Job {
+    store: Option<Box<dyn FrontierStore>>,
+    output_len: Option<u64>,
+    next_id: u64,
+    seen: Vec<u64>,
+    pending: Vec<Request>,
+}
+
+impl Job {
+    fn open(dir: &std::path::Path) -> Result<Self, StoreError> {
+        let store = DiskStore::open(dir)?;
+        let state = store.state()?;
+        let mut seen = Vec::with_capacity(state.seen as usize);
+        store.for_each_seen(&mut |fp| seen.push(fp))?;
+        let mut pending = Vec::with_capacity(state.queued as usize);
+        for (queue, _) in store.backlog()? {
+            for stored in store.pending(&queue, 0, usize::MAX)? {
+                let request: Request =
+                    postcard::from_bytes(&stored.request).map_err(|e| StoreError::Corrupt {
+                        path: dir.display().to_string(),
+                        message: format!("request {}: {e}", stored.id),
+                    })?;
+                pending.push(request);
+            }
+        }
+        // Oldest first, as they were admitted: the crawl stays breadth-first.
+        pending.sort_by_key(|r| r.job);
+        if state.last_commit > 0.0 {
+            tracing::info!(
+                job = %dir.display(),
+                pages_done = state.pages_done,
+                queued = pending.len(),
+                seen = seen.len(),
+                finished = state.finished,
+                "resuming job"
+            );
+        }
+        Ok(Job {
+            store: Some(Box::new(store)),
+            output_len: state.output_len,
+            next_id: state.next_id,
+            seen,
+            pending,
+        })
+    }
+
+    fn take_store(&mut self) -> Box<dyn FrontierStore> {
+        self.store.take().expect("taken once")
+    }
+
+    /// Gives the scheduler the seen set and the job's records; returns the
+    /// requests still pending, to admit again.
+    fn restore(
+        self,
+        scheduler: &mut Scheduler,
+        sink: Box<dyn FnMut(crate::scheduler::JobOp) + Send>,
+    ) -> Result<Vec<Request>, StoreError> {
+        for fp in self.seen {
+            scheduler.restore_seen(fp);
+        }
+        scheduler.set_job(JobLog::new(self.next_id, sink));
+        Ok(self.pending)
     }
 }
 
@@ -295,6 +434,8 @@ enum Event {
         result: Box<Result<Response, (Request, DownloadError)>>,
     },
     Parsed {
+        /// The job's (queue, number) of the page, when a job holds it.
+        job: Option<(String, u64)>,
         depth: u32,
         backlog: usize,
         result: Result<Output, String>,
@@ -327,4 +468,6 @@ struct Engine {
     progress: Arc<Progress>,
     closing: Option<String>,
     export_failed: bool,
+    /// A resumed job's pending requests, admitted again when the loop starts.
+    resume: Vec<Request>,
 }

@@ -13,8 +13,10 @@
 //! All of this state belongs to the engine's single event-loop task, so no
 //! lock is taken per request.
 
+pub mod disk;
 pub mod dupefilter;
 pub mod fpset;
+pub mod store;
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
@@ -129,8 +131,35 @@ pub struct Scheduler {
     seq: u64,
     picks: u64,
     rng: SmallRng,
+    /// With a job (JOBDIR): where admissions and completions are recorded.
+    job: Option<JobLog>,
     /// `scheduler/enqueued`, `scheduler/dequeued`, `dupefilter/filtered`.
     pub stats: Stats,
+}
+
+/// What the scheduler tells a job's store, in the order it happens.
+#[derive(Debug)]
+pub enum JobOp {
+    /// A request was admitted (its fingerprint, when it has one, is now seen).
+    Push(store::Pending, Option<u64>),
+    /// A request is done: (queue, id, whether it was a page the spider parsed).
+    Done(String, u64, bool),
+}
+
+/// The scheduler's end of a job: request numbers and the way to the store.
+pub struct JobLog {
+    next_id: u64,
+    sink: Box<dyn FnMut(JobOp) + Send>,
+}
+
+impl JobLog {
+    /// Numbers requests from `next_id` on and hands every operation to `sink`.
+    pub fn new(next_id: u64, sink: Box<dyn FnMut(JobOp) + Send>) -> Self {
+        JobLog {
+            next_id: next_id.max(1),
+            sink,
+        }
+    }
 }
 
 impl Scheduler {
@@ -146,18 +175,71 @@ impl Scheduler {
             seq: 0,
             picks: 0,
             rng: SmallRng::from_entropy(),
+            job: None,
             stats: Stats::default(),
         }
     }
 
+    /// Records every admission and completion in a job from now on.
+    pub fn set_job(&mut self, job: JobLog) {
+        self.job = Some(job);
+    }
+
+    /// Marks a fingerprint seen, as a resumed job's seen set says.
+    pub fn restore_seen(&mut self, fp: u64) {
+        self.dupefilter.insert_fingerprint(fp);
+    }
+
     /// Records the request's fingerprint (method, canonical URL, body) as
-    /// seen; false when it is a duplicate to drop.
-    pub fn admit(&mut self, request: &Request) -> bool {
-        let new = request.dont_filter || self.dupefilter.insert_fingerprint(request.fingerprint());
+    /// seen; false when it is a duplicate to drop. With a job, a page
+    /// request gets its number and is recorded as pending.
+    pub fn admit(&mut self, request: &mut Request) -> bool {
+        let fp = (!request.dont_filter).then(|| request.fingerprint());
+        let new = fp.is_none_or(|fp| self.dupefilter.insert_fingerprint(fp));
         if !new {
             self.stats.inc("dupefilter/filtered");
+            return false;
         }
-        new
+        if let Some(job) = &mut self.job {
+            // robots.txt is fetched again on resume, so it is never stored.
+            if !request.is_robots() {
+                request.job = job.next_id;
+                job.next_id += 1;
+                match postcard::to_allocvec(&*request) {
+                    Ok(bytes) => {
+                        let pending = store::Pending {
+                            id: request.job,
+                            queue: request.queue_key(),
+                            request: bytes,
+                        };
+                        (job.sink)(JobOp::Push(pending, fp));
+                    }
+                    Err(error) => {
+                        // Kept in memory only, as Scrapy does with what it cannot pickle.
+                        tracing::warn!(url = %request.url, %error, "request cannot be stored; it will not survive a restart");
+                        self.stats.inc("scheduler/unserializable");
+                        request.job = 0;
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// A request is done: its page was parsed, or it failed, was dropped or
+    /// redirected for good. `page` says whether the spider parsed it.
+    /// Nothing happens without a job, or for a request the job does not hold.
+    pub fn done(&mut self, request: &Request, page: bool) {
+        if request.job != 0 {
+            self.done_id(request.queue_key(), request.job, page);
+        }
+    }
+
+    /// [`Scheduler::done`] by queue and number.
+    pub fn done_id(&mut self, queue: String, id: u64, page: bool) {
+        if let Some(job) = &mut self.job {
+            (job.sink)(JobOp::Done(queue, id, page));
+        }
     }
 
     /// Queues an admitted request in the named slot, creating the slot if needed.
@@ -403,10 +485,10 @@ mod tests {
     #[test]
     fn admit_filters_duplicates_unless_told_not_to() {
         let mut s = Scheduler::new(policies(8, 0));
-        assert!(s.admit(&req("http://a/x#1", 0)));
-        assert!(!s.admit(&req("http://a/x#2", 0)));
+        assert!(s.admit(&mut req("http://a/x#1", 0)));
+        assert!(!s.admit(&mut req("http://a/x#2", 0)));
         let mut again = req("http://a/x", 0);
         again.dont_filter = true;
-        assert!(s.admit(&again));
+        assert!(s.admit(&mut again));
     }
 }
