@@ -396,6 +396,115 @@ mod tests {
         std::fs::read_to_string(&path).unwrap()
     }
 
+    fn read_back(format: Format, path: &Path) -> Vec<String> {
+        let text = std::fs::read_to_string(path).unwrap();
+        match format {
+            Format::JsonLines => text
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap()["url"].to_string())
+                .collect(),
+            Format::Json => serde_json::from_str::<Value>(&text)
+                .unwrap()
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v["url"].to_string())
+                .collect(),
+            Format::Csv => {
+                let mut r = csv::Reader::from_reader(text.as_bytes());
+                assert_eq!(r.headers().unwrap().iter().next(), Some("url"));
+                r.records()
+                    .map(|r| format!("\"{}\"", &r.unwrap()[0]))
+                    .collect()
+            }
+        }
+    }
+
+    #[test]
+    fn append_adds_to_the_file_and_overwrite_replaces_it() {
+        for (format, ext) in [
+            (Format::JsonLines, "jsonl"),
+            (Format::Json, "json"),
+            (Format::Csv, "csv"),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(format!("out.{ext}"));
+            for (mode, n) in [(OpenMode::Append, 2), (OpenMode::Append, 3)] {
+                let mut e = open_with(&path, format, None, mode).unwrap();
+                for i in 0..n {
+                    e.export(&item(i)).unwrap();
+                }
+                e.flush().unwrap();
+            }
+            // One JSON array, one CSV header: the file reads as one output.
+            assert_eq!(read_back(format, &path).len(), 5, "{ext}");
+            let mut e = open_with(&path, format, None, OpenMode::Overwrite).unwrap();
+            e.export(&item(9)).unwrap();
+            e.flush().unwrap();
+            assert_eq!(read_back(format, &path), ["\"http://e/9\""], "{ext}");
+            // Appending to an empty array keeps it one array.
+            std::fs::write(&path, "[\n]\n").unwrap();
+            if format == Format::Json {
+                let mut e = open_with(&path, format, None, OpenMode::Append).unwrap();
+                e.export(&item(1)).unwrap();
+                e.flush().unwrap();
+                assert_eq!(read_back(format, &path).len(), 1);
+            }
+        }
+    }
+
+    #[test]
+    fn resume_cuts_back_to_the_recorded_position() {
+        for (format, ext) in [
+            (Format::JsonLines, "jsonl"),
+            (Format::Json, "json"),
+            (Format::Csv, "csv"),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(format!("out.{ext}"));
+            let mut e = open(&path, format, None).unwrap();
+            let at_start = e.position();
+            e.export(&item(0)).unwrap();
+            e.export(&item(1)).unwrap();
+            let recorded = e.position();
+            e.flush().unwrap();
+            assert_eq!(e.position(), recorded);
+            // Written and flushed, but never recorded: a crash here.
+            e.export(&item(2)).unwrap();
+            e.flush().unwrap();
+            drop(e);
+            let mut e = open_with(&path, format, None, OpenMode::ResumeAt(recorded)).unwrap();
+            e.flush().unwrap();
+            assert_eq!(read_back(format, &path).len(), 2, "{ext}");
+            e.export(&item(3)).unwrap();
+            e.flush().unwrap();
+            let urls = read_back(format, &path);
+            assert_eq!(urls.len(), 3, "{ext}");
+            assert_eq!(urls[2], "\"http://e/3\"", "{ext}");
+            // Back to the start: an output with nothing recorded yet.
+            drop(e);
+            let mut e = open_with(&path, format, None, OpenMode::ResumeAt(at_start)).unwrap();
+            e.flush().unwrap();
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(
+                text.is_empty() || read_back(format, &path).is_empty(),
+                "{ext}"
+            );
+            // A file shorter than the job recorded was changed behind its back.
+            drop(e);
+            std::fs::write(&path, "").unwrap();
+            assert!(open_with(&path, format, None, OpenMode::ResumeAt(recorded)).is_err());
+        }
+    }
+
+    #[test]
+    fn appending_to_something_else_than_an_array_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.json");
+        std::fs::write(&path, "{\"a\": 1}\n").unwrap();
+        assert!(open_with(&path, Format::Json, None, OpenMode::Append).is_err());
+    }
+
     #[test]
     fn format_by_extension() {
         assert_eq!(

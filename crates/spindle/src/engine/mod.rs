@@ -66,7 +66,7 @@ pub enum CrawlError {
     #[error("cannot start worker processes: {0}")]
     Workers(#[from] spindle_exec::Error),
     /// The job's store (JOBDIR) could not be opened, read or written.
-    #[error("{0}")]
+    #[error(transparent)]
     Job(#[from] StoreError),
     /// An item pipeline stage failed to open.
     #[error("item pipeline {name} cannot open: {error}")]
@@ -309,12 +309,13 @@ impl Crawler {
         }
         let mut report = CrawlReport::new(&stats, started.0, started.1.elapsed(), &reason, slots);
         report.workers = workers;
-        match written {
-            Ok(()) => {}
-            Err(items::ItemsError::Output(e)) => {
-                report.output_error = Some(format!("writing items failed: {e}"))
-            }
-            Err(items::ItemsError::Store(e)) => report.output_error = Some(e.to_string()),
+        if let Err(error) = written {
+            report.output_error = Some(match error {
+                items::ItemsError::Output(e) => format!("writing items failed: {e}"),
+                items::ItemsError::Store(e) => e.to_string(),
+            });
+            // The crawl may have ended before it sent another item and noticed.
+            report.finish_reason = "export_error".to_string();
         }
         Ok(report)
     }
