@@ -229,6 +229,9 @@ pub async fn run(plan: Plan, bar: Option<indicatif::ProgressBar>) -> Result<(), 
         Some(error) => Err(Failure::Runtime(anyhow::anyhow!(
             "{error}; the crawl stopped there"
         ))),
+        None if report.finish_reason == "memusage_exceeded" => Err(Failure::Runtime(anyhow::anyhow!(
+            "the crawl used more memory than MEMUSAGE_LIMIT_MB allows and was closed (finish_reason: memusage_exceeded)"
+        ))),
         None => Ok(()),
     }
 }

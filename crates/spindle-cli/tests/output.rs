@@ -193,3 +193,40 @@ fn a_job_store_that_cannot_be_written_stops_before_any_fetch() {
     assert!(stderr.contains("job store job"), "{stderr}");
     assert!(server.records().is_empty(), "nothing fetched");
 }
+
+#[test]
+fn past_memusage_limit_the_crawl_closes_with_stats_and_fails() {
+    // Slow enough pages that the crawl is still running at the first check.
+    let site = Site::generated(300)
+        .links_per_page(4)
+        .latency(Duration::from_millis(50));
+    let server = TestServer::builder()
+        .host("a.test", Ipv4Addr::new(127, 0, 0, 2), site)
+        .start()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stderr) = crawl(
+        &server,
+        dir.path(),
+        &[
+            "-o",
+            "items.jsonl",
+            "--stats",
+            "stats.json",
+            "-s",
+            "MEMUSAGE_LIMIT_MB=1",
+            "-s",
+            "MEMUSAGE_CHECK_INTERVAL_SECONDS=0.05",
+        ],
+        None,
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("MEMUSAGE_LIMIT_MB"), "{stderr}");
+    let stats: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("stats.json")).unwrap())
+            .unwrap();
+    assert_eq!(stats["finish_reason"], "memusage_exceeded");
+    assert_eq!(stats["memusage/limit_reached"], 1);
+    assert!(stats["memusage/max"].as_u64().unwrap() > 1024 * 1024);
+    records(&dir.path().join("items.jsonl"));
+}

@@ -27,6 +27,7 @@ impl Engine {
             t
         });
         let mut last_logged = (0u64, 0u64);
+        let mut memcheck = self.memusage.start(&self.settings);
         let timeout = self.settings.closespider_timeout;
         let close_timer = tokio::time::sleep(if timeout.is_zero() {
             Duration::MAX / 4
@@ -55,6 +56,11 @@ impl Engine {
                 _ = sleep_until_opt(wakeup), if wakeup.is_some() && self.closing.is_none() => {}
                 _ = tick_opt(&mut logstats) => {
                     last_logged = self.log_stats(last_logged, interval);
+                }
+                _ = tick_opt(&mut memcheck) => {
+                    if self.memusage.check(&self.settings) {
+                        self.close("memusage_exceeded");
+                    }
                 }
                 _ = &mut close_timer, if !timeout.is_zero() && self.closing.is_none() => {
                     self.close("closespider_timeout");

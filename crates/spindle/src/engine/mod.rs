@@ -18,6 +18,7 @@ mod admission;
 mod downloads;
 mod event_loop;
 mod items;
+mod memusage;
 mod remote;
 mod responses;
 mod scraper;
@@ -281,6 +282,7 @@ impl Crawler {
             progress: self.progress,
             closing: None,
             export_failed: false,
+            memusage: memusage::MemoryUsage::default(),
         };
         let started = (SystemTime::now(), Instant::now());
         let reason = engine.run(events, self.shutdown).await;
@@ -303,6 +305,7 @@ impl Crawler {
             &engine.scraper.stats,
             &engine.admission.stats,
             &engine.mw_stats,
+            &engine.memusage.stats,
             &item_stats,
         ] {
             stats.merge(part);
@@ -471,4 +474,6 @@ struct Engine {
     export_failed: bool,
     /// A resumed job's pending requests, admitted again when the loop starts.
     resume: Vec<Request>,
+    /// Scrapy's MemoryUsage extension.
+    memusage: memusage::MemoryUsage,
 }
