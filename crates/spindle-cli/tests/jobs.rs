@@ -45,8 +45,9 @@ impl Rng {
 }
 
 fn item_paths(file: &Path, origin: &str) -> Vec<String> {
+    // A run killed during start-up may not have made the file yet.
     std::fs::read_to_string(file)
-        .unwrap()
+        .unwrap_or_default()
         .lines()
         .map(|l| {
             let v: Value = serde_json::from_str(l).expect("whole JSON lines after every kill");

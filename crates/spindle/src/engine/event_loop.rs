@@ -42,10 +42,12 @@ impl Engine {
             if self.is_done() {
                 break;
             }
-            let wakeup = self
-                .scheduler
-                .next_wakeup()
-                .map(tokio::time::Instant::from_std);
+            let mut wakeup = self.scheduler.next_wakeup();
+            if self.items.needs_backout() {
+                // The job's store is behind: look again soon, events or not.
+                wakeup = Some(Instant::now() + Duration::from_millis(10));
+            }
+            let wakeup = wakeup.map(tokio::time::Instant::from_std);
             tokio::select! {
                 Some(event) = events.recv() => {
                     self.handle(event);
@@ -100,7 +102,10 @@ impl Engine {
             return;
         }
         let now = Instant::now();
-        while !self.downloads.needs_backout() && !self.scraper.needs_backout() {
+        while !self.downloads.needs_backout()
+            && !self.scraper.needs_backout()
+            && !self.items.needs_backout()
+        {
             let Some(Dispatch {
                 slot,
                 request,

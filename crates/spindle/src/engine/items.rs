@@ -14,7 +14,7 @@
 //! length after their items. A resumed job cuts the output back to that
 //! length, so an item is in the output once whatever instant the process died.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -51,9 +51,17 @@ pub(super) enum ItemsError {
     Store(StoreError),
 }
 
+/// Job records sent but not yet taken past which the engine starts no new
+/// request, so the records waiting for the store cannot grow without bound.
+pub(super) const JOB_BACKLOG_MAX: usize = 200_000;
+
 /// The engine's handle on the item thread.
 pub(super) struct Items {
     tx: Option<std_mpsc::Sender<ToItems>>,
+    /// Job records sent and not yet taken by the thread.
+    job_backlog: Arc<AtomicUsize>,
+    /// The highest request number the job's store has committed.
+    committed: Arc<AtomicU64>,
     thread: JoinHandle<(Stats, Result<(), ItemsError>)>,
 }
 
@@ -66,6 +74,9 @@ impl Items {
         store: Option<Box<dyn FrontierStore>>,
     ) -> Self {
         let (tx, rx) = std_mpsc::channel::<ToItems>();
+        let job_backlog = Arc::new(AtomicUsize::new(0));
+        let committed = Arc::new(AtomicU64::new(0));
+        let (backlog, done) = (job_backlog.clone(), committed.clone());
         let thread = std::thread::Builder::new()
             .name("spindle-items".into())
             .spawn(move || {
@@ -79,6 +90,8 @@ impl Items {
                         commit: Commit::default(),
                         ops: 0,
                         last: Instant::now(),
+                        backlog,
+                        committed: done,
                     }),
                 };
                 let result = part.run(rx);
@@ -88,6 +101,8 @@ impl Items {
             .expect("spawn the item thread");
         Items {
             tx: Some(tx),
+            job_backlog,
+            committed,
             thread,
         }
     }
@@ -95,9 +110,21 @@ impl Items {
     /// A sender for the scheduler's job records, which must queue behind the items.
     pub(super) fn job_sink(&self) -> Box<dyn FnMut(JobOp) + Send> {
         let tx = self.tx.clone().expect("the item thread runs");
+        let backlog = self.job_backlog.clone();
         Box::new(move |op| {
+            backlog.fetch_add(1, Ordering::Relaxed);
             let _ = tx.send(ToItems::Job(op));
         })
+    }
+
+    /// The highest request number the job's store has committed, for the scheduler's window.
+    pub(super) fn committed(&self) -> Arc<AtomicU64> {
+        self.committed.clone()
+    }
+
+    /// Whether the job's records wait in such numbers that no request should start.
+    pub(super) fn needs_backout(&self) -> bool {
+        self.job_backlog.load(Ordering::Relaxed) >= JOB_BACKLOG_MAX
     }
 
     /// Hands an item over; false when the item thread has stopped (its output failed).
@@ -130,6 +157,8 @@ struct JobWriter {
     commit: Commit,
     ops: usize,
     last: Instant,
+    backlog: Arc<AtomicUsize>,
+    committed: Arc<AtomicU64>,
 }
 
 struct ItemThread {
@@ -193,6 +222,7 @@ impl ItemThread {
             ToItems::Job(op) => {
                 let position = self.exporter.as_ref().map_or(0, |e| e.position());
                 if let Some(job) = &mut self.job {
+                    job.backlog.fetch_sub(1, Ordering::Relaxed);
                     let c = &mut job.commit;
                     job.ops += 1;
                     match op {
@@ -244,6 +274,9 @@ impl ItemThread {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         job.store.commit(&job.commit).map_err(ItemsError::Store)?;
+        if let Some(next) = job.commit.next_id {
+            job.committed.fetch_max(next - 1, Ordering::Release);
+        }
         job.commit = Commit::default();
         job.ops = 0;
         job.last = Instant::now();

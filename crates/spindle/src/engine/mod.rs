@@ -38,7 +38,8 @@ use crate::pipeline::{ItemPipeline, PipelineError};
 use crate::request::Request;
 use crate::response::Response;
 use crate::scheduler::disk::DiskStore;
-use crate::scheduler::store::{FrontierStore, StoreError};
+use crate::scheduler::store::{FrontierStore, PendingReader, StoreError};
+use crate::scheduler::window::{Window, WINDOW};
 use crate::scheduler::{JobLog, Scheduler, SlotId, SlotPolicies};
 use crate::settings::Settings;
 use crate::spider::{Output, Spider};
@@ -208,7 +209,7 @@ impl Crawler {
         let settings = self.settings;
         // A job's store is read before the output is opened: it says where the output resumes.
         let mut job = match settings.jobdir() {
-            Some(dir) => Some(Job::open(dir)?),
+            Some(dir) => Some(Job::open(dir, settings.concurrent_requests_per_ip > 0)?),
             None => None,
         };
         let mut exporter = self.exporter;
@@ -261,7 +262,7 @@ impl Crawler {
         );
         let mut resume = Vec::new();
         if let Some(job) = job {
-            resume = job.restore(&mut scheduler, items.job_sink())?;
+            resume = job.restore(&mut scheduler, items.job_sink(), items.committed())?;
         }
         let mut engine = Engine {
             admission: Admission::new(&settings, self.spider.allowed_domains(), resolver),
@@ -335,6 +336,9 @@ struct OutputFile {
 /// A job (JOBDIR) as read at the start of a run.
 struct Job {
     store: Option<Box<dyn FrontierStore>>,
+    reader: Option<Box<dyn PendingReader>>,
+    /// Per queue: the last request number read back, and how many wait on disk.
+    on_disk: Vec<(String, u64, usize)>,
     output_len: Option<u64>,
     next_id: u64,
     seen: Vec<u64>,
@@ -342,14 +346,23 @@ struct Job {
 }
 
 impl Job {
-    fn open(dir: &std::path::Path) -> Result<Self, StoreError> {
+    /// Per-IP slots gather several hosts' queues, so with them the whole
+    /// frontier comes back to memory; otherwise a window of each queue.
+    fn open(dir: &std::path::Path, per_ip: bool) -> Result<Self, StoreError> {
+        let window_size = if per_ip { usize::MAX } else { WINDOW };
         let store = DiskStore::open(dir)?;
         let state = store.state()?;
         let mut seen = Vec::with_capacity(state.seen as usize);
         store.for_each_seen(&mut |fp| seen.push(fp))?;
-        let mut pending = Vec::with_capacity(state.queued as usize);
-        for (queue, _) in store.backlog()? {
-            for stored in store.pending(&queue, 0, usize::MAX)? {
+        // Each queue's oldest requests come back to memory; the rest stay on
+        // disk behind the scheduler's window.
+        let mut pending = Vec::new();
+        let mut on_disk = Vec::new();
+        for (queue, n) in store.backlog()? {
+            let window = store.pending(&queue, 0, window_size)?;
+            let cursor = window.last().map_or(0, |p| p.id);
+            on_disk.push((queue, cursor, (n as usize).saturating_sub(window.len())));
+            for stored in window {
                 let request: Request =
                     postcard::from_bytes(&stored.request).map_err(|e| StoreError::Corrupt {
                         path: dir.display().to_string(),
@@ -370,8 +383,11 @@ impl Job {
                 "resuming job"
             );
         }
+        let reader = store.pending_reader();
         Ok(Job {
             store: Some(Box::new(store)),
+            reader: Some(reader),
+            on_disk,
             output_len: state.output_len,
             next_id: state.next_id,
             seen,
@@ -386,14 +402,21 @@ impl Job {
     /// Gives the scheduler the seen set and the job's records; returns the
     /// requests still pending, to admit again.
     fn restore(
-        self,
+        mut self,
         scheduler: &mut Scheduler,
         sink: Box<dyn FnMut(crate::scheduler::JobOp) + Send>,
+        committed: Arc<std::sync::atomic::AtomicU64>,
     ) -> Result<Vec<Request>, StoreError> {
         for fp in self.seen {
             scheduler.restore_seen(fp);
         }
         scheduler.set_job(JobLog::new(self.next_id, sink));
+        let reader = self.reader.take().expect("taken once");
+        let mut window = Window::new(reader, committed);
+        for (queue, cursor, n) in self.on_disk {
+            window.resume(queue, cursor, n);
+        }
+        scheduler.set_window(window);
         Ok(self.pending)
     }
 }

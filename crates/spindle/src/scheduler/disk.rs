@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use fjall::{Config, Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode};
 
-use super::store::{Commit, FrontierStore, JobState, Pending, StoreError};
+use super::store::{Commit, FrontierStore, JobState, Pending, PendingReader, StoreError};
 
 /// A job's state in a directory on disk.
 pub struct DiskStore {
@@ -124,6 +124,14 @@ impl DiskStore {
         Ok(store)
     }
 
+    /// A reader of the pending requests for another thread, while this store commits.
+    pub fn pending_reader(&self) -> Box<dyn PendingReader> {
+        Box::new(DiskReader {
+            path: self.path.clone(),
+            pending: self.pending.clone(),
+        })
+    }
+
     fn io(&self, e: impl std::fmt::Display) -> StoreError {
         StoreError::Io {
             path: self.path.display().to_string(),
@@ -218,24 +226,7 @@ impl FrontierStore for DiskStore {
     }
 
     fn pending(&self, queue: &str, after: u64, max: usize) -> Result<Vec<Pending>, StoreError> {
-        let Some(from) = after.checked_add(1) else {
-            return Ok(Vec::new());
-        };
-        let mut out = Vec::new();
-        for kv in self
-            .pending
-            .range(pending_key(queue, from)..=pending_key(queue, u64::MAX))
-            .take(max)
-        {
-            let (k, v) = kv.map_err(|e| self.io(e))?;
-            let id = u64::from_be_bytes(k[k.len() - 8..].try_into().map_err(|e| self.corrupt(e))?);
-            out.push(Pending {
-                id,
-                queue: queue.to_string(),
-                request: v.to_vec(),
-            });
-        }
-        Ok(out)
+        read_pending(&self.path, &self.pending, queue, after, max)
     }
 
     fn backlog(&self) -> Result<Vec<(String, u64)>, StoreError> {
@@ -279,6 +270,51 @@ impl FrontierStore for DiskStore {
 
     fn state(&self) -> Result<JobState, StoreError> {
         Ok(self.state.clone())
+    }
+}
+
+/// A queue's pending requests above `after`, lowest number first.
+fn read_pending(
+    path: &Path,
+    pending: &PartitionHandle,
+    queue: &str,
+    after: u64,
+    max: usize,
+) -> Result<Vec<Pending>, StoreError> {
+    let err = |e: &dyn std::fmt::Display| StoreError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
+    let Some(from) = after.checked_add(1) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for kv in pending
+        .range(pending_key(queue, from)..=pending_key(queue, u64::MAX))
+        .take(max)
+    {
+        let (k, v) = kv.map_err(|e| err(&e))?;
+        let id = k[k.len() - 8..]
+            .try_into()
+            .map(u64::from_be_bytes)
+            .map_err(|e| err(&e))?;
+        out.push(Pending {
+            id,
+            queue: queue.to_string(),
+            request: v.to_vec(),
+        });
+    }
+    Ok(out)
+}
+
+struct DiskReader {
+    path: PathBuf,
+    pending: PartitionHandle,
+}
+
+impl PendingReader for DiskReader {
+    fn pending(&self, queue: &str, after: u64, max: usize) -> Result<Vec<Pending>, StoreError> {
+        read_pending(&self.path, &self.pending, queue, after, max)
     }
 }
 

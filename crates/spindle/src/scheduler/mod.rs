@@ -17,6 +17,7 @@ pub mod disk;
 pub mod dupefilter;
 pub mod fpset;
 pub mod store;
+pub mod window;
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
@@ -133,6 +134,8 @@ pub struct Scheduler {
     rng: SmallRng,
     /// With a job (JOBDIR): where admissions and completions are recorded.
     job: Option<JobLog>,
+    /// With a job: the part of the frontier left on disk.
+    window: Option<window::Window>,
     /// `scheduler/enqueued`, `scheduler/dequeued`, `dupefilter/filtered`.
     pub stats: Stats,
 }
@@ -176,6 +179,7 @@ impl Scheduler {
             picks: 0,
             rng: SmallRng::from_entropy(),
             job: None,
+            window: None,
             stats: Stats::default(),
         }
     }
@@ -183,6 +187,11 @@ impl Scheduler {
     /// Records every admission and completion in a job from now on.
     pub fn set_job(&mut self, job: JobLog) {
         self.job = Some(job);
+    }
+
+    /// Keeps only a window of each slot's requests in memory from now on.
+    pub fn set_window(&mut self, window: window::Window) {
+        self.window = Some(window);
     }
 
     /// Marks a fingerprint seen, as a resumed job's seen set says.
@@ -246,6 +255,16 @@ impl Scheduler {
     pub fn push(&mut self, slot_key: &str, request: Request, now: Instant) {
         let id = self.slot_id(slot_key);
         self.stats.inc("scheduler/enqueued");
+        if let Some(window) = &mut self.window {
+            // A per-IP slot gathers several hosts' queues: those stay whole in memory.
+            if request.job != 0 && request.queue_key() == slot_key {
+                let in_memory = self.slots[id].queue.len();
+                if window.spill(slot_key, request.job, in_memory) {
+                    self.stats.inc("scheduler/enqueued/disk");
+                    return;
+                }
+            }
+        }
         self.seq += 1;
         self.slots[id].queue.push(Queued {
             priority: request.priority,
@@ -259,6 +278,13 @@ impl Scheduler {
     /// The next request allowed to start now, which its slot counts as started.
     pub fn pop(&mut self, now: Instant) -> Option<Dispatch> {
         self.wake_due(now);
+        if let Some(window) = &mut self.window {
+            for key in window.due(now) {
+                // Outside per-IP mode a queue is its slot, so its slot may be made here.
+                let id = self.slot_id(&key);
+                self.top_up(id, now);
+            }
+        }
         let &(_, _, id) = self.ready.first()?;
         self.picks += 1;
         let entry = &mut self.slots[id];
@@ -267,6 +293,9 @@ impl Scheduler {
         let pacing = entry.slot.start(now, &mut self.rng);
         self.queued -= 1;
         self.stats.inc("scheduler/dequeued");
+        if self.slots[id].queue.len() < window::WINDOW / 2 {
+            self.top_up(id, now);
+        }
         self.refresh(id, now);
         Some(Dispatch {
             slot: id,
@@ -298,18 +327,46 @@ impl Scheduler {
         self.refresh(id, now);
     }
 
-    /// The earliest time a delayed slot may start its next request.
+    /// The earliest time a delayed slot may start its next request (or, with
+    /// a job, a window waiting for its requests to be committed is looked at again).
     pub fn next_wakeup(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((t, _))| *t)
+        let timer = self.timers.peek().map(|Reverse((t, _))| *t);
+        let retry = self.window.as_ref().and_then(|w| w.next_retry());
+        match (timer, retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Requests waiting in the frontier.
+    /// Requests waiting in the frontier, in memory or (with a job) on disk.
     pub fn len(&self) -> usize {
-        self.queued
+        self.queued + self.window.as_ref().map_or(0, |w| w.spilled())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.queued == 0
+        self.len() == 0
+    }
+
+    /// Brings a slot's window back up from disk (with a job).
+    fn top_up(&mut self, id: SlotId, now: Instant) {
+        let Some(window) = &mut self.window else {
+            return;
+        };
+        let entry = &mut self.slots[id];
+        if !window.has_spilled(&entry.key) {
+            return;
+        }
+        let room = window::WINDOW.saturating_sub(entry.queue.len());
+        for request in window.refill(&entry.key, room) {
+            self.seq += 1;
+            entry.queue.push(Queued {
+                priority: request.priority,
+                seq: self.seq,
+                request,
+            });
+            self.queued += 1;
+        }
+        self.refresh(id, now);
     }
 
     pub fn slot_key(&self, id: SlotId) -> &str {

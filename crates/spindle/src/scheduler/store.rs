@@ -137,6 +137,12 @@ pub trait FrontierStore: Send {
     fn state(&self) -> Result<JobState, StoreError>;
 }
 
+/// Reads a job's pending requests while another thread commits to the store.
+pub trait PendingReader: Send {
+    /// As [`FrontierStore::pending`]; sees what is committed.
+    fn pending(&self, queue: &str, after: u64, max: usize) -> Result<Vec<Pending>, StoreError>;
+}
+
 /// The memory home: the semantics of a store, with nothing kept after the process.
 #[derive(Default)]
 pub struct MemoryStore {
