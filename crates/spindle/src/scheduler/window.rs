@@ -163,3 +163,95 @@ impl Window {
         (!self.short.is_empty()).then_some(self.last_retry + RETRY)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduler::store::Pending;
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    type Shared = Arc<Mutex<BTreeMap<(String, u64), Vec<u8>>>>;
+
+    struct Fake(Shared);
+
+    impl PendingReader for Fake {
+        fn pending(
+            &self,
+            queue: &str,
+            after: u64,
+            max: usize,
+        ) -> Result<Vec<Pending>, crate::scheduler::store::StoreError> {
+            Ok(self
+                .0
+                .lock()
+                .unwrap()
+                .range((queue.to_string(), after + 1)..=(queue.to_string(), u64::MAX))
+                .take(max)
+                .map(|((q, id), r)| Pending {
+                    id: *id,
+                    queue: q.clone(),
+                    request: r.clone(),
+                })
+                .collect())
+        }
+    }
+
+    fn stored(id: u64) -> Vec<u8> {
+        let mut r = Request::get(&format!("http://a/{id}")).unwrap();
+        r.job = id;
+        postcard::to_allocvec(&r).unwrap()
+    }
+
+    #[test]
+    fn spills_past_the_window_and_reads_back_oldest_first_once_committed() {
+        let store: Shared = Arc::default();
+        let committed = Arc::new(AtomicU64::new(0));
+        let mut w = Window::new(Box::new(Fake(store.clone())), committed.clone());
+        let mut in_memory = 0;
+        for id in 1..=100 {
+            if !w.spill("a", id, in_memory) {
+                in_memory += 1;
+            }
+        }
+        assert_eq!((in_memory, w.spilled()), (WINDOW, 36));
+        // A retry (numbered below the cursor) stays in memory, full window or not.
+        assert!(!w.spill("a", 3, in_memory));
+
+        // Not committed yet: nothing comes back, and it is tried again later.
+        assert!(w.refill("a", 32).is_empty());
+        assert_eq!(w.spilled(), 36);
+        let retry = w.next_retry().expect("a retry is due");
+        assert!(w.due(retry - RETRY).is_empty());
+
+        for id in 65..=100 {
+            store.lock().unwrap().insert(("a".into(), id), stored(id));
+        }
+        committed.store(100, Ordering::Release);
+        assert_eq!(w.due(retry), ["a".to_string()]);
+        let back: Vec<u64> = w.refill("a", 32).iter().map(|r| r.job).collect();
+        assert_eq!(back, (65..=96).collect::<Vec<_>>());
+        assert_eq!(w.spilled(), 4);
+        // New requests queue behind those still on disk.
+        assert!(w.spill("a", 101, 0));
+        store.lock().unwrap().insert(("a".into(), 101), stored(101));
+        committed.store(101, Ordering::Release);
+        let back: Vec<u64> = w.refill("a", 64).iter().map(|r| r.job).collect();
+        assert_eq!(back, [97, 98, 99, 100, 101]);
+        assert_eq!(w.spilled(), 0);
+        assert!(!w.has_spilled("a"));
+        assert!(!w.spill("a", 102, 0), "an empty disk part takes no more");
+    }
+
+    #[test]
+    fn a_count_the_store_cannot_meet_is_dropped_once_all_is_committed() {
+        let store: Shared = Arc::default();
+        let committed = Arc::new(AtomicU64::new(50));
+        let mut w = Window::new(Box::new(Fake(store.clone())), committed);
+        // A resumed queue whose counter says 3 on disk but the store has 1.
+        w.resume("a".into(), 10, 3);
+        store.lock().unwrap().insert(("a".into(), 11), stored(11));
+        assert_eq!(w.refill("a", 64).len(), 1);
+        assert_eq!(w.spilled(), 0, "no wait for requests that will never come");
+    }
+}
