@@ -18,7 +18,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Crawl from one or more start URLs, following links within the allowed domains.
-    Crawl(CrawlArgs),
+    Crawl(Box<CrawlArgs>),
     /// Measure crawl speed on a local generated site, like `scrapy bench`: no network, no setup.
     Bench(BenchArgs),
     /// Inspect a job directory (JOBDIR).

@@ -42,7 +42,7 @@ fn main() -> ExitCode {
         .init();
 
     let result = match cli.command {
-        Command::Crawl(args) => match crawl::plan(args) {
+        Command::Crawl(args) => match crawl::plan(*args) {
             Err(e) => Err(Failure::Usage(e)),
             Ok(plan) => tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -78,7 +78,9 @@ fn records(path: &std::path::Path) -> usize {
     match path.extension().unwrap().to_str().unwrap() {
         "jsonl" => text
             .lines()
-            .map(|l| serde_json::from_str::<Value>(l).expect("a whole JSON line"))
+            .filter(|l| {
+                serde_json::from_str::<Value>(l).is_ok() || panic!("not a whole JSON line: {l}")
+            })
             .count(),
         "json" => serde_json::from_str::<Value>(&text)
             .expect("one whole JSON array")
@@ -93,7 +95,9 @@ fn records(path: &std::path::Path) -> usize {
             let mut r = csv::Reader::from_reader(text.as_bytes());
             let width = r.headers().unwrap().len();
             r.records()
-                .map(|row| assert_eq!(row.expect("a whole row").len(), width))
+                .filter(|row| {
+                    row.as_ref().expect("a whole row").len() == width || panic!("a short row")
+                })
                 .count()
         }
     }

@@ -462,7 +462,7 @@ enum Event {
     },
     Parsed {
         /// The job's (queue, number) of the page, when a job holds it.
-        job: Option<(String, u64)>,
+        job: Option<crate::scheduler::JobRef>,
         depth: u32,
         backlog: usize,
         result: Result<Output, String>,

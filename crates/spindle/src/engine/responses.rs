@@ -124,7 +124,7 @@ impl Engine {
     /// done before what it produced.
     pub(super) fn on_output(
         &mut self,
-        job: Option<(String, u64)>,
+        job: Option<crate::scheduler::JobRef>,
         parent_depth: u32,
         output: Output,
     ) {
@@ -145,7 +145,7 @@ impl Engine {
     }
 
     /// Tells the job a page is done.
-    pub(super) fn page_done(&mut self, job: Option<(String, u64)>, parsed: bool) {
+    pub(super) fn page_done(&mut self, job: Option<crate::scheduler::JobRef>, parsed: bool) {
         if let Some((queue, id)) = job {
             self.scheduler.done_id(queue, id, parsed);
         }

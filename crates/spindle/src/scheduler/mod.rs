@@ -140,6 +140,9 @@ pub struct Scheduler {
     pub stats: Stats,
 }
 
+/// A request as a job knows it: (queue, number).
+pub type JobRef = (String, u64);
+
 /// What the scheduler tells a job's store, in the order it happens.
 #[derive(Debug)]
 pub enum JobOp {

@@ -250,7 +250,7 @@ impl Fleet {
 
     /// A job is done; returns its request's depth and parse backlog if it was
     /// waiting for a parse result.
-    pub fn parsed(&mut self, id: u64) -> Option<(u32, usize, Option<(String, u64)>)> {
+    pub fn parsed(&mut self, id: u64) -> Option<(u32, usize, Option<crate::scheduler::JobRef>)> {
         let job = self.jobs.get(&id)?;
         if !job.parsing {
             return None;
