@@ -165,13 +165,12 @@ impl Out {
     /// Writes the buffered records at `end`, then `tail` after them. If that
     /// fails, the file is cut back to its last valid state.
     fn write(&mut self, tail: &[u8]) -> io::Result<()> {
-        let written = (|| {
-            self.file.write_all_at(&self.buf, self.end)?;
+        // The file only grows on success (the new records cover the old
+        // tail), so no truncation is needed here.
+        let written = self.file.write_all_at(&self.buf, self.end).and_then(|()| {
             self.file
-                .write_all_at(tail, self.end + self.buf.len() as u64)?;
-            self.file
-                .set_len(self.end + (self.buf.len() + tail.len()) as u64)
-        })();
+                .write_all_at(tail, self.end + self.buf.len() as u64)
+        });
         match written {
             Ok(()) => {
                 self.end += self.buf.len() as u64;
