@@ -209,3 +209,57 @@ fn job_status_without_a_job_says_what_to_do() {
     assert!(run.stderr.contains("holds no job"), "{}", run.stderr);
     assert!(started.elapsed() < LIMIT);
 }
+
+/// The URLs a JSON or CSV output holds, checking it parses whole.
+fn urls_in(file: &Path) -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string(file) else {
+        return Vec::new();
+    };
+    if file.extension().is_some_and(|e| e == "json") {
+        let v: Value = serde_json::from_str(&text).expect("one whole JSON array after every kill");
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["url"].as_str().unwrap().to_string())
+            .collect()
+    } else {
+        assert!(text.is_empty() || text.ends_with('\n'), "whole CSV rows");
+        let mut r = csv::Reader::from_reader(text.as_bytes());
+        r.records()
+            .map(|row| row.expect("a whole row")[0].to_string())
+            .collect()
+    }
+}
+
+#[test]
+fn json_and_csv_outputs_stay_whole_and_exact_across_kills() {
+    let site = Site::generated(300)
+        .links_per_page(5)
+        .latency(Duration::from_millis(25));
+    let server = TestServer::builder()
+        .host("a.test", Ipv4Addr::new(127, 0, 0, 2), site.clone())
+        .start()
+        .unwrap();
+    let origin = server.url("a.test", "");
+    let want = reachable(&site, &origin, None);
+    let mut rng = Rng::new();
+    for name in ["items.json", "items.csv"] {
+        let dir = tempfile::tempdir().unwrap();
+        let args = ["--job", "job", "-o", name];
+        for _ in 0..3 {
+            let mut child = background(&server, dir.path(), &args, &[]);
+            std::thread::sleep(Duration::from_millis(150 + rng.below(600)));
+            kill(&mut child);
+            urls_in(&dir.path().join(name));
+        }
+        let mut child = background(&server, dir.path(), &args, &[]);
+        assert_eq!(wait(&mut child, LIMIT), 0);
+        let urls = urls_in(&dir.path().join(name));
+        let paths: BTreeSet<String> = urls
+            .iter()
+            .map(|u| normalize_path(u.strip_prefix(&origin).unwrap()))
+            .collect();
+        assert_eq!(urls.len(), paths.len(), "{name}: no page twice");
+        assert_eq!(paths, want, "{name}: every page");
+    }
+}
