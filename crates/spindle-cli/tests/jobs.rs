@@ -263,3 +263,49 @@ fn json_and_csv_outputs_stay_whole_and_exact_across_kills() {
         assert_eq!(paths, want, "{name}: every page");
     }
 }
+
+#[test]
+fn a_resumed_job_keeps_its_robots_txt_rules_without_fetching_them_again() {
+    let site = Site::generated(120)
+        .links_per_page(4)
+        .latency(Duration::from_millis(10))
+        .robots_txt("User-agent: *\nDisallow: /p/3\n");
+    let server = TestServer::builder()
+        .host("a.test", Ipv4Addr::new(127, 0, 0, 2), site.clone())
+        .start()
+        .unwrap();
+    let origin = server.url("a.test", "");
+    let dir = tempfile::tempdir().unwrap();
+    let obey = ["--job", "job", "-s", "ROBOTSTXT_OBEY=true"];
+    let mut first: Vec<&str> = obey.to_vec();
+    first.extend(["-s", "CLOSESPIDER_PAGECOUNT=10"]);
+    let mut child = background(&server, dir.path(), &first, &[]);
+    assert_eq!(wait(&mut child, LIMIT), 0);
+    let mut child = background(&server, dir.path(), &obey, &[]);
+    assert_eq!(wait(&mut child, LIMIT), 0);
+    let records = server.records();
+    let robots = records.iter().filter(|r| r.path == "/robots.txt").count();
+    assert_eq!(robots, 1, "robots.txt came back from the job's store");
+    // `Disallow: /p/3` is a prefix: /p/30–/p/39 are out too.
+    let allowed = |p: &str| !p.starts_with("/p/3");
+    assert!(
+        records.iter().all(|r| allowed(&r.path)),
+        "the resumed run obeyed the kept rules"
+    );
+    let items = item_paths(&dir.path().join("items.jsonl"), &origin);
+    let got: BTreeSet<String> = items.iter().cloned().collect();
+    assert_eq!(items.len(), got.len());
+    // Every page reachable through allowed pages only.
+    let mut want = BTreeSet::from(["/".to_string()]);
+    let mut todo = vec!["/".to_string()];
+    while let Some(p) = todo.pop() {
+        for href in site.links(&p, &origin) {
+            let href = href.strip_prefix(&origin).unwrap_or(&href).to_string();
+            let q = normalize_path(href.split('#').next().unwrap());
+            if allowed(&q) && want.insert(q.clone()) {
+                todo.push(q);
+            }
+        }
+    }
+    assert_eq!(got, want);
+}

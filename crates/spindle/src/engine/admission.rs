@@ -25,6 +25,9 @@ use crate::scheduler::Scheduler;
 use crate::settings::Settings;
 use crate::stats::Stats;
 
+/// The slot-state key prefix of an origin's robots.txt answer.
+pub(super) const ROBOTS_STATE: &str = "robots ";
+
 /// Where a request to admit comes from.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) enum Source {
@@ -177,6 +180,26 @@ impl Admission {
         self.stats
             .inc(&format!("robotstxt/response_status_count/{status}"));
         let rules = RobotsRules::from_response(status, body, &self.user_agent);
+        // A resumed job reads it back instead of fetching it again.
+        let mut state = status.to_be_bytes().to_vec();
+        state.extend_from_slice(body);
+        scheduler.keep_state(format!("{ROBOTS_STATE}{origin}"), state);
+        self.robots_ready(origin, rules, scheduler, events);
+    }
+
+    /// A resumed job's robots.txt answer for an origin, as kept in its store.
+    pub(super) fn restore_robots(
+        &mut self,
+        origin: &str,
+        state: &[u8],
+        scheduler: &mut Scheduler,
+        events: &mpsc::UnboundedSender<Event>,
+    ) {
+        if state.len() < 2 {
+            return;
+        }
+        let status = u16::from_be_bytes([state[0], state[1]]);
+        let rules = RobotsRules::from_response(status, &state[2..], &self.user_agent);
         self.robots_ready(origin, rules, scheduler, events);
     }
 

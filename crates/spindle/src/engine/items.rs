@@ -231,6 +231,7 @@ impl ItemThread {
                             c.pushed.push(pending);
                             c.seen.extend(fp);
                         }
+                        JobOp::SlotState(key, state) => c.slot_state.push((key, state)),
                         JobOp::Done(queue, id, page) => {
                             c.done.push((queue, id));
                             c.pages += u64::from(page);

@@ -260,9 +260,10 @@ impl Crawler {
             self.progress.clone(),
             job.as_mut().map(|j| j.take_store()),
         );
-        let mut resume = Vec::new();
+        let (mut resume, mut slot_states) = (Vec::new(), Vec::new());
         if let Some(job) = job {
-            resume = job.restore(&mut scheduler, items.job_sink(), items.committed())?;
+            (resume, slot_states) =
+                job.restore(&mut scheduler, items.job_sink(), items.committed())?;
         }
         let mut engine = Engine {
             admission: Admission::new(&settings, self.spider.allowed_domains(), resolver),
@@ -285,6 +286,7 @@ impl Crawler {
             export_failed: false,
             memusage: memusage::MemoryUsage::default(),
         };
+        engine.restore_slot_states(slot_states);
         let started = (SystemTime::now(), Instant::now());
         let reason = engine.run(events, self.shutdown).await;
         let slots: BTreeMap<_, _> = engine
@@ -343,6 +345,8 @@ struct Job {
     next_id: u64,
     seen: Vec<u64>,
     pending: Vec<Request>,
+    /// Per slot or origin: robots.txt answers and pauses.
+    slot_states: Vec<(String, Vec<u8>)>,
 }
 
 impl Job {
@@ -384,7 +388,9 @@ impl Job {
             );
         }
         let reader = store.pending_reader();
+        let slot_states = store.slot_states()?;
         Ok(Job {
+            slot_states,
             store: Some(Box::new(store)),
             reader: Some(reader),
             on_disk,
@@ -406,7 +412,7 @@ impl Job {
         scheduler: &mut Scheduler,
         sink: Box<dyn FnMut(crate::scheduler::JobOp) + Send>,
         committed: Arc<std::sync::atomic::AtomicU64>,
-    ) -> Result<Vec<Request>, StoreError> {
+    ) -> Result<(Vec<Request>, Vec<(String, Vec<u8>)>), StoreError> {
         for fp in self.seen {
             scheduler.restore_seen(fp);
         }
@@ -417,7 +423,32 @@ impl Job {
             window.resume(queue, cursor, n);
         }
         scheduler.set_window(window);
-        Ok(self.pending)
+        Ok((self.pending, self.slot_states))
+    }
+}
+
+impl Engine {
+    /// A resumed job's robots.txt answers and slot pauses, applied before
+    /// any request is admitted, so the first request after a restart already
+    /// obeys them.
+    fn restore_slot_states(&mut self, states: Vec<(String, Vec<u8>)>) {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        for (key, state) in states {
+            if let Some(origin) = key.strip_prefix(admission::ROBOTS_STATE) {
+                self.admission
+                    .restore_robots(origin, &state, &mut self.scheduler, &self.events_tx);
+            } else if let Some(slot) = key.strip_prefix(crate::scheduler::PAUSE_STATE) {
+                let Ok(bytes) = <[u8; 8]>::try_from(&state[..]) else {
+                    continue;
+                };
+                let until = std::time::UNIX_EPOCH
+                    + std::time::Duration::from_secs_f64(f64::from_be_bytes(bytes).max(0.0));
+                if let Ok(left) = until.duration_since(wall) {
+                    let id = self.scheduler.slot(slot);
+                    self.scheduler.pause(id, now + left, now);
+                }
+            }
+        }
     }
 }
 

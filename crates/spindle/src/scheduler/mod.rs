@@ -150,7 +150,12 @@ pub enum JobOp {
     Push(store::Pending, Option<u64>),
     /// A request is done: (queue, id, whether it was a page the spider parsed).
     Done(String, u64, bool),
+    /// State to keep for a slot or an origin, replacing what was kept under that key.
+    SlotState(String, Vec<u8>),
 }
+
+/// The slot-state key of a slot's pause (backoff, `Retry-After`).
+pub const PAUSE_STATE: &str = "pause ";
 
 /// The scheduler's end of a job: request numbers and the way to the store.
 pub struct JobLog {
@@ -328,6 +333,22 @@ impl Scheduler {
     pub fn pause(&mut self, id: SlotId, until: Instant, now: Instant) {
         self.slots[id].slot.pause_until(until);
         self.refresh(id, now);
+        if self.job.is_some() {
+            // Kept as wall-clock time, so a resumed job still honours it.
+            let wall = std::time::SystemTime::now() + until.saturating_duration_since(now);
+            let unix = wall
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            let key = format!("{PAUSE_STATE}{}", self.slots[id].key);
+            self.keep_state(key, unix.to_be_bytes().to_vec());
+        }
+    }
+
+    /// Keeps state under `key` in the job's store (without a job, nothing happens).
+    pub fn keep_state(&mut self, key: String, state: Vec<u8>) {
+        if let Some(job) = &mut self.job {
+            (job.sink)(JobOp::SlotState(key, state));
+        }
     }
 
     /// The earliest time a delayed slot may start its next request (or, with
