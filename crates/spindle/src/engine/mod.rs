@@ -346,8 +346,11 @@ struct Job {
     seen: Vec<u64>,
     pending: Vec<Request>,
     /// Per slot or origin: robots.txt answers and pauses.
-    slot_states: Vec<(String, Vec<u8>)>,
+    slot_states: SlotStates,
 }
+
+/// Kept state by key: robots.txt answers and slot pauses.
+type SlotStates = Vec<(String, Vec<u8>)>;
 
 impl Job {
     /// Per-IP slots gather several hosts' queues, so with them the whole
@@ -412,7 +415,7 @@ impl Job {
         scheduler: &mut Scheduler,
         sink: Box<dyn FnMut(crate::scheduler::JobOp) + Send>,
         committed: Arc<std::sync::atomic::AtomicU64>,
-    ) -> Result<(Vec<Request>, Vec<(String, Vec<u8>)>), StoreError> {
+    ) -> Result<(Vec<Request>, SlotStates), StoreError> {
         for fp in self.seen {
             scheduler.restore_seen(fp);
         }
@@ -431,7 +434,7 @@ impl Engine {
     /// A resumed job's robots.txt answers and slot pauses, applied before
     /// any request is admitted, so the first request after a restart already
     /// obeys them.
-    fn restore_slot_states(&mut self, states: Vec<(String, Vec<u8>)>) {
+    fn restore_slot_states(&mut self, states: SlotStates) {
         let (now, wall) = (Instant::now(), SystemTime::now());
         for (key, state) in states {
             if let Some(origin) = key.strip_prefix(admission::ROBOTS_STATE) {
