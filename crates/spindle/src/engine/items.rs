@@ -32,7 +32,7 @@ use crate::stats::{Progress, Stats};
 /// The longest a job's progress waits in memory before it is committed.
 pub(super) const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
 /// A commit is made sooner once it holds this many operations.
-pub(super) const COMMIT_OPS: usize = 50_000;
+pub(super) const COMMIT_OPS: usize = 10_000;
 
 /// What reaches the item thread, in the order the engine sent it.
 pub(super) enum ToItems {
@@ -53,7 +53,7 @@ pub(super) enum ItemsError {
 
 /// Job records sent but not yet taken past which the engine starts no new
 /// request, so the records waiting for the store cannot grow without bound.
-pub(super) const JOB_BACKLOG_MAX: usize = 200_000;
+pub(super) const JOB_BACKLOG_MAX: usize = 20_000;
 
 /// The engine's handle on the item thread.
 pub(super) struct Items {

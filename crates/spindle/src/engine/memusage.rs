@@ -22,9 +22,9 @@ impl MemoryUsage {
             self.stats.max("memusage/startup", rss);
             self.stats.max("memusage/max", rss);
         }
-        let on = settings.memusage_enabled
-            && (settings.memusage_limit_mb > 0 || settings.memusage_warning_mb > 0);
-        on.then(|| {
+        // As in Scrapy, the check runs whenever the extension is on, so
+        // `memusage/max` is tracked with no limit set.
+        settings.memusage_enabled.then(|| {
             let every = settings.memusage_check_interval;
             let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

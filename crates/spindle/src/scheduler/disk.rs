@@ -83,16 +83,20 @@ impl DiskStore {
                 os(error)
             });
         }
-        // A small cache and write buffer: the frontier is read in order and
-        // written once, so memory spent here buys little.
+        // A small cache and small write buffers: the frontier is read in
+        // order and written once, so memory spent here buys little, and the
+        // job's memory must stay flat however many URLs are queued.
         let keyspace = Config::new(dir.join("store"))
-            .cache_size(16 * 1024 * 1024)
-            .max_write_buffer_size(32 * 1024 * 1024)
+            .cache_size(8 * 1024 * 1024)
+            .max_write_buffer_size(16 * 1024 * 1024)
             .open()
             .map_err(io)?;
         let part = |name| {
             keyspace
-                .open_partition(name, PartitionCreateOptions::default())
+                .open_partition(
+                    name,
+                    PartitionCreateOptions::default().max_memtable_size(4 * 1024 * 1024),
+                )
                 .map_err(io)
         };
         let (pending, seen, slots, meta) = (
