@@ -56,6 +56,16 @@ fn item_paths(file: &Path, origin: &str) -> Vec<String> {
         .collect()
 }
 
+/// Serves the site as a.test; the server and its origin.
+fn serve(site: &Site) -> (TestServer, String) {
+    let server = TestServer::builder()
+        .host("a.test", Ipv4Addr::new(127, 0, 0, 2), site.clone())
+        .start()
+        .unwrap();
+    let origin = server.url("a.test", "");
+    (server, origin)
+}
+
 fn kill(child: &mut Child) {
     // SIGKILL; an error only means it had already finished.
     let _ = child.kill();
@@ -68,11 +78,7 @@ fn killed_and_resumed(extra: &[&str]) {
     let site = Site::generated(500)
         .links_per_page(5)
         .latency(Duration::from_millis(25));
-    let server = TestServer::builder()
-        .host("a.test", Ipv4Addr::new(127, 0, 0, 2), site.clone())
-        .start()
-        .unwrap();
-    let origin = server.url("a.test", "");
+    let (server, origin) = serve(&site);
     let dir = tempfile::tempdir().unwrap();
     let mut args = vec!["--job", "job"];
     args.extend_from_slice(extra);
@@ -175,11 +181,7 @@ fn a_job_stopped_gracefully_resumes_where_it_stopped() {
     let site = Site::generated(200)
         .links_per_page(4)
         .latency(Duration::from_millis(20));
-    let server = TestServer::builder()
-        .host("a.test", Ipv4Addr::new(127, 0, 0, 2), site.clone())
-        .start()
-        .unwrap();
-    let origin = server.url("a.test", "");
+    let (server, origin) = serve(&site);
     let dir = tempfile::tempdir().unwrap();
     let args = ["--job", "job", "-s", "CLOSESPIDER_PAGECOUNT=50"];
     let mut child = background(&server, dir.path(), &args, &[]);
@@ -236,11 +238,7 @@ fn json_and_csv_outputs_stay_whole_and_exact_across_kills() {
     let site = Site::generated(300)
         .links_per_page(5)
         .latency(Duration::from_millis(25));
-    let server = TestServer::builder()
-        .host("a.test", Ipv4Addr::new(127, 0, 0, 2), site.clone())
-        .start()
-        .unwrap();
-    let origin = server.url("a.test", "");
+    let (server, origin) = serve(&site);
     let want = reachable(&site, &origin, None);
     let mut rng = Rng::new();
     for name in ["items.json", "items.csv"] {
@@ -270,11 +268,7 @@ fn a_resumed_job_keeps_its_robots_txt_rules_without_fetching_them_again() {
         .links_per_page(4)
         .latency(Duration::from_millis(10))
         .robots_txt("User-agent: *\nDisallow: /p/3\n");
-    let server = TestServer::builder()
-        .host("a.test", Ipv4Addr::new(127, 0, 0, 2), site.clone())
-        .start()
-        .unwrap();
-    let origin = server.url("a.test", "");
+    let (server, origin) = serve(&site);
     let dir = tempfile::tempdir().unwrap();
     let obey = ["--job", "job", "-s", "ROBOTSTXT_OBEY=true"];
     let mut first: Vec<&str> = obey.to_vec();

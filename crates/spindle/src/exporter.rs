@@ -419,13 +419,15 @@ mod tests {
         }
     }
 
+    const FORMATS: [(Format, &str); 3] = [
+        (Format::JsonLines, "jsonl"),
+        (Format::Json, "json"),
+        (Format::Csv, "csv"),
+    ];
+
     #[test]
     fn append_adds_to_the_file_and_overwrite_replaces_it() {
-        for (format, ext) in [
-            (Format::JsonLines, "jsonl"),
-            (Format::Json, "json"),
-            (Format::Csv, "csv"),
-        ] {
+        for (format, ext) in FORMATS {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join(format!("out.{ext}"));
             for (mode, n) in [(OpenMode::Append, 2), (OpenMode::Append, 3)] {
@@ -454,11 +456,7 @@ mod tests {
 
     #[test]
     fn resume_cuts_back_to_the_recorded_position() {
-        for (format, ext) in [
-            (Format::JsonLines, "jsonl"),
-            (Format::Json, "json"),
-            (Format::Csv, "csv"),
-        ] {
+        for (format, ext) in FORMATS {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join(format!("out.{ext}"));
             let mut e = open(&path, format, None).unwrap();
