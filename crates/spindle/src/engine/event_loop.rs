@@ -114,12 +114,11 @@ impl Engine {
             else {
                 break;
             };
-            let job = (request.queue_key(), request.job);
+            // Only a job's requests need their reference kept (and a String made).
+            let job = (request.job != 0).then(|| (request.queue_key(), request.job));
             let Some(request) = self.prepare(slot, request) else {
                 self.scheduler.finish(slot, now);
-                if job.1 != 0 {
-                    self.scheduler.done_id(job.0, job.1, false);
-                }
+                self.page_done(job, false);
                 continue;
             };
             if !self.downloads.start(slot, request, pacing, &self.events_tx) {
