@@ -23,6 +23,13 @@ pub struct Plan {
     processes: usize,
 }
 
+impl Plan {
+    /// Whether the crawl keeps a job (JOBDIR).
+    pub fn has_job(&self) -> bool {
+        self.settings.jobdir().is_some()
+    }
+}
+
 /// Turns the arguments into a plan, or says what to fix. Fetches nothing.
 pub fn plan(args: CrawlArgs) -> anyhow::Result<Plan> {
     // The command line obeys robots.txt unless told not to (the library, like Scrapy, does not).
