@@ -20,10 +20,26 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Crawl from one or more start URLs, following links within the allowed domains.
-    Crawl(CrawlArgs),
+    Crawl(Box<CrawlArgs>),
     /// Measure crawl speed on a local generated site, like `scrapy bench`: no network, no setup.
     #[cfg(feature = "bench")]
     Bench(BenchArgs),
+    /// Inspect a job directory (JOBDIR).
+    #[command(subcommand)]
+    Job(JobCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum JobCommand {
+    /// What a job holds: pages done, queued, seen, per-slot backlog, last commit, finished or not.
+    Status {
+        /// The job directory (as given to -s JOBDIR=DIR or --job DIR).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// Print it as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[cfg(feature = "bench")]
@@ -48,6 +64,10 @@ pub struct BenchArgs {
     /// Write the final stats as JSON to FILE.
     #[arg(long = "stats", value_name = "FILE")]
     pub stats: Option<PathBuf>,
+
+    /// Set a setting (repeatable), e.g. -s JOBDIR=DIR; applied after the bench's own.
+    #[arg(short = 's', long = "set", value_name = "NAME=VALUE")]
+    pub settings: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -68,9 +88,22 @@ pub struct CrawlArgs {
     #[arg(long = "field", value_name = "NAME=CSS")]
     pub fields: Vec<String>,
 
-    /// Write items to FILE: JSON lines (.jsonl), JSON (.json) or CSV (.csv).
-    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    /// Append items to FILE: JSON lines (.jsonl), JSON (.json) or CSV (.csv).
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_name = "FILE",
+        conflicts_with = "overwrite_output"
+    )]
     pub output: Option<PathBuf>,
+
+    /// Write items to FILE, replacing what it held.
+    #[arg(short = 'O', long = "overwrite-output", value_name = "FILE")]
+    pub overwrite_output: Option<PathBuf>,
+
+    /// Keep the crawl as a job in DIR, resumable after any stop (same as -s JOBDIR=DIR).
+    #[arg(long = "job", value_name = "DIR")]
+    pub job: Option<PathBuf>,
 
     /// Send this header with every request (repeatable), e.g. -H 'Authorization: Bearer x'.
     /// It overrides a DEFAULT_REQUEST_HEADERS entry of the same name.

@@ -20,6 +20,9 @@ const HOST: &str = "bench.test";
 
 pub fn run(args: BenchArgs) -> Result<(), Failure> {
     let plan = check(&args).map_err(Failure::Usage)?;
+    if plan.jobdir().is_some() {
+        crate::fewer_malloc_arenas();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -45,6 +48,9 @@ fn check(args: &BenchArgs) -> anyhow::Result<Settings> {
         "LOGSTATS_INTERVAL=1".to_string(),
     ] {
         settings.set_assignment(&assignment)?;
+    }
+    for assignment in &args.settings {
+        settings.set_assignment(assignment)?;
     }
     Ok(settings)
 }

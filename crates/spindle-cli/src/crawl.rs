@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use spindle::exporter::{self, Format};
+use spindle::exporter::{Format, OpenMode};
 use spindle::{Crawler, Request, Settings};
 
 use crate::args::CrawlArgs;
@@ -18,10 +18,17 @@ pub struct Plan {
     spider: FollowSpider,
     settings: Settings,
     resolve: HashMap<String, IpAddr>,
-    output: Option<(PathBuf, Format, Vec<String>)>,
+    output: Option<(PathBuf, Format, Vec<String>, OpenMode)>,
     stats: Option<PathBuf>,
     report: Option<PathBuf>,
     processes: usize,
+}
+
+impl Plan {
+    /// Whether the crawl keeps a job (JOBDIR).
+    pub fn has_job(&self) -> bool {
+        self.settings.jobdir().is_some()
+    }
 }
 
 /// Turns the arguments into a plan, or says what to fix. Fetches nothing.
@@ -37,6 +44,9 @@ pub fn plan(args: CrawlArgs) -> anyhow::Result<Plan> {
     }
     for assignment in &args.settings {
         settings.set_assignment(assignment)?;
+    }
+    if let Some(dir) = &args.job {
+        settings.set("JOBDIR", &dir.display().to_string())?;
     }
 
     for header in &args.headers {
@@ -80,18 +90,27 @@ pub fn plan(args: CrawlArgs) -> anyhow::Result<Plan> {
         fields,
     )?;
 
-    let output = match args.output {
+    // Scrapy's -o appends and -O overwrites.
+    let output = match (args.output, args.overwrite_output) {
+        (Some(path), _) => Some((path, OpenMode::Append)),
+        (None, Some(path)) => Some((path, OpenMode::Overwrite)),
+        (None, None) => None,
+    };
+    let output = match output {
         None => None,
-        Some(path) => {
+        Some((path, mode)) => {
             let Some(format) = Format::from_path(&path) else {
                 bail!(
                     "cannot tell the output format of {}: name it .jsonl, .json or .csv",
                     path.display()
                 );
             };
-            Some((path, format, field_names))
+            Some((path, format, field_names, mode))
         }
     };
+    if let Some(stats) = &args.stats {
+        check_stats_path(stats, output.as_ref().map(|o| o.0.as_path()))?;
+    }
 
     let mut resolve = HashMap::new();
     for entry in &args.resolve {
@@ -123,6 +142,45 @@ pub fn plan(args: CrawlArgs) -> anyhow::Result<Plan> {
     })
 }
 
+/// Refuses a `--stats` path that would overwrite the items, or that cannot
+/// be written, before anything is fetched rather than after the crawl.
+fn check_stats_path(
+    stats: &std::path::Path,
+    output: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    if let Some(output) = output {
+        if same_file(stats, output) {
+            bail!(
+                "--stats {} is the items output too: the stats would overwrite the items; give it another path",
+                stats.display()
+            );
+        }
+    }
+    let existed = stats.exists();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(stats)
+        .with_context(|| format!("--stats {} cannot be written", stats.display()))?;
+    if !existed {
+        let _ = std::fs::remove_file(stats);
+    }
+    Ok(())
+}
+
+/// Whether two paths name one file, whether or not it exists yet.
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    let resolve = |p: &std::path::Path| {
+        let name = p.file_name().map(|n| n.to_os_string());
+        let parent = match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        (parent.canonicalize().unwrap_or(parent), name)
+    };
+    resolve(a) == resolve(b)
+}
+
 /// `HOST:PORT:ADDR`, as curl takes it. The port is checked but every port of the host is mapped.
 fn parse_resolve(entry: &str) -> anyhow::Result<(String, IpAddr)> {
     let mut parts = entry.splitn(3, ':');
@@ -151,11 +209,8 @@ pub async fn run(plan: Plan, bar: Option<indicatif::ProgressBar>) -> Result<(), 
     if let Some(path) = plan.report {
         crawler = crawler.report(path);
     }
-    if let Some((path, format, fields)) = &plan.output {
-        let exporter = exporter::open(path, *format, Some(fields.clone()))
-            .with_context(|| format!("cannot create output file {}", path.display()))
-            .map_err(Failure::Usage)?;
-        crawler = crawler.exporter(exporter);
+    if let Some((path, format, fields, mode)) = plan.output {
+        crawler = crawler.output_file(path, format, Some(fields), mode);
     }
 
     let shutdown = crawler.shutdown_handle();
@@ -190,5 +245,14 @@ pub async fn run(plan: Plan, bar: Option<indicatif::ProgressBar>) -> Result<(), 
             .with_context(|| format!("cannot write stats to {}", path.display()))
             .map_err(Failure::Runtime)?;
     }
-    Ok(())
+    match &report.output_error {
+        // The stats are out; the output ends on a whole record.
+        Some(error) => Err(Failure::Runtime(anyhow::anyhow!(
+            "{error}; the crawl stopped there"
+        ))),
+        None if report.finish_reason == "memusage_exceeded" => Err(Failure::Runtime(anyhow::anyhow!(
+            "the crawl used more memory than MEMUSAGE_LIMIT_MB allows and was closed (finish_reason: memusage_exceeded)"
+        ))),
+        None => Ok(()),
+    }
 }

@@ -5,8 +5,9 @@
 //! the JSON array is closed after every batch (and reopened by seeking back
 //! over the closing bracket), CSV ends on a whole row.
 
-use std::fs::File;
-use std::io::{self, BufWriter, Seek, SeekFrom, Write};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use serde_json::Value;
@@ -30,7 +31,19 @@ pub trait ItemExporter: Send {
     /// Writes one item (buffered until the next flush).
     fn export(&mut self, item: &Item) -> io::Result<()>;
     /// Makes everything exported so far reach the file, leaving it valid.
+    /// On failure (a full disk) the file is cut back to its last valid state,
+    /// so it still ends on a whole record.
     fn flush(&mut self) -> io::Result<()>;
+    /// Where the next item would start: the length a resumed job cuts the
+    /// file back to (for JSON, before the closing bracket). 0 for outputs
+    /// that cannot be cut back, such as standard output.
+    fn position(&self) -> u64 {
+        0
+    }
+    /// Makes what was flushed durable (fsync), before a job records it as written.
+    fn sync(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// An output format.
@@ -56,29 +69,162 @@ impl Format {
     }
 }
 
-/// Opens `path` for the format; `csv_fields` fixes the CSV columns (else the first item's keys).
+/// How an existing output file is treated, as Scrapy's `-o` and `-O`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum OpenMode {
+    /// Start the file afresh (`-O`).
+    Overwrite,
+    /// Add to what the file holds (`-o`): lines and rows go at its end, and a
+    /// JSON array is reopened before its closing bracket, so it stays one array.
+    Append,
+    /// Cut the file back to this length and go on from there: what a resumed
+    /// job does with the length it last recorded.
+    ResumeAt(u64),
+}
+
+/// Opens `path` for the format, starting it afresh; `csv_fields` fixes the
+/// CSV columns (else the first item's keys).
 pub fn open(
     path: &Path,
     format: Format,
     csv_fields: Option<Vec<String>>,
 ) -> io::Result<Box<dyn ItemExporter>> {
-    let file = BufWriter::new(File::create(path)?);
+    open_with(path, format, csv_fields, OpenMode::Overwrite)
+}
+
+/// Opens `path` for the format as `mode` says.
+pub fn open_with(
+    path: &Path,
+    format: Format,
+    csv_fields: Option<Vec<String>>,
+    mode: OpenMode,
+) -> io::Result<Box<dyn ItemExporter>> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(mode == OpenMode::Overwrite)
+        .open(path)?;
+    let len = file.metadata()?.len();
+    let at = match mode {
+        OpenMode::Overwrite => 0,
+        OpenMode::Append => len,
+        OpenMode::ResumeAt(at) if at > len => {
+            return Err(io::Error::other(format!(
+                "{} holds {len} bytes, fewer than the {at} its job recorded: was it changed \
+                 since? Restore it, or start a new job",
+                path.display()
+            )))
+        }
+        OpenMode::ResumeAt(at) => {
+            file.set_len(at)?;
+            at
+        }
+    };
+    let resumed = matches!(mode, OpenMode::ResumeAt(_));
     Ok(match format {
-        Format::JsonLines => Box::new(JsonLines { out: file }),
-        Format::Json => Box::new(JsonArray::new(file)?),
-        Format::Csv => Box::new(Csv {
-            out: csv::Writer::from_writer(file),
-            fields: csv_fields,
-            header_written: false,
+        Format::JsonLines => Box::new(JsonLines {
+            out: Out::new(file, at),
         }),
+        Format::Json => Box::new(JsonArray::open(file, at, resumed)?),
+        Format::Csv => {
+            let mut fields = csv_fields;
+            if at > 0 && fields.is_none() {
+                // Go on under the columns the file already has.
+                file.seek(SeekFrom::Start(0))?;
+                let mut reader = csv::Reader::from_reader(io::Read::take(&mut file, at));
+                fields = Some(reader.headers()?.iter().map(str::to_string).collect());
+            }
+            Box::new(Csv {
+                out: Out::new(file, at),
+                fields,
+                header_written: at > 0,
+            })
+        }
     })
 }
 
-struct JsonLines<W: Write> {
+/// A file written in whole batches at a known position: what is in it up to
+/// `end` is whole records; a batch that fails to be written is cut off again.
+struct Out {
+    file: File,
+    /// The length of the whole records written (for JSON, before the tail).
+    end: u64,
+    buf: Vec<u8>,
+}
+
+impl Out {
+    fn new(file: File, end: u64) -> Self {
+        Out {
+            file,
+            end,
+            buf: Vec::with_capacity(64 * 1024),
+        }
+    }
+
+    /// Writes the buffered records at `end`, then `tail` after them. If that
+    /// fails, the file is cut back to its last valid state.
+    fn write(&mut self, tail: &[u8]) -> io::Result<()> {
+        // The file only grows on success (the new records cover the old
+        // tail), so no truncation is needed here.
+        let written = self.file.write_all_at(&self.buf, self.end).and_then(|()| {
+            self.file
+                .write_all_at(tail, self.end + self.buf.len() as u64)
+        });
+        match written {
+            Ok(()) => {
+                self.end += self.buf.len() as u64;
+                self.buf.clear();
+                Ok(())
+            }
+            Err(error) => {
+                self.buf.clear();
+                // Shrinking needs no space, and the old tail fitted before.
+                let _ = self.file.set_len(self.end);
+                let _ = self.file.write_all_at(tail, self.end);
+                Err(error)
+            }
+        }
+    }
+
+    fn position(&self) -> u64 {
+        self.end + self.buf.len() as u64
+    }
+}
+
+struct JsonLines {
+    out: Out,
+}
+
+impl ItemExporter for JsonLines {
+    fn export(&mut self, item: &Item) -> io::Result<()> {
+        serde_json::to_writer(&mut self.out.buf, item)?;
+        self.out.buf.push(b'\n');
+        Ok(())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.write(b"")
+    }
+    fn position(&self) -> u64 {
+        self.out.position()
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        self.out.file.sync_data()
+    }
+}
+
+/// JSON lines on standard output (`-o -`), one item a line.
+pub fn stdout_json_lines() -> Box<dyn ItemExporter> {
+    Box::new(StdoutLines {
+        out: io::BufWriter::new(io::stdout()),
+    })
+}
+
+struct StdoutLines<W: Write> {
     out: W,
 }
 
-impl<W: Write + Send> ItemExporter for JsonLines<W> {
+impl<W: Write + Send> ItemExporter for StdoutLines<W> {
     fn export(&mut self, item: &Item) -> io::Result<()> {
         serde_json::to_writer(&mut self.out, item)?;
         self.out.write_all(b"\n")
@@ -88,67 +234,113 @@ impl<W: Write + Send> ItemExporter for JsonLines<W> {
     }
 }
 
-/// JSON lines on standard output (`-o -`), one item a line.
-pub fn stdout_json_lines() -> Box<dyn ItemExporter> {
-    Box::new(JsonLines {
-        out: io::BufWriter::new(io::stdout()),
-    })
-}
-
 const JSON_TAIL: &[u8] = b"\n]\n";
 
-struct JsonArray<W: Write + Seek> {
-    out: W,
+struct JsonArray {
+    out: Out,
     count: u64,
     tail_written: bool,
 }
 
-impl<W: Write + Seek> JsonArray<W> {
-    fn new(mut out: W) -> io::Result<Self> {
-        out.write_all(b"[")?;
+impl JsonArray {
+    /// `at` bytes of the file are kept: a whole array (appending) or, for a
+    /// resumed job, an array's opening up to its last item, without the tail.
+    fn open(mut file: File, at: u64, resumed: bool) -> io::Result<Self> {
+        if at == 0 {
+            let mut out = Out::new(file, 0);
+            out.buf.push(b'[');
+            return Ok(JsonArray {
+                out,
+                count: 0,
+                tail_written: false,
+            });
+        }
+        let (end, last) = if resumed {
+            (at, last_byte_before(&mut file, at)?)
+        } else {
+            // Appending: reopen the array before its closing bracket.
+            let close = at - trailing_whitespace(&mut file, at)?;
+            if close == 0 || byte_at(&mut file, close - 1)? != b']' {
+                return Err(io::Error::other(
+                    "the output file does not end with a JSON array; use -O to overwrite it",
+                ));
+            }
+            let end = (close - 1) - trailing_whitespace(&mut file, close - 1)?;
+            (end, last_byte_before(&mut file, end)?)
+        };
         Ok(JsonArray {
-            out,
-            count: 0,
-            tail_written: false,
+            out: Out::new(file, end),
+            count: u64::from(last != Some(b'[')),
+            tail_written: !resumed,
         })
     }
 }
 
-impl<W: Write + Seek + Send> ItemExporter for JsonArray<W> {
+fn byte_at(file: &mut File, pos: u64) -> io::Result<u8> {
+    let mut b = [0u8];
+    file.read_exact_at(&mut b, pos)?;
+    Ok(b[0])
+}
+
+fn last_byte_before(file: &mut File, pos: u64) -> io::Result<Option<u8>> {
+    if pos == 0 {
+        return Ok(None);
+    }
+    byte_at(file, pos - 1).map(Some)
+}
+
+/// How many whitespace bytes end the first `len` bytes of the file.
+fn trailing_whitespace(file: &mut File, len: u64) -> io::Result<u64> {
+    let mut n = 0;
+    while n < len && byte_at(file, len - n - 1)?.is_ascii_whitespace() {
+        n += 1;
+    }
+    Ok(n)
+}
+
+impl ItemExporter for JsonArray {
     fn export(&mut self, item: &Item) -> io::Result<()> {
-        if self.tail_written {
-            self.out
-                .seek(SeekFrom::Current(-(JSON_TAIL.len() as i64)))?;
-            self.tail_written = false;
-        }
         self.out
-            .write_all(if self.count == 0 { b"\n" } else { b",\n" })?;
-        serde_json::to_writer(&mut self.out, item)?;
+            .buf
+            .extend_from_slice(if self.count == 0 { b"\n" } else { b",\n" });
+        serde_json::to_writer(&mut self.out.buf, item)?;
         self.count += 1;
         Ok(())
     }
     fn flush(&mut self) -> io::Result<()> {
-        if !self.tail_written {
-            self.out.write_all(JSON_TAIL)?;
-            self.tail_written = true;
+        if self.out.buf.is_empty() && self.tail_written {
+            return Ok(());
         }
-        self.out.flush()
+        self.out.write(JSON_TAIL)?;
+        self.tail_written = true;
+        Ok(())
+    }
+    fn position(&self) -> u64 {
+        self.out.position()
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        self.out.file.sync_data()
     }
 }
 
-struct Csv<W: Write> {
-    out: csv::Writer<W>,
+struct Csv {
+    out: Out,
     fields: Option<Vec<String>>,
     header_written: bool,
 }
 
-impl<W: Write + Send> ItemExporter for Csv<W> {
+impl ItemExporter for Csv {
     fn export(&mut self, item: &Item) -> io::Result<()> {
         let fields = self
             .fields
             .get_or_insert_with(|| item.keys().cloned().collect());
+        // A csv writer over our buffer for this row only, so that the
+        // buffer holds whole rows and a failed flush can be cut back.
+        let mut rows = csv::WriterBuilder::new()
+            .buffer_capacity(1024)
+            .from_writer(&mut self.out.buf);
         if !self.header_written {
-            self.out.write_record(fields.iter())?;
+            rows.write_record(fields.iter())?;
             self.header_written = true;
         }
         let row = fields.iter().map(|f| match item.get(f) {
@@ -156,11 +348,18 @@ impl<W: Write + Send> ItemExporter for Csv<W> {
             Some(Value::String(s)) => s.clone(),
             Some(other) => other.to_string(),
         });
-        self.out.write_record(row)?;
+        rows.write_record(row)?;
+        rows.flush()?;
         Ok(())
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+        self.out.write(b"")
+    }
+    fn position(&self) -> u64 {
+        self.out.position()
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        self.out.file.sync_data()
     }
 }
 
@@ -194,6 +393,113 @@ mod tests {
         }
         e.flush().unwrap();
         std::fs::read_to_string(&path).unwrap()
+    }
+
+    fn read_back(format: Format, path: &Path) -> Vec<String> {
+        let text = std::fs::read_to_string(path).unwrap();
+        match format {
+            Format::JsonLines => text
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap()["url"].to_string())
+                .collect(),
+            Format::Json => serde_json::from_str::<Value>(&text)
+                .unwrap()
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v["url"].to_string())
+                .collect(),
+            Format::Csv => {
+                let mut r = csv::Reader::from_reader(text.as_bytes());
+                assert_eq!(r.headers().unwrap().iter().next(), Some("url"));
+                r.records()
+                    .map(|r| format!("\"{}\"", &r.unwrap()[0]))
+                    .collect()
+            }
+        }
+    }
+
+    const FORMATS: [(Format, &str); 3] = [
+        (Format::JsonLines, "jsonl"),
+        (Format::Json, "json"),
+        (Format::Csv, "csv"),
+    ];
+
+    #[test]
+    fn append_adds_to_the_file_and_overwrite_replaces_it() {
+        for (format, ext) in FORMATS {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(format!("out.{ext}"));
+            for (mode, n) in [(OpenMode::Append, 2), (OpenMode::Append, 3)] {
+                let mut e = open_with(&path, format, None, mode).unwrap();
+                for i in 0..n {
+                    e.export(&item(i)).unwrap();
+                }
+                e.flush().unwrap();
+            }
+            // One JSON array, one CSV header: the file reads as one output.
+            assert_eq!(read_back(format, &path).len(), 5, "{ext}");
+            let mut e = open_with(&path, format, None, OpenMode::Overwrite).unwrap();
+            e.export(&item(9)).unwrap();
+            e.flush().unwrap();
+            assert_eq!(read_back(format, &path), ["\"http://e/9\""], "{ext}");
+            // Appending to an empty array keeps it one array.
+            std::fs::write(&path, "[\n]\n").unwrap();
+            if format == Format::Json {
+                let mut e = open_with(&path, format, None, OpenMode::Append).unwrap();
+                e.export(&item(1)).unwrap();
+                e.flush().unwrap();
+                assert_eq!(read_back(format, &path).len(), 1);
+            }
+        }
+    }
+
+    #[test]
+    fn resume_cuts_back_to_the_recorded_position() {
+        for (format, ext) in FORMATS {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(format!("out.{ext}"));
+            let mut e = open(&path, format, None).unwrap();
+            let at_start = e.position();
+            e.export(&item(0)).unwrap();
+            e.export(&item(1)).unwrap();
+            let recorded = e.position();
+            e.flush().unwrap();
+            assert_eq!(e.position(), recorded);
+            // Written and flushed, but never recorded: a crash here.
+            e.export(&item(2)).unwrap();
+            e.flush().unwrap();
+            drop(e);
+            let mut e = open_with(&path, format, None, OpenMode::ResumeAt(recorded)).unwrap();
+            e.flush().unwrap();
+            assert_eq!(read_back(format, &path).len(), 2, "{ext}");
+            e.export(&item(3)).unwrap();
+            e.flush().unwrap();
+            let urls = read_back(format, &path);
+            assert_eq!(urls.len(), 3, "{ext}");
+            assert_eq!(urls[2], "\"http://e/3\"", "{ext}");
+            // Back to the start: an output with nothing recorded yet.
+            drop(e);
+            let mut e = open_with(&path, format, None, OpenMode::ResumeAt(at_start)).unwrap();
+            e.flush().unwrap();
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(
+                text.is_empty() || read_back(format, &path).is_empty(),
+                "{ext}"
+            );
+            // A file shorter than the job recorded was changed behind its back.
+            drop(e);
+            std::fs::write(&path, "").unwrap();
+            assert!(open_with(&path, format, None, OpenMode::ResumeAt(recorded)).is_err());
+        }
+    }
+
+    #[test]
+    fn appending_to_something_else_than_an_array_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.json");
+        std::fs::write(&path, "{\"a\": 1}\n").unwrap();
+        assert!(open_with(&path, Format::Json, None, OpenMode::Append).is_err());
     }
 
     #[test]

@@ -57,6 +57,15 @@ mod stats;
 mod throttle;
 mod workers;
 
+/// Jobs (`JOBDIR`): the store that keeps a crawl's frontier, seen set and
+/// progress across runs, behind one interface with several homes.
+pub mod job {
+    pub use crate::scheduler::disk::DiskStore;
+    pub use crate::scheduler::store::{
+        Commit, FrontierStore, JobState, MemoryStore, Pending, StoreError,
+    };
+}
+
 pub use downloader::DownloadError;
 pub use engine::{CrawlError, Crawler, ShutdownHandle};
 pub use item::Item;

@@ -62,6 +62,10 @@ pub struct Request {
     /// Worker processes that died while holding this request.
     pub(crate) crashes: u32,
     pub(crate) purpose: Purpose,
+    /// Its number in the job's store (JOBDIR); 0 when it is not stored.
+    /// Kept on retries, so the stored entry is the same until the request is done.
+    #[serde(default)]
+    pub(crate) job: u64,
 }
 
 /// Why the engine fetches a request.
@@ -94,6 +98,7 @@ impl Request {
             data: None,
             crashes: 0,
             purpose: Purpose::Page,
+            job: 0,
         }
     }
 
@@ -218,6 +223,16 @@ impl Request {
         match &self.purpose {
             Purpose::Robots { origin } => Some(origin),
             Purpose::Page => None,
+        }
+    }
+
+    /// The queue a job's store files this request under: its named slot, else
+    /// its host. Unlike the scheduler's slot key it needs no DNS, so it is
+    /// known the moment the request is admitted.
+    pub(crate) fn queue_key(&self) -> String {
+        match &self.slot {
+            Some(slot) => slot.clone(),
+            None => self.url.host_str().unwrap_or_default().to_ascii_lowercase(),
         }
     }
 

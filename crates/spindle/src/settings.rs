@@ -125,6 +125,16 @@ pub struct Settings {
     pub(crate) autothrottle_debug: bool,
     /// `AUTOTHROTTLE_MODE`: `delay` (Scrapy's algorithm) or `adaptive` (concurrency from latency).
     pub(crate) autothrottle_mode: ThrottleMode,
+    /// `JOBDIR`: the directory that keeps the job (frontier, seen set, progress) across runs.
+    pub(crate) jobdir: Option<std::path::PathBuf>,
+    /// `MEMUSAGE_ENABLED`: watch this process's memory.
+    pub(crate) memusage_enabled: bool,
+    /// `MEMUSAGE_LIMIT_MB`: close the crawl past this resident size; 0 = off.
+    pub(crate) memusage_limit_mb: u64,
+    /// `MEMUSAGE_WARNING_MB`: log a warning once past this resident size; 0 = off.
+    pub(crate) memusage_warning_mb: u64,
+    /// `MEMUSAGE_CHECK_INTERVAL_SECONDS`: how often memory is checked.
+    pub(crate) memusage_check_interval: Duration,
 }
 
 /// What AutoThrottle adjusts (`AUTOTHROTTLE_MODE`).
@@ -189,6 +199,11 @@ impl Default for Settings {
             autothrottle_target_concurrency: 1.0,
             autothrottle_debug: false,
             autothrottle_mode: ThrottleMode::Delay,
+            jobdir: None,
+            memusage_enabled: true,
+            memusage_limit_mb: 0,
+            memusage_warning_mb: 0,
+            memusage_check_interval: Duration::from_secs(60),
         }
     }
 }
@@ -227,6 +242,11 @@ pub const SETTING_NAMES: &[&str] = &[
     "AUTOTHROTTLE_TARGET_CONCURRENCY",
     "AUTOTHROTTLE_DEBUG",
     "AUTOTHROTTLE_MODE",
+    "JOBDIR",
+    "MEMUSAGE_ENABLED",
+    "MEMUSAGE_LIMIT_MB",
+    "MEMUSAGE_WARNING_MB",
+    "MEMUSAGE_CHECK_INTERVAL_SECONDS",
 ];
 
 impl Settings {
@@ -295,6 +315,16 @@ impl Settings {
                     _ => return Err(invalid(name, v, "delay or adaptive")),
                 }
             }
+            "JOBDIR" => self.jobdir = (!v.is_empty()).then(|| v.into()),
+            "MEMUSAGE_ENABLED" => self.memusage_enabled = parse_bool(name, v)?,
+            "MEMUSAGE_LIMIT_MB" => self.memusage_limit_mb = parse_count(name, v)?,
+            "MEMUSAGE_WARNING_MB" => self.memusage_warning_mb = parse_count(name, v)?,
+            "MEMUSAGE_CHECK_INTERVAL_SECONDS" => match parse_seconds(name, v)? {
+                t if t.is_zero() => {
+                    return Err(invalid(name, v, "a number of seconds greater than 0"))
+                }
+                t => self.memusage_check_interval = t,
+            },
             _ => {
                 return Err(SettingsError::Unknown {
                     name: name.to_string(),
@@ -347,6 +377,15 @@ impl Settings {
             "RETRY_AFTER_MAX" => secs(&self.retry_after_max),
             "COOKIES_ENABLED" => self.cookies_enabled.to_string(),
             "COOKIES_DEBUG" => self.cookies_debug.to_string(),
+            "JOBDIR" => self
+                .jobdir
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            "MEMUSAGE_ENABLED" => self.memusage_enabled.to_string(),
+            "MEMUSAGE_LIMIT_MB" => self.memusage_limit_mb.to_string(),
+            "MEMUSAGE_WARNING_MB" => self.memusage_warning_mb.to_string(),
+            "MEMUSAGE_CHECK_INTERVAL_SECONDS" => secs(&self.memusage_check_interval),
             "DEFAULT_REQUEST_HEADERS" => {
                 let map: serde_json::Map<String, serde_json::Value> = self
                     .default_request_headers
@@ -437,6 +476,11 @@ impl Settings {
         } else {
             self.concurrent_requests_per_domain
         }
+    }
+
+    /// `JOBDIR`: the directory of the job this crawl keeps, if any.
+    pub fn jobdir(&self) -> Option<&std::path::Path> {
+        self.jobdir.as_deref()
     }
 }
 

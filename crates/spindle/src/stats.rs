@@ -114,6 +114,10 @@ pub struct CrawlReport {
     /// Multi-process mode: every worker process that ran, with its pid.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub workers: Vec<WorkerReport>,
+    /// Why the output or the job's store could not be written, when it could
+    /// not: the crawl stopped there (`finish_reason` `export_error`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_error: Option<String>,
 }
 
 impl CrawlReport {
@@ -137,6 +141,7 @@ impl CrawlReport {
             finish_reason: finish_reason.to_string(),
             slots,
             workers: Vec::new(),
+            output_error: None,
         }
     }
 

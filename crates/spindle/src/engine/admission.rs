@@ -25,6 +25,9 @@ use crate::scheduler::Scheduler;
 use crate::settings::Settings;
 use crate::stats::Stats;
 
+/// The slot-state key prefix of an origin's robots.txt answer.
+pub(super) const ROBOTS_STATE: &str = "robots ";
+
 /// Where a request to admit comes from.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) enum Source {
@@ -34,6 +37,9 @@ pub(super) enum Source {
     Page { parent_depth: u32 },
     /// A redirect, which keeps its request's depth.
     Redirect,
+    /// A request a resumed job held: it passed the filters in an earlier run,
+    /// so only robots.txt and the slot key apply.
+    Resume,
 }
 
 enum RobotsState {
@@ -103,14 +109,17 @@ impl Admission {
             }
             request.depth = depth;
         }
-        if source != Source::Start && !request.is_robots() && !self.offsite.allows(&request.url) {
+        if !matches!(source, Source::Start | Source::Resume)
+            && !request.is_robots()
+            && !self.offsite.allows(&request.url)
+        {
             self.count_offsite(&request.url);
             if source == Source::Redirect {
                 self.stats.inc("redirect/offsite");
             }
             return;
         }
-        if !scheduler.admit(&request) {
+        if source != Source::Resume && !scheduler.admit(&mut request) {
             return;
         }
         self.stats
@@ -121,6 +130,7 @@ impl Admission {
                 Some(RobotsState::Ready(rules)) => {
                     if !rules.allows(&request.url) {
                         self.stats.inc("robotstxt/forbidden");
+                        scheduler.done(&request, false);
                         return;
                     }
                 }
@@ -170,6 +180,26 @@ impl Admission {
         self.stats
             .inc(&format!("robotstxt/response_status_count/{status}"));
         let rules = RobotsRules::from_response(status, body, &self.user_agent);
+        // A resumed job reads it back instead of fetching it again.
+        let mut state = status.to_be_bytes().to_vec();
+        state.extend_from_slice(body);
+        scheduler.keep_state(format!("{ROBOTS_STATE}{origin}"), state);
+        self.robots_ready(origin, rules, scheduler, events);
+    }
+
+    /// A resumed job's robots.txt answer for an origin, as kept in its store.
+    pub(super) fn restore_robots(
+        &mut self,
+        origin: &str,
+        state: &[u8],
+        scheduler: &mut Scheduler,
+        events: &mpsc::UnboundedSender<Event>,
+    ) {
+        if state.len() < 2 {
+            return;
+        }
+        let status = u16::from_be_bytes([state[0], state[1]]);
+        let rules = RobotsRules::from_response(status, &state[2..], &self.user_agent);
         self.robots_ready(origin, rules, scheduler, events);
     }
 
@@ -239,6 +269,7 @@ impl Admission {
                 self.enqueue(request, scheduler, events);
             } else {
                 self.stats.inc("robotstxt/forbidden");
+                scheduler.done(&request, false);
             }
         }
         self.robots
@@ -306,6 +337,7 @@ impl Admission {
                 warn!(%error, requests = waiting.len(), "dropping requests");
                 let dropped = waiting.len() as u64;
                 for request in waiting {
+                    scheduler.done(&request, false);
                     if let Purpose::Robots { origin } = request.purpose {
                         self.robots_given_up(&origin, scheduler, events);
                     }

@@ -14,6 +14,9 @@ impl Engine {
         shutdown: ShutdownHandle,
     ) -> String {
         info!(spider = self.spider.name(), "spider opened");
+        for request in std::mem::take(&mut self.resume) {
+            self.admit(request, Source::Resume);
+        }
         for request in self.spider.start_requests() {
             self.admit(request, Source::Start);
         }
@@ -24,6 +27,7 @@ impl Engine {
             t
         });
         let mut last_logged = (0u64, 0u64);
+        let mut memcheck = self.memusage.start(&self.settings);
         let timeout = self.settings.closespider_timeout;
         let close_timer = tokio::time::sleep(if timeout.is_zero() {
             Duration::MAX / 4
@@ -38,10 +42,12 @@ impl Engine {
             if self.is_done() {
                 break;
             }
-            let wakeup = self
-                .scheduler
-                .next_wakeup()
-                .map(tokio::time::Instant::from_std);
+            let mut wakeup = self.scheduler.next_wakeup();
+            if self.items.needs_backout() {
+                // The job's store is behind: look again soon, events or not.
+                wakeup = Some(Instant::now() + Duration::from_millis(10));
+            }
+            let wakeup = wakeup.map(tokio::time::Instant::from_std);
             let report_due = self.report_due().map(tokio::time::Instant::from_std);
             tokio::select! {
                 Some(event) = events.recv() => {
@@ -56,6 +62,11 @@ impl Engine {
                 }
                 _ = tick_opt(&mut logstats) => {
                     last_logged = self.log_stats(last_logged, interval);
+                }
+                _ = tick_opt(&mut memcheck) => {
+                    if self.memusage.check(&self.settings) {
+                        self.close("memusage_exceeded");
+                    }
                 }
                 _ = &mut close_timer, if !timeout.is_zero() && self.closing.is_none() => {
                     self.close("closespider_timeout");
@@ -95,7 +106,10 @@ impl Engine {
             return;
         }
         let now = Instant::now();
-        while !self.downloads.needs_backout() && !self.scraper.needs_backout() {
+        while !self.downloads.needs_backout()
+            && !self.scraper.needs_backout()
+            && !self.items.needs_backout()
+        {
             let Some(Dispatch {
                 slot,
                 request,
@@ -104,8 +118,11 @@ impl Engine {
             else {
                 break;
             };
+            // Only a job's requests need their reference kept (and a String made).
+            let job = (request.job != 0).then(|| (request.queue_key(), request.job));
             let Some(request) = self.prepare(slot, request) else {
                 self.scheduler.finish(slot, now);
+                self.page_done(job, false);
                 continue;
             };
             if !self.downloads.start(slot, request, pacing, &self.events_tx) {
@@ -148,14 +165,14 @@ impl Engine {
                 }
             }
             Event::Parsed {
+                job,
                 depth,
                 backlog,
                 result,
-            } => {
-                if let Some(output) = self.scraper.finished(backlog, result) {
-                    self.on_output(depth, output);
-                }
-            }
+            } => match self.scraper.finished(backlog, result) {
+                Some(output) => self.on_output(job, depth, output),
+                None => self.page_done(job, false),
+            },
             Event::Fleet(event) => self.on_fleet_event(event),
             Event::Resolved { host, result } => {
                 let dropped =

@@ -3,23 +3,66 @@
 //!
 //! The thread flushes the exporter whenever it has caught up, so the output
 //! file is valid and current without a flush per item.
+//!
+//! With a job (JOBDIR) the thread also owns the job's store, and the
+//! scheduler's records reach it through the same channel as the items. So
+//! for each page it sees the page's items, then the requests the page led
+//! to, then the page's completion, in that order. It gathers them into one
+//! commit (group commit, every [`COMMIT_INTERVAL`] or [`COMMIT_OPS`]
+//! operations): first the output is flushed and synced, then one atomic
+//! commit records the pages done, the requests they led to and the output's
+//! length after their items. A resumed job cuts the output back to that
+//! length, so an item is in the output once whatever instant the process died.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
 
 use tracing::warn;
 
 use crate::exporter::ItemExporter;
 use crate::item::Item;
 use crate::pipeline::{ItemPipeline, PipelineError};
+use crate::scheduler::store::{Commit, FrontierStore, StoreError};
+use crate::scheduler::JobOp;
 use crate::stats::{Progress, Stats};
+
+/// The longest a job's progress waits in memory before it is committed.
+pub(super) const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
+/// A commit is made sooner once it holds this many operations.
+pub(super) const COMMIT_OPS: usize = 10_000;
+
+/// What reaches the item thread, in the order the engine sent it.
+pub(super) enum ToItems {
+    Item(Item),
+    Job(JobOp),
+    /// The crawl is over (and ran to its end, if true): write, commit, stop.
+    /// Sent rather than left to the channel's closing, because the
+    /// scheduler's job sink holds a sender until the engine is dropped.
+    Close(bool),
+}
+
+/// Why the item thread stopped early.
+#[derive(Debug)]
+pub(super) enum ItemsError {
+    Output(std::io::Error),
+    Store(StoreError),
+}
+
+/// Job records sent but not yet taken past which the engine starts no new
+/// request, so the records waiting for the store cannot grow without bound.
+pub(super) const JOB_BACKLOG_MAX: usize = 20_000;
 
 /// The engine's handle on the item thread.
 pub(super) struct Items {
-    tx: Option<std_mpsc::Sender<Item>>,
-    thread: JoinHandle<(Stats, std::io::Result<()>)>,
+    tx: Option<std_mpsc::Sender<ToItems>>,
+    /// Job records sent and not yet taken by the thread.
+    job_backlog: Arc<AtomicUsize>,
+    /// The highest request number the job's store has committed.
+    committed: Arc<AtomicU64>,
+    thread: JoinHandle<(Stats, Result<(), ItemsError>)>,
 }
 
 impl Items {
@@ -28,8 +71,12 @@ impl Items {
         pipelines: Vec<Box<dyn ItemPipeline>>,
         exporter: Option<Box<dyn ItemExporter>>,
         progress: Arc<Progress>,
+        store: Option<Box<dyn FrontierStore>>,
     ) -> Self {
-        let (tx, rx) = std_mpsc::channel::<Item>();
+        let (tx, rx) = std_mpsc::channel::<ToItems>();
+        let job_backlog = Arc::new(AtomicUsize::new(0));
+        let committed = Arc::new(AtomicU64::new(0));
+        let (backlog, done) = (job_backlog.clone(), committed.clone());
         let thread = std::thread::Builder::new()
             .name("spindle-items".into())
             .spawn(move || {
@@ -38,6 +85,14 @@ impl Items {
                     exporter,
                     progress,
                     stats: Stats::default(),
+                    job: store.map(|store| JobWriter {
+                        store,
+                        commit: Commit::default(),
+                        ops: 0,
+                        last: Instant::now(),
+                        backlog,
+                        committed: done,
+                    }),
                 };
                 let result = part.run(rx);
                 part.close_pipelines();
@@ -46,25 +101,64 @@ impl Items {
             .expect("spawn the item thread");
         Items {
             tx: Some(tx),
+            job_backlog,
+            committed,
             thread,
         }
     }
 
-    /// Hands an item over; false when the item thread has stopped (its output failed).
-    pub(super) fn send(&self, item: Item) -> bool {
-        self.tx.as_ref().is_some_and(|tx| tx.send(item).is_ok())
+    /// A sender for the scheduler's job records, which must queue behind the items.
+    pub(super) fn job_sink(&self) -> Box<dyn FnMut(JobOp) + Send> {
+        let tx = self.tx.clone().expect("the item thread runs");
+        let backlog = self.job_backlog.clone();
+        Box::new(move |op| {
+            backlog.fetch_add(1, Ordering::Relaxed);
+            let _ = tx.send(ToItems::Job(op));
+        })
     }
 
-    /// Waits for every item to be written; the item counters, and whether the output held.
-    pub(super) fn finish(mut self) -> (Stats, std::io::Result<()>) {
-        self.tx = None;
+    /// The highest request number the job's store has committed, for the scheduler's window.
+    pub(super) fn committed(&self) -> Arc<AtomicU64> {
+        self.committed.clone()
+    }
+
+    /// Whether the job's records wait in such numbers that no request should start.
+    pub(super) fn needs_backout(&self) -> bool {
+        self.job_backlog.load(Ordering::Relaxed) >= JOB_BACKLOG_MAX
+    }
+
+    /// Hands an item over; false when the item thread has stopped (its output failed).
+    pub(super) fn send(&self, item: Item) -> bool {
+        self.tx
+            .as_ref()
+            .is_some_and(|tx| tx.send(ToItems::Item(item)).is_ok())
+    }
+
+    /// Waits for every item to be written (and with a job, committed); the
+    /// item counters, and whether the output and store held.
+    pub(super) fn finish(mut self, finished: bool) -> (Stats, Result<(), ItemsError>) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(ToItems::Close(finished));
+        }
         self.thread.join().unwrap_or_else(|_| {
             (
                 Stats::default(),
-                Err(std::io::Error::other("item thread panicked")),
+                Err(ItemsError::Output(std::io::Error::other(
+                    "item thread panicked",
+                ))),
             )
         })
     }
+}
+
+/// The job's commit being gathered.
+struct JobWriter {
+    store: Box<dyn FrontierStore>,
+    commit: Commit,
+    ops: usize,
+    last: Instant,
+    backlog: Arc<AtomicUsize>,
+    committed: Arc<AtomicU64>,
 }
 
 struct ItemThread {
@@ -72,23 +166,125 @@ struct ItemThread {
     exporter: Option<Box<dyn ItemExporter>>,
     progress: Arc<Progress>,
     stats: Stats,
+    job: Option<JobWriter>,
 }
 
 impl ItemThread {
-    fn run(&mut self, rx: std_mpsc::Receiver<Item>) -> std::io::Result<()> {
+    fn run(&mut self, rx: std_mpsc::Receiver<ToItems>) -> Result<(), ItemsError> {
         self.flush()?;
-        while let Ok(item) = rx.recv() {
-            let _whole_batch = crate::exporter::lock_writes();
-            self.take(item)?;
-            while let Ok(item) = rx.try_recv() {
-                self.take(item)?;
-            }
-            self.flush()?;
+        if let Some(job) = &mut self.job {
+            // Where this run starts writing, recorded before anything else is.
+            job.commit.output_len = Some(self.exporter.as_ref().map_or(0, |e| e.position()));
         }
-        self.flush()
+        self.commit(true)?;
+        loop {
+            let next = match &self.job {
+                Some(job) => {
+                    match rx.recv_timeout(COMMIT_INTERVAL.saturating_sub(job.last.elapsed())) {
+                        Ok(msg) => Some(msg),
+                        Err(std_mpsc::RecvTimeoutError::Timeout) => None,
+                        Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+                None => match rx.recv() {
+                    Ok(msg) => Some(msg),
+                    Err(_) => break,
+                },
+            };
+            let mut closed = false;
+            if let Some(msg) = next {
+                let _whole_batch = crate::exporter::lock_writes();
+                closed |= self.take(msg)?;
+                while !closed {
+                    match rx.try_recv() {
+                        Ok(msg) => closed |= self.take(msg)?,
+                        Err(_) => break,
+                    }
+                }
+                self.flush()?;
+            }
+            if closed {
+                break;
+            }
+            self.commit(false)?;
+        }
+        self.flush()?;
+        self.commit(true)
     }
 
-    fn take(&mut self, mut item: Item) -> std::io::Result<()> {
+    /// Takes one message; true when it closes the thread.
+    fn take(&mut self, msg: ToItems) -> Result<bool, ItemsError> {
+        match msg {
+            ToItems::Item(item) => self
+                .take_item(item)
+                .map(|()| false)
+                .map_err(ItemsError::Output),
+            ToItems::Job(op) => {
+                let position = self.exporter.as_ref().map_or(0, |e| e.position());
+                if let Some(job) = &mut self.job {
+                    job.backlog.fetch_sub(1, Ordering::Relaxed);
+                    let c = &mut job.commit;
+                    job.ops += 1;
+                    match op {
+                        JobOp::Push(pending, fp) => {
+                            c.next_id = Some(c.next_id.unwrap_or(0).max(pending.id + 1));
+                            c.pushed.push(pending);
+                            c.seen.extend(fp);
+                        }
+                        JobOp::SlotState(key, state) => c.slot_state.push((key, state)),
+                        JobOp::Done(queue, id, page) => {
+                            c.done.push((queue, id));
+                            c.pages += u64::from(page);
+                            // Every item of this page is before this point.
+                            c.output_len = Some(position);
+                        }
+                    }
+                }
+                Ok(false)
+            }
+            ToItems::Close(finished) => {
+                if let Some(job) = &mut self.job {
+                    job.commit.finished = Some(finished);
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    /// Commits the job's gathered progress if it is due (or `now`): the
+    /// output is made durable first, so the store never records more output
+    /// than the disk holds.
+    fn commit(&mut self, now: bool) -> Result<(), ItemsError> {
+        let Some(job) = &mut self.job else {
+            return Ok(());
+        };
+        if job.commit.is_empty() {
+            // Nothing to commit: the interval counts from the next operation's time.
+            job.last = Instant::now();
+            return Ok(());
+        }
+        if !(now || job.ops >= COMMIT_OPS || job.last.elapsed() >= COMMIT_INTERVAL) {
+            return Ok(());
+        }
+        if job.commit.output_len.is_some() {
+            if let Some(exporter) = &mut self.exporter {
+                exporter.sync().map_err(ItemsError::Output)?;
+            }
+        }
+        job.commit.at = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        job.store.commit(&job.commit).map_err(ItemsError::Store)?;
+        if let Some(next) = job.commit.next_id {
+            job.committed.fetch_max(next - 1, Ordering::Release);
+        }
+        job.commit = Commit::default();
+        job.ops = 0;
+        job.last = Instant::now();
+        Ok(())
+    }
+
+    fn take_item(&mut self, mut item: Item) -> std::io::Result<()> {
         for stage in &mut self.pipelines {
             item = match stage.process(item) {
                 Ok(item) => item,
@@ -115,9 +311,9 @@ impl ItemThread {
         Ok(())
     }
 
-    fn flush(&mut self) -> std::io::Result<()> {
+    fn flush(&mut self) -> Result<(), ItemsError> {
         match &mut self.exporter {
-            Some(exporter) => exporter.flush(),
+            Some(exporter) => exporter.flush().map_err(ItemsError::Output),
             None => Ok(()),
         }
     }

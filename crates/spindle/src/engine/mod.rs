@@ -18,6 +18,7 @@ mod admission;
 mod downloads;
 mod event_loop;
 mod items;
+mod memusage;
 mod remote;
 mod report;
 mod responses;
@@ -33,12 +34,15 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::downloader::dns::{DnsError, Resolver};
 use crate::downloader::{DownloadError, Downloader};
-use crate::exporter::ItemExporter;
+use crate::exporter::{Format, ItemExporter, OpenMode};
 use crate::middleware::{self, DownloaderMiddleware};
 use crate::pipeline::{ItemPipeline, PipelineError};
 use crate::request::Request;
 use crate::response::Response;
-use crate::scheduler::{Scheduler, SlotId, SlotPolicies};
+use crate::scheduler::disk::DiskStore;
+use crate::scheduler::store::{FrontierStore, PendingReader, StoreError};
+use crate::scheduler::window::{Window, WINDOW};
+use crate::scheduler::{JobLog, Scheduler, SlotId, SlotPolicies};
 use crate::settings::Settings;
 use crate::spider::{Output, Spider};
 use crate::stats::{CrawlReport, Progress, Stats};
@@ -68,6 +72,9 @@ pub enum CrawlError {
     /// The `--report` file could not be written.
     #[error("writing the report failed: {0}")]
     Report(std::io::Error),
+    /// The job's store (JOBDIR) could not be opened, read or written.
+    #[error(transparent)]
+    Job(#[from] StoreError),
     /// An item pipeline stage failed to open.
     #[error("item pipeline {name} cannot open: {error}")]
     Pipeline {
@@ -95,6 +102,7 @@ pub struct Crawler {
     settings: Arc<Settings>,
     resolved: HashMap<String, IpAddr>,
     exporter: Option<Box<dyn ItemExporter>>,
+    output: Option<OutputFile>,
     progress: Arc<Progress>,
     shutdown: ShutdownHandle,
     launcher: Option<Launcher>,
@@ -111,6 +119,7 @@ impl Crawler {
             settings: Arc::new(settings),
             resolved: HashMap::new(),
             exporter: None,
+            output: None,
             progress: Arc::default(),
             shutdown: ShutdownHandle::default(),
             launcher: None,
@@ -154,6 +163,26 @@ impl Crawler {
         self
     }
 
+    /// Writes items to a file, opened when the crawl starts. With a job
+    /// (`JOBDIR`) that is resumed, the file is cut back to the length the job
+    /// last recorded and continued, whatever `mode` says, so each item is in
+    /// it once; `mode` applies when the job starts.
+    pub fn output_file(
+        mut self,
+        path: impl Into<std::path::PathBuf>,
+        format: Format,
+        csv_fields: Option<Vec<String>>,
+        mode: OpenMode,
+    ) -> Self {
+        self.output = Some(OutputFile {
+            path: path.into(),
+            format,
+            csv_fields,
+            mode,
+        });
+        self
+    }
+
     /// Adds a downloader middleware, run after the built-in ones and those added before it.
     pub fn middleware(mut self, middleware: impl DownloaderMiddleware + 'static) -> Self {
         self.middlewares.push(Box::new(middleware));
@@ -193,6 +222,26 @@ impl Crawler {
             })?;
         }
         let settings = self.settings;
+        // A job's store is read before the output is opened: it says where the output resumes.
+        let mut job = match settings.jobdir() {
+            Some(dir) => Some(Job::open(dir, settings.concurrent_requests_per_ip > 0)?),
+            None => None,
+        };
+        let mut exporter = self.exporter;
+        if let Some(out) = self.output {
+            let mode = match job.as_ref().and_then(|j| j.output_len) {
+                Some(len) => OpenMode::ResumeAt(len),
+                None => out.mode,
+            };
+            let opened = crate::exporter::open_with(&out.path, out.format, out.csv_fields, mode)
+                .map_err(|e| {
+                    CrawlError::Export(std::io::Error::new(
+                        e.kind(),
+                        format!("{}: {e}", out.path.display()),
+                    ))
+                })?;
+            exporter = Some(opened);
+        }
         let middlewares = builtin_middlewares(&settings, self.middlewares);
         let resolver = Arc::new(Resolver::with_fixed(self.resolved.clone()));
         let (events_tx, events) = mpsc::unbounded_channel();
@@ -225,6 +274,17 @@ impl Crawler {
                 (Executor::InProcess(Arc::new(downloader)), Some(pool))
             }
         };
+        let items = items::Items::start(
+            self.pipelines,
+            exporter,
+            self.progress.clone(),
+            job.as_mut().map(|j| j.take_store()),
+        );
+        let (mut resume, mut slot_states) = (Vec::new(), Vec::new());
+        if let Some(job) = job {
+            (resume, slot_states) =
+                job.restore(&mut scheduler, items.job_sink(), items.committed())?;
+        }
         let mut engine = Engine {
             admission: Admission::new(&settings, self.spider.allowed_domains(), resolver),
             scheduler,
@@ -236,7 +296,8 @@ impl Crawler {
             scraper: Scraper::new(self.spider.clone(), parse_pool),
             throttle: throttle::Throttle::new(&settings),
             report: self.report.map(|path| report::recorder(path, &settings)),
-            items: items::Items::start(self.pipelines, self.exporter, self.progress.clone()),
+            items,
+            resume,
             middlewares,
             mw_stats: Stats::default(),
             spider: self.spider,
@@ -245,7 +306,9 @@ impl Crawler {
             progress: self.progress,
             closing: None,
             export_failed: false,
+            memusage: memusage::MemoryUsage::default(),
         };
+        engine.restore_slot_states(slot_states);
         let started = (SystemTime::now(), Instant::now());
         let reason = engine.run(events, self.shutdown).await;
         engine.report_sample();
@@ -264,7 +327,7 @@ impl Crawler {
             .map(|fleet| fleet.shutdown())
             .unwrap_or_default();
         // Each part kept its own counters; the report is their sum.
-        let (item_stats, written) = engine.items.finish();
+        let (item_stats, written) = engine.items.finish(reason == "finished");
         let mut stats = Stats::default();
         for part in [
             &engine.scheduler.stats,
@@ -273,15 +336,151 @@ impl Crawler {
             &engine.throttle.stats,
             &engine.admission.stats,
             &engine.mw_stats,
+            &engine.memusage.stats,
             &item_stats,
         ] {
             stats.merge(part);
         }
         let mut report = CrawlReport::new(&stats, started.0, started.1.elapsed(), &reason, slots);
         report.workers = workers;
-        written.map_err(CrawlError::Export)?;
+        if let Err(error) = written {
+            report.output_error = Some(match error {
+                items::ItemsError::Output(e) => format!("writing items failed: {e}"),
+                items::ItemsError::Store(e) => e.to_string(),
+            });
+            // The crawl may have ended before it sent another item and noticed.
+            report.finish_reason = "export_error".to_string();
+        }
         report_written.map_err(CrawlError::Report)?;
         Ok(report)
+    }
+}
+
+/// Where `Crawler::output_file` writes.
+struct OutputFile {
+    path: std::path::PathBuf,
+    format: Format,
+    csv_fields: Option<Vec<String>>,
+    mode: OpenMode,
+}
+
+/// A job (JOBDIR) as read at the start of a run.
+struct Job {
+    store: Option<Box<dyn FrontierStore>>,
+    reader: Option<Box<dyn PendingReader>>,
+    /// Per queue: the last request number read back, and how many wait on disk.
+    on_disk: Vec<(String, u64, usize)>,
+    output_len: Option<u64>,
+    next_id: u64,
+    seen: Vec<u64>,
+    pending: Vec<Request>,
+    /// Per slot or origin: robots.txt answers and pauses.
+    slot_states: SlotStates,
+}
+
+/// Kept state by key: robots.txt answers and slot pauses.
+type SlotStates = Vec<(String, Vec<u8>)>;
+
+impl Job {
+    /// Per-IP slots gather several hosts' queues, so with them the whole
+    /// frontier comes back to memory; otherwise a window of each queue.
+    fn open(dir: &std::path::Path, per_ip: bool) -> Result<Self, StoreError> {
+        let window_size = if per_ip { usize::MAX } else { WINDOW };
+        let store = DiskStore::open(dir)?;
+        let state = store.state()?;
+        let mut seen = Vec::with_capacity(state.seen as usize);
+        store.for_each_seen(&mut |fp| seen.push(fp))?;
+        // Each queue's oldest requests come back to memory; the rest stay on
+        // disk behind the scheduler's window.
+        let mut pending = Vec::new();
+        let mut on_disk = Vec::new();
+        for (queue, n) in store.backlog()? {
+            let window = store.pending(&queue, 0, window_size)?;
+            let cursor = window.last().map_or(0, |p| p.id);
+            on_disk.push((queue, cursor, (n as usize).saturating_sub(window.len())));
+            for stored in window {
+                let request: Request =
+                    postcard::from_bytes(&stored.request).map_err(|e| StoreError::Corrupt {
+                        path: dir.display().to_string(),
+                        message: format!("request {}: {e}", stored.id),
+                    })?;
+                pending.push(request);
+            }
+        }
+        // Oldest first, as they were admitted: the crawl stays breadth-first.
+        pending.sort_by_key(|r| r.job);
+        if state.last_commit > 0.0 {
+            tracing::info!(
+                job = %dir.display(),
+                pages_done = state.pages_done,
+                queued = pending.len(),
+                seen = seen.len(),
+                finished = state.finished,
+                "resuming job"
+            );
+        }
+        let reader = store.pending_reader();
+        let slot_states = store.slot_states()?;
+        Ok(Job {
+            slot_states,
+            store: Some(Box::new(store)),
+            reader: Some(reader),
+            on_disk,
+            output_len: state.output_len,
+            next_id: state.next_id,
+            seen,
+            pending,
+        })
+    }
+
+    fn take_store(&mut self) -> Box<dyn FrontierStore> {
+        self.store.take().expect("taken once")
+    }
+
+    /// Gives the scheduler the seen set and the job's records; returns the
+    /// requests still pending, to admit again.
+    fn restore(
+        mut self,
+        scheduler: &mut Scheduler,
+        sink: Box<dyn FnMut(crate::scheduler::JobOp) + Send>,
+        committed: Arc<std::sync::atomic::AtomicU64>,
+    ) -> Result<(Vec<Request>, SlotStates), StoreError> {
+        for fp in self.seen {
+            scheduler.restore_seen(fp);
+        }
+        scheduler.set_job(JobLog::new(self.next_id, sink));
+        let reader = self.reader.take().expect("taken once");
+        let mut window = Window::new(reader, committed);
+        for (queue, cursor, n) in self.on_disk {
+            window.resume(queue, cursor, n);
+        }
+        scheduler.set_window(window);
+        Ok((self.pending, self.slot_states))
+    }
+}
+
+impl Engine {
+    /// A resumed job's robots.txt answers and slot pauses, applied before
+    /// any request is admitted, so the first request after a restart already
+    /// obeys them.
+    fn restore_slot_states(&mut self, states: SlotStates) {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        for (key, state) in states {
+            if let Some(origin) = key.strip_prefix(admission::ROBOTS_STATE) {
+                self.admission
+                    .restore_robots(origin, &state, &mut self.scheduler, &self.events_tx);
+            } else if let Some(slot) = key.strip_prefix(crate::scheduler::PAUSE_STATE) {
+                let Ok(bytes) = <[u8; 8]>::try_from(&state[..]) else {
+                    continue;
+                };
+                let until = std::time::UNIX_EPOCH
+                    + std::time::Duration::from_secs_f64(f64::from_be_bytes(bytes).max(0.0));
+                if let Ok(left) = until.duration_since(wall) {
+                    let id = self.scheduler.slot(slot);
+                    self.scheduler.pause(id, now + left, now);
+                }
+            }
+        }
     }
 }
 
@@ -325,6 +524,8 @@ enum Event {
         result: Box<Result<Response, (Request, DownloadError)>>,
     },
     Parsed {
+        /// The job's (queue, number) of the page, when a job holds it.
+        job: Option<crate::scheduler::JobRef>,
         depth: u32,
         backlog: usize,
         result: Result<Output, String>,
@@ -361,4 +562,8 @@ struct Engine {
     progress: Arc<Progress>,
     closing: Option<String>,
     export_failed: bool,
+    /// A resumed job's pending requests, admitted again when the loop starts.
+    resume: Vec<Request>,
+    /// Scrapy's MemoryUsage extension.
+    memusage: memusage::MemoryUsage,
 }

@@ -84,7 +84,7 @@ impl Engine {
     }
 
     fn on_remote_parsed(&mut self, id: u64, result: Result<ParsedPage, String>) {
-        let Some((depth, backlog)) = self.downloads.fleet().and_then(|f| f.parsed(id)) else {
+        let Some((depth, backlog, job)) = self.downloads.fleet().and_then(|f| f.parsed(id)) else {
             return;
         };
         let output = result.map(|page| {
@@ -108,8 +108,9 @@ impl Engine {
                 ..Output::default()
             }
         });
-        if let Some(output) = self.scraper.finished(backlog, output) {
-            self.on_output(depth, output);
+        match self.scraper.finished(backlog, output) {
+            Some(output) => self.on_output(job, depth, output),
+            None => self.page_done(job, false),
         }
     }
 
@@ -160,6 +161,7 @@ impl Engine {
         if request.crashes >= MAX_CRASHES {
             warn!(url = %request.url, crashes = request.crashes, "giving up: this page killed its workers");
             self.downloads.stats.inc("worker/gave_up_count");
+            self.scheduler.done(&request, false);
             if let Some(origin) = request.robots_origin() {
                 self.admission
                     .robots_given_up(origin, &mut self.scheduler, &self.events_tx);

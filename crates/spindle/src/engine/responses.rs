@@ -59,6 +59,7 @@ impl Engine {
             return;
         }
         warn!(url = %request.url, %error, "download failed");
+        self.scheduler.done(&request, false);
         if let Some(origin) = request.robots_origin() {
             // RFC 9309: an unreachable robots.txt means complete disallow.
             self.admission
@@ -99,6 +100,7 @@ impl Engine {
         match action {
             Action::Continue => false,
             Action::Drop => {
+                self.scheduler.done(request, false);
                 if let Some(origin) = request.robots_origin() {
                     self.admission
                         .robots_missing(origin, &mut self.scheduler, &self.events_tx);
@@ -113,24 +115,44 @@ impl Engine {
                 true
             }
             Action::Follow(next) => {
+                // The redirect is a new request; the one redirected is done
+                // once the new one is recorded.
                 self.admit(next, Source::Redirect);
+                self.scheduler.done(request, false);
                 true
             }
         }
     }
 
-    pub(super) fn on_output(&mut self, parent_depth: u32, output: Output) {
+    /// A page's output: its items, then the requests it led to, then (with
+    /// a job) its completion, in that order, so the job never records a page
+    /// done before what it produced.
+    pub(super) fn on_output(
+        &mut self,
+        job: Option<crate::scheduler::JobRef>,
+        parent_depth: u32,
+        output: Output,
+    ) {
         for item in output.items {
             if !self.items.send(item) && !self.export_failed {
                 self.export_failed = true;
                 self.close("export_error");
             }
         }
-        if self.closing.is_some() {
-            return;
+        // A closing crawl starts nothing new, but a job still records the
+        // links, for the run that resumes it.
+        if self.closing.is_none() || job.is_some() {
+            for request in output.requests {
+                self.admit(request, Source::Page { parent_depth });
+            }
         }
-        for request in output.requests {
-            self.admit(request, Source::Page { parent_depth });
+        self.page_done(job, true);
+    }
+
+    /// Tells the job a page is done.
+    pub(super) fn page_done(&mut self, job: Option<crate::scheduler::JobRef>, parsed: bool) {
+        if let Some((queue, id)) = job {
+            self.scheduler.done_id(queue, id, parsed);
         }
     }
 }

@@ -69,6 +69,8 @@ impl Scraper {
         let spider = self.spider.clone();
         let tx = events.clone();
         let depth = response.depth();
+        let job = (response.request.job != 0)
+            .then(|| (response.request.queue_key(), response.request.job));
         pool.spawn(move || {
             let result = std::panic::catch_unwind(AssertUnwindSafe(|| spider.parse(&response)));
             let result = match result {
@@ -81,6 +83,7 @@ impl Scraper {
                 )),
             };
             let _ = tx.send(Event::Parsed {
+                job,
                 depth,
                 backlog,
                 result,

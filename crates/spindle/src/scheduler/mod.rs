@@ -13,8 +13,11 @@
 //! All of this state belongs to the engine's single event-loop task, so no
 //! lock is taken per request.
 
+pub mod disk;
 pub mod dupefilter;
 pub mod fpset;
+pub mod store;
+pub mod window;
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
@@ -175,11 +178,48 @@ pub struct Scheduler {
     seq: u64,
     picks: u64,
     rng: SmallRng,
+    /// With a job (JOBDIR): where admissions and completions are recorded.
+    job: Option<JobLog>,
+    /// With a job: the part of the frontier left on disk.
+    window: Option<window::Window>,
     /// `scheduler/enqueued`, `scheduler/dequeued`, `dupefilter/filtered`.
     pub stats: Stats,
     /// Makes each new slot's send gate: its own, or cells in memory shared
     /// with worker processes (multi-process mode).
     gates: Option<Box<dyn Fn(SlotId) -> SendGate + Send>>,
+}
+
+/// A request as a job knows it: (queue, number).
+pub type JobRef = (String, u64);
+
+/// What the scheduler tells a job's store, in the order it happens.
+#[derive(Debug)]
+pub enum JobOp {
+    /// A request was admitted (its fingerprint, when it has one, is now seen).
+    Push(store::Pending, Option<u64>),
+    /// A request is done: (queue, id, whether it was a page the spider parsed).
+    Done(String, u64, bool),
+    /// State to keep for a slot or an origin, replacing what was kept under that key.
+    SlotState(String, Vec<u8>),
+}
+
+/// The slot-state key of a slot's pause (backoff, `Retry-After`).
+pub const PAUSE_STATE: &str = "pause ";
+
+/// The scheduler's end of a job: request numbers and the way to the store.
+pub struct JobLog {
+    next_id: u64,
+    sink: Box<dyn FnMut(JobOp) + Send>,
+}
+
+impl JobLog {
+    /// Numbers requests from `next_id` on and hands every operation to `sink`.
+    pub fn new(next_id: u64, sink: Box<dyn FnMut(JobOp) + Send>) -> Self {
+        JobLog {
+            next_id: next_id.max(1),
+            sink,
+        }
+    }
 }
 
 impl Scheduler {
@@ -195,6 +235,8 @@ impl Scheduler {
             seq: 0,
             picks: 0,
             rng: SmallRng::from_entropy(),
+            job: None,
+            window: None,
             stats: Stats::default(),
             gates: None,
         }
@@ -207,20 +249,87 @@ impl Scheduler {
         self
     }
 
+    /// Records every admission and completion in a job from now on.
+    pub fn set_job(&mut self, job: JobLog) {
+        self.job = Some(job);
+    }
+
+    /// Keeps only a window of each slot's requests in memory from now on.
+    pub fn set_window(&mut self, window: window::Window) {
+        self.window = Some(window);
+    }
+
+    /// Marks a fingerprint seen, as a resumed job's seen set says.
+    pub fn restore_seen(&mut self, fp: u64) {
+        self.dupefilter.insert_fingerprint(fp);
+    }
+
     /// Records the request's fingerprint (method, canonical URL, body) as
-    /// seen; false when it is a duplicate to drop.
-    pub fn admit(&mut self, request: &Request) -> bool {
-        let new = request.dont_filter || self.dupefilter.insert_fingerprint(request.fingerprint());
+    /// seen; false when it is a duplicate to drop. With a job, a page
+    /// request gets its number and is recorded as pending.
+    pub fn admit(&mut self, request: &mut Request) -> bool {
+        let fp = (!request.dont_filter).then(|| request.fingerprint());
+        let new = fp.is_none_or(|fp| self.dupefilter.insert_fingerprint(fp));
         if !new {
             self.stats.inc("dupefilter/filtered");
+            return false;
         }
-        new
+        if let Some(job) = &mut self.job {
+            // robots.txt is fetched again on resume, so it is never stored.
+            if !request.is_robots() {
+                request.job = job.next_id;
+                job.next_id += 1;
+                match postcard::to_allocvec(&*request) {
+                    Ok(bytes) => {
+                        let pending = store::Pending {
+                            id: request.job,
+                            queue: request.queue_key(),
+                            request: bytes,
+                        };
+                        (job.sink)(JobOp::Push(pending, fp));
+                    }
+                    Err(error) => {
+                        // Kept in memory only, as Scrapy does with what it cannot pickle.
+                        tracing::warn!(url = %request.url, %error, "request cannot be stored; it will not survive a restart");
+                        self.stats.inc("scheduler/unserializable");
+                        request.job = 0;
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// A request is done: its page was parsed, or it failed, was dropped or
+    /// redirected for good. `page` says whether the spider parsed it.
+    /// Nothing happens without a job, or for a request the job does not hold.
+    pub fn done(&mut self, request: &Request, page: bool) {
+        if request.job != 0 {
+            self.done_id(request.queue_key(), request.job, page);
+        }
+    }
+
+    /// [`Scheduler::done`] by queue and number.
+    pub fn done_id(&mut self, queue: String, id: u64, page: bool) {
+        if let Some(job) = &mut self.job {
+            (job.sink)(JobOp::Done(queue, id, page));
+        }
     }
 
     /// Queues an admitted request in the named slot, creating the slot if needed.
     pub fn push(&mut self, slot_key: &str, request: Request, now: Instant) {
         let id = self.slot_id(slot_key);
         self.stats.inc("scheduler/enqueued");
+        if let Some(window) = &mut self.window {
+            // A per-IP slot gathers several hosts' queues: those stay whole in memory.
+            if request.job != 0 && request.queue_key() == slot_key {
+                let in_memory = self.slots[id].queue.len();
+                if window.spill(slot_key, request.job, in_memory) {
+                    self.stats.inc("scheduler/enqueued/disk");
+                    return;
+                }
+            }
+        }
         self.seq += 1;
         self.slots[id].queue.push(Queued {
             priority: request.priority,
@@ -234,6 +343,13 @@ impl Scheduler {
     /// The next request allowed to start now, which its slot counts as started.
     pub fn pop(&mut self, now: Instant) -> Option<Dispatch> {
         self.wake_due(now);
+        if let Some(window) = &mut self.window {
+            for key in window.due(now) {
+                // Outside per-IP mode a queue is its slot, so its slot may be made here.
+                let id = self.slot_id(&key);
+                self.top_up(id, now);
+            }
+        }
         let &(_, _, id) = self.ready.first()?;
         self.picks += 1;
         let entry = &mut self.slots[id];
@@ -242,6 +358,9 @@ impl Scheduler {
         let pacing = entry.slot.start(now, &mut self.rng);
         self.queued -= 1;
         self.stats.inc("scheduler/dequeued");
+        if self.slots[id].queue.len() < window::WINDOW / 2 {
+            self.top_up(id, now);
+        }
         self.refresh(id, now);
         Some(Dispatch {
             slot: id,
@@ -308,20 +427,64 @@ impl Scheduler {
     pub fn pause(&mut self, id: SlotId, until: Instant, now: Instant) {
         self.slots[id].slot.pause(until);
         self.refresh(id, now);
+        if self.job.is_some() {
+            // Kept as wall-clock time, so a resumed job still honours it.
+            let wall = std::time::SystemTime::now() + until.saturating_duration_since(now);
+            let unix = wall
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            let key = format!("{PAUSE_STATE}{}", self.slots[id].key);
+            self.keep_state(key, unix.to_be_bytes().to_vec());
+        }
     }
 
-    /// The earliest time a delayed slot may start its next request.
+    /// Keeps state under `key` in the job's store (without a job, nothing happens).
+    pub fn keep_state(&mut self, key: String, state: Vec<u8>) {
+        if let Some(job) = &mut self.job {
+            (job.sink)(JobOp::SlotState(key, state));
+        }
+    }
+
+    /// The earliest time a delayed slot may start its next request (or, with
+    /// a job, a window waiting for its requests to be committed is looked at again).
     pub fn next_wakeup(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((t, _))| *t)
+        let timer = self.timers.peek().map(|Reverse((t, _))| *t);
+        let retry = self.window.as_ref().and_then(|w| w.next_retry());
+        match (timer, retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Requests waiting in the frontier.
+    /// Requests waiting in the frontier, in memory or (with a job) on disk.
     pub fn len(&self) -> usize {
-        self.queued
+        self.queued + self.window.as_ref().map_or(0, |w| w.spilled())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.queued == 0
+        self.len() == 0
+    }
+
+    /// Brings a slot's window back up from disk (with a job).
+    fn top_up(&mut self, id: SlotId, now: Instant) {
+        let Some(window) = &mut self.window else {
+            return;
+        };
+        let entry = &mut self.slots[id];
+        if !window.has_spilled(&entry.key) {
+            return;
+        }
+        let room = window::WINDOW.saturating_sub(entry.queue.len());
+        for request in window.refill(&entry.key, room) {
+            self.seq += 1;
+            entry.queue.push(Queued {
+                priority: request.priority,
+                seq: self.seq,
+                request,
+            });
+            self.queued += 1;
+        }
+        self.refresh(id, now);
     }
 
     pub fn slot_key(&self, id: SlotId) -> &str {
@@ -502,10 +665,10 @@ mod tests {
     #[test]
     fn admit_filters_duplicates_unless_told_not_to() {
         let mut s = Scheduler::new(policies(8, 0));
-        assert!(s.admit(&req("http://a/x#1", 0)));
-        assert!(!s.admit(&req("http://a/x#2", 0)));
+        assert!(s.admit(&mut req("http://a/x#1", 0)));
+        assert!(!s.admit(&mut req("http://a/x#2", 0)));
         let mut again = req("http://a/x", 0);
         again.dont_filter = true;
-        assert!(s.admit(&again));
+        assert!(s.admit(&mut again));
     }
 }

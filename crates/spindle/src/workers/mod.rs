@@ -271,12 +271,13 @@ impl Fleet {
 
     /// A job is done; returns its request's depth and parse backlog if it was
     /// waiting for a parse result.
-    pub fn parsed(&mut self, id: u64) -> Option<(u32, usize)> {
+    pub fn parsed(&mut self, id: u64) -> Option<(u32, usize, Option<crate::scheduler::JobRef>)> {
         let job = self.jobs.get(&id)?;
         if !job.parsing {
             return None;
         }
-        let done = (job.request.depth, job.backlog);
+        let stored = (job.request.job != 0).then(|| (job.request.queue_key(), job.request.job));
+        let done = (job.request.depth, job.backlog, stored);
         self.finish(id);
         Some(done)
     }
