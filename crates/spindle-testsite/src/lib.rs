@@ -49,6 +49,7 @@ use tokio::sync::oneshot;
 
 pub mod analysis;
 pub mod app;
+pub mod broad;
 pub mod faults;
 pub mod site;
 

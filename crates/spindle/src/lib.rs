@@ -67,4 +67,4 @@ pub use response::Response;
 pub use scheduler::{canonicalize_url, fingerprint, DupeFilter};
 pub use settings::{Settings, SettingsError, SlotOverride, SETTING_NAMES};
 pub use spider::{Output, Spider, SpiderError};
-pub use stats::{CrawlReport, Progress, SlotStats, WorkerReport};
+pub use stats::{CrawlReport, Progress, SlotStats, SlotTotals, WorkerReport};

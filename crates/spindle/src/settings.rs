@@ -113,6 +113,26 @@ pub struct Settings {
     pub(crate) cookies_debug: bool,
     /// `DEFAULT_REQUEST_HEADERS`: headers every request gets unless it sets its own, in order.
     pub(crate) default_request_headers: Vec<(String, String)>,
+    /// `DNSCACHE_ENABLED`: keep DNS answers (positive and negative) for their TTL.
+    pub(crate) dnscache_enabled: bool,
+    /// `DNSCACHE_SIZE`: DNS records kept in the cache.
+    pub(crate) dnscache_size: usize,
+    /// `DNS_TIMEOUT`: bound on one host name's lookup.
+    pub(crate) dns_timeout: Duration,
+    /// `DNS_NAMESERVERS`: name servers to ask instead of `/etc/resolv.conf`'s; empty = the system's.
+    pub(crate) dns_nameservers: Vec<std::net::SocketAddr>,
+    /// `SLOT_MAX_EXCEPTIONS`: a slot whose timeouts and connection failures since its
+    /// last response reach this many is given up (Nutch's `fetcher.max.exceptions.per.queue`); 0 = never.
+    pub(crate) slot_max_exceptions: u32,
+    /// `DOWNLOAD_SLOW_AFTER`: a request still waiting after this long stops counting against
+    /// `CONCURRENT_REQUESTS` (it keeps its place under its slot's cap); zero = never.
+    pub(crate) download_slow_after: Duration,
+    /// `SLOT_GC_INTERVAL`: how often idle slots are dropped (Scrapy's slot GC: 60 s).
+    pub(crate) slot_gc_interval: Duration,
+    /// `STATS_SLOTS_TOP`: slots listed in the stats for each ranking (requests, errors, wait).
+    pub(crate) stats_slots_top: usize,
+    /// `STATS_SLOTS_ALL`: list every slot in the stats.
+    pub(crate) stats_slots_all: bool,
 }
 
 impl Default for Settings {
@@ -151,6 +171,15 @@ impl Default for Settings {
                 ),
                 ("Accept-Language".to_string(), "en".to_string()),
             ],
+            dnscache_enabled: true,
+            dnscache_size: 10_000,
+            dns_timeout: Duration::from_secs(60),
+            dns_nameservers: Vec::new(),
+            slot_max_exceptions: 8,
+            download_slow_after: Duration::from_secs(1),
+            slot_gc_interval: Duration::from_secs(60),
+            stats_slots_top: 10,
+            stats_slots_all: false,
         }
     }
 }
@@ -183,6 +212,15 @@ pub const SETTING_NAMES: &[&str] = &[
     "COOKIES_ENABLED",
     "COOKIES_DEBUG",
     "DEFAULT_REQUEST_HEADERS",
+    "DNSCACHE_ENABLED",
+    "DNSCACHE_SIZE",
+    "DNS_TIMEOUT",
+    "DNS_NAMESERVERS",
+    "SLOT_MAX_EXCEPTIONS",
+    "DOWNLOAD_SLOW_AFTER",
+    "SLOT_GC_INTERVAL",
+    "STATS_SLOTS_TOP",
+    "STATS_SLOTS_ALL",
 ];
 
 impl Settings {
@@ -230,6 +268,25 @@ impl Settings {
             "DEFAULT_REQUEST_HEADERS" => {
                 self.default_request_headers = parse_headers_json(name, v)?
             }
+            "DNSCACHE_ENABLED" => self.dnscache_enabled = parse_bool(name, v)?,
+            "DNSCACHE_SIZE" => self.dnscache_size = parse_count(name, v)?,
+            "DNS_TIMEOUT" => match parse_seconds(name, v)? {
+                t if t.is_zero() => {
+                    return Err(invalid(name, v, "a number of seconds greater than 0"))
+                }
+                t => self.dns_timeout = t,
+            },
+            "DNS_NAMESERVERS" => self.dns_nameservers = parse_nameservers(name, v)?,
+            "SLOT_MAX_EXCEPTIONS" => self.slot_max_exceptions = parse_count(name, v)?,
+            "DOWNLOAD_SLOW_AFTER" => self.download_slow_after = parse_seconds(name, v)?,
+            "SLOT_GC_INTERVAL" => match parse_seconds(name, v)? {
+                t if t.is_zero() => {
+                    return Err(invalid(name, v, "a number of seconds greater than 0"))
+                }
+                t => self.slot_gc_interval = t,
+            },
+            "STATS_SLOTS_TOP" => self.stats_slots_top = parse_count(name, v)?,
+            "STATS_SLOTS_ALL" => self.stats_slots_all = parse_bool(name, v)?,
             _ => {
                 return Err(SettingsError::Unknown {
                     name: name.to_string(),
@@ -290,6 +347,20 @@ impl Settings {
                     .collect();
                 json(map.into())
             }
+            "DNSCACHE_ENABLED" => self.dnscache_enabled.to_string(),
+            "DNSCACHE_SIZE" => self.dnscache_size.to_string(),
+            "DNS_TIMEOUT" => secs(&self.dns_timeout),
+            "DNS_NAMESERVERS" => self
+                .dns_nameservers
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            "SLOT_MAX_EXCEPTIONS" => self.slot_max_exceptions.to_string(),
+            "DOWNLOAD_SLOW_AFTER" => secs(&self.download_slow_after),
+            "SLOT_GC_INTERVAL" => secs(&self.slot_gc_interval),
+            "STATS_SLOTS_TOP" => self.stats_slots_top.to_string(),
+            "STATS_SLOTS_ALL" => self.stats_slots_all.to_string(),
             _ => return None,
         })
     }
@@ -417,6 +488,31 @@ fn parse_codes(name: &str, v: &str) -> Result<Vec<u16>, SettingsError> {
                 v,
                 "HTTP status codes separated by commas, e.g. 500,503",
             )),
+        })
+        .collect()
+}
+
+/// Name servers: `IP[:PORT]` (port 53 by default, `[v6]:PORT` for IPv6),
+/// separated by commas; empty for the system's.
+fn parse_nameservers(name: &str, v: &str) -> Result<Vec<std::net::SocketAddr>, SettingsError> {
+    // A TOML array arrives as `["127.0.0.1:53", ...]`.
+    let list = match v.strip_prefix("[\"") {
+        Some(_) => &v[1..v.len().saturating_sub(1).max(1)],
+        None => v,
+    };
+    list.split(',')
+        .map(|a| a.trim().trim_matches('"'))
+        .filter(|a| !a.is_empty())
+        .map(|a| {
+            a.parse::<std::net::SocketAddr>()
+                .or_else(|_| a.parse::<std::net::IpAddr>().map(|ip| (ip, 53).into()))
+                .map_err(|_| {
+                    invalid(
+                        name,
+                        v,
+                        "name server addresses IP[:PORT] separated by commas, e.g. 127.0.0.153:53",
+                    )
+                })
         })
         .collect()
 }

@@ -26,6 +26,8 @@ pub struct Slot {
     next_start: Option<Instant>,
     /// A robots.txt `Crawl-delay`: no gap, randomized or not, is shorter.
     delay_floor: Duration,
+    /// A cap below the policy's, while the slot keeps failing (`SLOT_MAX_EXCEPTIONS`).
+    limit: Option<usize>,
     gate: Arc<SendGate>,
     pub stats: SlotStats,
 }
@@ -98,6 +100,10 @@ pub struct SlotStats {
     pub max_in_flight: usize,
     /// Shortest time between two request starts, in seconds; none with fewer than two requests.
     pub min_start_gap_seconds: Option<f64>,
+    /// Downloads that failed (timeouts, connection and DNS errors, …).
+    pub errors: u64,
+    /// Seconds its requests waited in its queue, in all.
+    pub wait_seconds: f64,
 }
 
 impl Slot {
@@ -108,6 +114,7 @@ impl Slot {
             last_start: None,
             next_start: None,
             delay_floor: Duration::ZERO,
+            limit: None,
             gate: Arc::default(),
             stats: SlotStats::default(),
         }
@@ -118,7 +125,20 @@ impl Slot {
     }
 
     pub fn has_capacity(&self) -> bool {
-        self.active < self.policy.concurrency
+        self.active
+            < self
+                .limit
+                .map_or(self.policy.concurrency, |l| l.min(self.policy.concurrency))
+    }
+
+    /// Caps concurrency below the policy's; `None` lifts the cap.
+    pub fn limit_concurrency(&mut self, cap: Option<usize>) {
+        self.limit = cap;
+    }
+
+    /// The robots.txt `Crawl-delay` floor, zero when none.
+    pub fn delay_floor(&self) -> Duration {
+        self.delay_floor
     }
 
     /// When the delay lets the next request start: `None` means now.

@@ -31,6 +31,10 @@ impl Engine {
             timeout
         });
         tokio::pin!(close_timer);
+        let gc_every = self.settings.slot_gc_interval;
+        let mut slot_gc =
+            tokio::time::interval_at(tokio::time::Instant::now() + gc_every, gc_every);
+        slot_gc.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
         loop {
             self.dispatch();
@@ -38,10 +42,12 @@ impl Engine {
             if self.is_done() {
                 break;
             }
-            let wakeup = self
-                .scheduler
-                .next_wakeup()
-                .map(tokio::time::Instant::from_std);
+            let now = Instant::now();
+            let wakeup = match (self.scheduler.next_wakeup(), self.downloads.hold_until(now)) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+            .map(tokio::time::Instant::from_std);
             tokio::select! {
                 Some(event) = events.recv() => {
                     self.handle(event);
@@ -50,6 +56,7 @@ impl Engine {
                     }
                 }
                 _ = sleep_until_opt(wakeup), if wakeup.is_some() && self.closing.is_none() => {}
+                _ = slot_gc.tick() => self.gc_slots(),
                 _ = tick_opt(&mut logstats) => {
                     last_logged = self.log_stats(last_logged, interval);
                 }
@@ -91,7 +98,7 @@ impl Engine {
             return;
         }
         let now = Instant::now();
-        while !self.downloads.needs_backout() && !self.scraper.needs_backout() {
+        while !self.downloads.needs_backout(now) && !self.scraper.needs_backout() {
             let Some(Dispatch {
                 slot,
                 request,
@@ -100,15 +107,34 @@ impl Engine {
             else {
                 break;
             };
-            let Some(request) = self.prepare(slot, request) else {
+            let Some(mut request) = self.prepare(slot, request) else {
                 self.scheduler.finish(slot, now);
                 continue;
             };
+            self.keep_alive_or_close(slot, &mut request);
             if !self.downloads.start(slot, request, pacing, &self.events_tx) {
                 self.scheduler.finish(slot, now);
                 self.close("workers_failed");
                 return;
             }
+        }
+    }
+
+    /// In a broad crawl (more than [`KEEP_ALIVE_SLOTS`] slots), a request
+    /// that leaves its slot with nothing queued asks the server to close the
+    /// connection after answering: no idle connection, so no descriptor, is
+    /// kept for a host the crawl has no more work for. The idle connections
+    /// are then bounded by the slots with queued work (each up to its
+    /// concurrency), for at most `POOL_IDLE_TIMEOUT`.
+    fn keep_alive_or_close(&mut self, slot: SlotId, request: &mut Request) {
+        if self.scheduler.slot_count() > KEEP_ALIVE_SLOTS
+            && !self.scheduler.has_queued(slot)
+            && !request.headers.contains_key(reqwest::header::CONNECTION)
+        {
+            request.headers.insert(
+                reqwest::header::CONNECTION,
+                reqwest::header::HeaderValue::from_static("close"),
+            );
         }
     }
 
@@ -137,8 +163,9 @@ impl Engine {
 
     pub(super) fn handle(&mut self, event: Event) {
         match event {
-            Event::Downloaded { slot, result } => {
-                self.downloads.finished();
+            Event::Slow { id } => self.downloads.slow(id),
+            Event::Downloaded { slot, id, result } => {
+                self.downloads.finished_local(id);
                 self.scheduler.finish(slot, Instant::now());
                 match *result {
                     Ok(response) => {
@@ -204,9 +231,19 @@ impl Engine {
             items,
             (items - items_before) as f64 * per_min
         );
+        info!(
+            slots = self.scheduler.slot_count(),
+            in_flight = self.downloads.in_flight(),
+            queued = self.scheduler.len(),
+            descriptors = crate::downloader::fdlimit::open_descriptors().unwrap_or(0),
+            "broad-crawl figures"
+        );
         (pages, items)
     }
 }
+
+/// Up to this many slots, every connection is kept alive for reuse.
+pub(super) const KEEP_ALIVE_SLOTS: usize = 64;
 
 async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
     match at {

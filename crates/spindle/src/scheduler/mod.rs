@@ -17,8 +17,8 @@ pub mod dupefilter;
 pub mod fpset;
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
-use std::time::Instant;
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
@@ -26,7 +26,7 @@ use rand::SeedableRng;
 use crate::downloader::slot::{Pacing, Slot, SlotPolicy, SlotStats};
 use crate::request::Request;
 use crate::settings::Settings;
-use crate::stats::Stats;
+use crate::stats::{SlotTable, Stats};
 pub use dupefilter::{canonicalize_url, fingerprint, DupeFilter};
 
 /// Index of a slot inside the scheduler.
@@ -80,6 +80,7 @@ impl SlotPolicies {
 struct Queued {
     priority: i32,
     seq: u64,
+    queued_at: Instant,
     request: Request,
 }
 
@@ -113,6 +114,8 @@ struct SlotEntry {
     ready_key: Option<(usize, u64)>,
     /// The wake-up time this slot has in `timers`, if any (older heap entries are stale).
     timer: Option<Instant>,
+    /// The last time a request was queued, started or finished here (for the slot GC).
+    last_seen: Instant,
 }
 
 /// The frontier, the slots and the duplicate filter.
@@ -129,6 +132,14 @@ pub struct Scheduler {
     seq: u64,
     picks: u64,
     rng: SmallRng,
+    /// Ids of slots the GC dropped, for reuse.
+    free: Vec<SlotId>,
+    /// The figures of slots the GC dropped: totals, and the top slots.
+    pub retired: SlotTable,
+    /// robots.txt `Crawl-delay` floors of dropped slots, applied again if they come back.
+    retired_floors: HashMap<String, Duration>,
+    /// Slots given up after `SLOT_MAX_EXCEPTIONS`: requests for them are dropped.
+    given_up: HashSet<String>,
     /// `scheduler/enqueued`, `scheduler/dequeued`, `dupefilter/filtered`.
     pub stats: Stats,
 }
@@ -146,6 +157,10 @@ impl Scheduler {
             seq: 0,
             picks: 0,
             rng: SmallRng::from_entropy(),
+            free: Vec::new(),
+            retired: SlotTable::default(),
+            retired_floors: HashMap::new(),
+            given_up: HashSet::new(),
             stats: Stats::default(),
         }
     }
@@ -160,14 +175,21 @@ impl Scheduler {
         new
     }
 
+    /// Whether the slot with this key was given up (`SLOT_MAX_EXCEPTIONS`).
+    pub fn is_given_up(&self, slot_key: &str) -> bool {
+        self.given_up.contains(slot_key)
+    }
+
     /// Queues an admitted request in the named slot, creating the slot if needed.
     pub fn push(&mut self, slot_key: &str, request: Request, now: Instant) {
         let id = self.slot_id(slot_key);
         self.stats.inc("scheduler/enqueued");
         self.seq += 1;
+        self.slots[id].last_seen = now;
         self.slots[id].queue.push(Queued {
             priority: request.priority,
             seq: self.seq,
+            queued_at: now,
             request,
         });
         self.queued += 1;
@@ -182,6 +204,8 @@ impl Scheduler {
         let entry = &mut self.slots[id];
         let queued = entry.queue.pop().expect("a ready slot has queued requests");
         entry.last_pick = self.picks;
+        entry.last_seen = now;
+        entry.slot.stats.wait_seconds += now.duration_since(queued.queued_at).as_secs_f64();
         let pacing = entry.slot.start(now, &mut self.rng);
         self.queued -= 1;
         self.stats.inc("scheduler/dequeued");
@@ -195,6 +219,7 @@ impl Scheduler {
 
     /// A request of this slot has left the wire.
     pub fn finish(&mut self, id: SlotId, now: Instant) {
+        self.slots[id].last_seen = now;
         self.slots[id].slot.finish();
         self.refresh(id, now);
     }
@@ -216,6 +241,69 @@ impl Scheduler {
         self.refresh(id, now);
     }
 
+    /// Caps a slot's concurrency below its policy (`None` lifts the cap).
+    pub fn limit_concurrency(&mut self, id: SlotId, cap: Option<usize>, now: Instant) {
+        self.slots[id].slot.limit_concurrency(cap);
+        self.refresh(id, now);
+    }
+
+    /// Counts a failed download against the slot's figures.
+    pub fn count_error(&mut self, id: SlotId) {
+        self.slots[id].slot.stats.errors += 1;
+    }
+
+    /// Whether the slot has nothing queued (its request in hand is its last for now).
+    pub fn has_queued(&self, id: SlotId) -> bool {
+        !self.slots[id].queue.is_empty()
+    }
+
+    /// Gives a slot up: requests queued in it are returned, and
+    /// [`Scheduler::is_given_up`] is true for its key from now on.
+    pub fn give_up(&mut self, id: SlotId, now: Instant) -> Vec<Request> {
+        let entry = &mut self.slots[id];
+        self.given_up.insert(entry.key.clone());
+        let drained: Vec<Request> = std::mem::take(&mut entry.queue)
+            .into_iter()
+            .map(|q| q.request)
+            .collect();
+        self.queued -= drained.len();
+        self.refresh(id, now);
+        drained
+    }
+
+    /// Drops every slot with nothing queued or on the wire whose last
+    /// activity plus its delay is older than `idle` (Scrapy's slot GC). Its
+    /// figures go to [`Scheduler::retired`]; a robots.txt `Crawl-delay` floor
+    /// is kept and applied again if the slot comes back. Returns how many.
+    pub fn gc(&mut self, now: Instant, idle: Duration, top: usize) -> usize {
+        let mut dropped = 0;
+        for id in 0..self.slots.len() {
+            let entry = &self.slots[id];
+            if entry.key.is_empty()
+                || !entry.queue.is_empty()
+                || entry.slot.active() > 0
+                || entry.last_seen + entry.slot.policy.delay + idle > now
+            {
+                continue;
+            }
+            let entry = std::mem::replace(&mut self.slots[id], vacant(now));
+            self.by_key.remove(&entry.key);
+            if !entry.slot.delay_floor().is_zero() {
+                self.retired_floors
+                    .insert(entry.key.clone(), entry.slot.delay_floor());
+            }
+            self.retired.add(&entry.key, &entry.slot.stats, top);
+            self.free.push(id);
+            dropped += 1;
+        }
+        dropped
+    }
+
+    /// Slots alive now.
+    pub fn slot_count(&self) -> usize {
+        self.by_key.len()
+    }
+
     /// The earliest time a delayed slot may start its next request.
     pub fn next_wakeup(&self) -> Option<Instant> {
         self.timers.peek().map(|Reverse((t, _))| *t)
@@ -234,24 +322,42 @@ impl Scheduler {
         &self.slots[id].key
     }
 
-    /// Every slot's figures, by slot key.
+    /// Every live slot's figures, by slot key (the GC's dropped ones are in [`Scheduler::retired`]).
     pub fn slot_stats(&self) -> impl Iterator<Item = (&str, &SlotStats)> {
-        self.slots.iter().map(|e| (e.key.as_str(), &e.slot.stats))
+        self.slots
+            .iter()
+            .filter(|e| !e.key.is_empty())
+            .map(|e| (e.key.as_str(), &e.slot.stats))
     }
 
     fn slot_id(&mut self, key: &str) -> SlotId {
         if let Some(&id) = self.by_key.get(key) {
             return id;
         }
-        let id = self.slots.len();
-        self.slots.push(SlotEntry {
+        let now = Instant::now();
+        let mut slot = Slot::new(self.policies.for_key(key));
+        if let Some(floor) = self.retired_floors.remove(key) {
+            slot.set_delay_floor(floor);
+        }
+        let entry = SlotEntry {
             key: key.to_string(),
-            slot: Slot::new(self.policies.for_key(key)),
+            slot,
             queue: BinaryHeap::new(),
             last_pick: 0,
             ready_key: None,
             timer: None,
-        });
+            last_seen: now,
+        };
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.slots[id] = entry;
+                id
+            }
+            None => {
+                self.slots.push(entry);
+                self.slots.len() - 1
+            }
+        };
         self.by_key.insert(key.to_string(), id);
         id
     }
@@ -291,6 +397,23 @@ impl Scheduler {
                 }
             }
         }
+    }
+}
+
+/// A dropped slot's place, until a new slot reuses its id.
+fn vacant(now: Instant) -> SlotEntry {
+    SlotEntry {
+        key: String::new(),
+        slot: Slot::new(SlotPolicy {
+            concurrency: 1,
+            delay: Duration::ZERO,
+            randomize_delay: false,
+        }),
+        queue: BinaryHeap::new(),
+        last_pick: 0,
+        ready_key: None,
+        timer: None,
+        last_seen: now,
     }
 }
 
