@@ -15,6 +15,10 @@
 //! - Hanging hosts: the same port on the hanging address; each connection is
 //!   accepted, read, and never answered.
 //!
+//! - `tail.broad.test` (on the good address) answers `/` only once
+//!   [`BroadSite::release_tail`] is called: a benchmark keeps a crawl alive
+//!   with it to measure the crawler after every other host is done.
+//!
 //! Every HTTP request is recorded as `(host, path)` (unless recording is off).
 
 use std::convert::Infallible;
@@ -60,6 +64,9 @@ pub struct BroadConfig {
 
 /// A running test bed; dropping it stops it.
 pub struct BroadSite {
+    tail: Arc<tokio::sync::Notify>,
+    tail_released: Arc<std::sync::atomic::AtomicBool>,
+    served: Arc<AtomicU64>,
     config: BroadConfig,
     port: u16,
     dns_addr: SocketAddr,
@@ -100,7 +107,13 @@ impl BroadSite {
             .enable_all()
             .build()?;
         let (tx, rx) = oneshot::channel::<()>();
+        let tail: Arc<tokio::sync::Notify> = Arc::default();
+        let tail_released: Arc<std::sync::atomic::AtomicBool> = Arc::default();
+        let served: Arc<AtomicU64> = Arc::default();
         let state = Arc::new(State {
+            tail: tail.clone(),
+            tail_released: tail_released.clone(),
+            served: served.clone(),
             config: config.clone(),
             port,
             records: records.clone(),
@@ -121,6 +134,9 @@ impl BroadSite {
                 runtime.shutdown_timeout(Duration::from_secs(1));
             })?;
         Ok(BroadSite {
+            tail,
+            tail_released,
+            served,
             config,
             port,
             dns_addr,
@@ -148,6 +164,17 @@ impl BroadSite {
     /// Every `(host, path)` requested so far.
     pub fn records(&self) -> Vec<(String, String)> {
         self.records.lock().expect("records").clone()
+    }
+
+    /// Lets `tail.broad.test/` answer (now and from now on).
+    pub fn release_tail(&self) {
+        self.tail_released.store(true, Ordering::SeqCst);
+        self.tail.notify_waiters();
+    }
+
+    /// HTTP responses sent so far (recorded or not).
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
     }
 
     /// DNS questions answered so far.
@@ -227,6 +254,9 @@ fn bind_pair(
 }
 
 struct State {
+    tail: Arc<tokio::sync::Notify>,
+    tail_released: Arc<std::sync::atomic::AtomicBool>,
+    served: Arc<AtomicU64>,
     config: BroadConfig,
     port: u16,
     records: Arc<Mutex<Vec<(String, String)>>>,
@@ -250,7 +280,11 @@ impl State {
             .and_then(|n| n.parse::<usize>().ok())
             .filter(|n| *n < c.hosts);
         let Some(n) = n else {
-            return (404, "no such host".to_string());
+            return if host == format!("tail.{SUFFIX}") {
+                (200, "<html><body>the end</body></html>".to_string())
+            } else {
+                (404, "no such host".to_string())
+            };
         };
         if path == "/robots.txt" {
             return (404, "no robots.txt".to_string());
@@ -316,7 +350,14 @@ async fn serve_good(
                         })
                         .unwrap_or_default();
                     let path = req.uri().path().to_string();
+                    if host == format!("tail.{SUFFIX}") {
+                        let wait = state.tail.notified();
+                        if !state.tail_released.load(Ordering::SeqCst) {
+                            wait.await;
+                        }
+                    }
                     let (status, body) = state.page(&host, &path);
+                    state.served.fetch_add(1, Ordering::Relaxed);
                     if state.config.record {
                         state.records.lock().expect("records").push((host, path));
                     }
@@ -400,7 +441,7 @@ fn dns_reply(q: &[u8], config: &BroadConfig) -> Option<Vec<u8>> {
         .and_then(|h| {
             if h.starts_with("hang") {
                 Some(config.hang_ip)
-            } else if h.starts_with('h') {
+            } else if h.starts_with('h') || h == "tail" {
                 Some(config.good_ip)
             } else {
                 None

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig, ResolverOpts};
+use hickory_resolver::error::ResolveErrorKind;
 use hickory_resolver::TokioAsyncResolver;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use tokio::sync::Semaphore;
@@ -40,7 +41,8 @@ pub enum DnsError {
         reason: String,
     },
     /// This process ran out of file descriptors (EMFILE/ENFILE) while
-    /// looking the name up: the crawler's fault, not the host's.
+    /// looking the name up, or could reach no name server at all: the
+    /// crawler's trouble, not the host's.
     #[error("cannot resolve `{host}`: out of file descriptors: {reason}")]
     Resources {
         /// The host name.
@@ -160,7 +162,9 @@ impl Resolver {
             .await
             .map_err(|_| lookup_err(format!("no answer in {:?} (DNS_TIMEOUT)", self.timeout)))?;
         let lookup = answer.map_err(|e| {
-            if is_fd_exhaustion(&e) {
+            // No name server could be reached at all: our side, as running out of descriptors is.
+            let no_connections = matches!(e.kind(), ResolveErrorKind::NoConnections);
+            if no_connections || is_fd_exhaustion(&e) {
                 DnsError::Resources {
                     host: host.to_string(),
                     reason: e.to_string(),

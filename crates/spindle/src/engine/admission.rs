@@ -39,8 +39,14 @@ pub(super) enum Source {
 enum RobotsState {
     /// Fetching; these requests wait for the answer.
     Pending(Vec<Request>),
-    Ready(RobotsRules),
+    /// Known since then.
+    Ready(RobotsRules, Instant),
 }
+
+/// robots.txt rules are kept this long, then fetched again (RFC 9309 §2.4: at most 24 hours).
+pub(super) const ROBOTS_CACHE_TTL: Duration = Duration::from_secs(24 * 3600);
+/// At most this many origins' rules are kept; the oldest go first and are fetched again if needed.
+pub(super) const ROBOTS_CACHE_MAX: usize = 100_000;
 
 pub(super) struct Admission {
     offsite: OffsiteFilter,
@@ -53,6 +59,8 @@ pub(super) struct Admission {
     resolver: Arc<Resolver>,
     /// robots.txt per origin, once asked for.
     robots: HashMap<String, RobotsState>,
+    /// Origins with rules, oldest first, for expiry and the cache bound.
+    robots_order: std::collections::VecDeque<(String, Instant)>,
     /// Per-IP mode: the address each host's requests are keyed by.
     host_ips: HashMap<String, IpAddr>,
     /// Per-IP mode: requests held until their host is resolved.
@@ -76,6 +84,7 @@ impl Admission {
             per_ip: settings.concurrent_requests_per_ip > 0,
             resolver,
             robots: HashMap::new(),
+            robots_order: std::collections::VecDeque::new(),
             host_ips: HashMap::new(),
             awaiting_dns: HashMap::new(),
             stats: Stats::default(),
@@ -117,8 +126,14 @@ impl Admission {
             .max("request_depth_max", u64::from(request.depth));
         if self.obey_robots && request.purpose == Purpose::Page {
             let origin = robots::origin(&request.url);
+            if let Some(RobotsState::Ready(_, at)) = self.robots.get(&origin) {
+                if at.elapsed() > ROBOTS_CACHE_TTL {
+                    self.robots.remove(&origin);
+                    self.stats.inc("robotstxt/expired");
+                }
+            }
             match self.robots.get_mut(&origin) {
-                Some(RobotsState::Ready(rules)) => {
+                Some(RobotsState::Ready(rules, _)) => {
                     if !rules.allows(&request.url) {
                         self.stats.inc("robotstxt/forbidden");
                         return;
@@ -256,8 +271,19 @@ impl Admission {
                 self.stats.inc("robotstxt/forbidden");
             }
         }
+        let now = Instant::now();
         self.robots
-            .insert(origin.to_string(), RobotsState::Ready(rules));
+            .insert(origin.to_string(), RobotsState::Ready(rules, now));
+        self.robots_order.push_back((origin.to_string(), now));
+        while self.robots_order.len() > ROBOTS_CACHE_MAX {
+            let Some((old, at)) = self.robots_order.pop_front() else {
+                break;
+            };
+            if matches!(self.robots.get(&old), Some(RobotsState::Ready(_, t)) if *t == at) {
+                self.robots.remove(&old);
+                self.stats.inc("robotstxt/evicted");
+            }
+        }
     }
 
     /// Queues an admitted request in its slot: the named slot, the host, or in

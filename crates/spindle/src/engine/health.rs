@@ -15,8 +15,8 @@
 //!   holds off for a short, growing pause, and the requests on the wire are
 //!   then held under 7/8 of what they were when descriptors ran out, a cap
 //!   each response raises by one until it reaches `CONCURRENT_REQUESTS`
-//!   again. After [`FD_WAITS_MAX`] waits
-//!   for one request it is given up, logged and counted
+//!   again. A request still failing so [`FD_WAIT_MAX`] after its first
+//!   wait is given up, logged and counted
 //!   (`downloader/fd_gave_up_count`).
 //! - Every `SLOT_GC_INTERVAL` the slots with nothing queued or on the wire,
 //!   idle for that long past their delay, are dropped (Scrapy's slot GC).
@@ -28,8 +28,8 @@ use tracing::{info, warn};
 
 use super::*;
 
-/// How many times one request waits for descriptors before it is given up.
-pub(super) const FD_WAITS_MAX: u32 = 40;
+/// How long one request may keep waiting for descriptors before it is given up.
+pub(super) const FD_WAIT_MAX: Duration = Duration::from_secs(60);
 /// The first pause of all starts when descriptors run short; it doubles up to [`FD_HOLD_MAX`].
 const FD_HOLD_MIN: Duration = Duration::from_millis(25);
 const FD_HOLD_MAX: Duration = Duration::from_millis(500);
@@ -39,8 +39,8 @@ const FD_HOLD_MAX: Duration = Duration::from_millis(500);
 pub(super) struct Health {
     /// Timeouts and connection failures since each failing slot's last response.
     failures: HashMap<String, u32>,
-    /// Waits for descriptors, per request fingerprint, while it waits.
-    fd_waits: HashMap<u64, u32>,
+    /// When each request (by fingerprint) first waited for descriptors, while it waits.
+    fd_waits: HashMap<u64, Instant>,
     /// Descriptor shortages in a row, for the hold's length.
     fd_streak: u32,
     /// `slot/given_up_count`, `slot/given_up_requests`, `scheduler/slots_dropped`.
@@ -107,7 +107,7 @@ impl Engine {
     }
 
     /// The download failed for lack of descriptors: queue it again and hold
-    /// every start for a while, or give it up after [`FD_WAITS_MAX`] waits.
+    /// every start for a while, or give it up after [`FD_WAIT_MAX`].
     pub(super) fn wait_for_descriptors(
         &mut self,
         slot: SlotId,
@@ -116,18 +116,17 @@ impl Engine {
     ) {
         let now = Instant::now();
         let fp = request.fingerprint();
-        let waits = self.health.fd_waits.entry(fp).or_insert(0);
-        *waits += 1;
-        let waits = *waits;
+        let first = *self.health.fd_waits.entry(fp).or_insert(now);
+        let waited = now.duration_since(first);
         self.health.fd_streak = self.health.fd_streak.saturating_add(1);
         let hold = FD_HOLD_MIN
             .saturating_mul(1 << self.health.fd_streak.min(8))
             .min(FD_HOLD_MAX);
         self.downloads.hold(now + hold);
         self.downloads.out_of_descriptors();
-        if waits > FD_WAITS_MAX {
+        if waited > FD_WAIT_MAX {
             self.health.fd_waits.remove(&fp);
-            warn!(url = %request.url, %error, waits, "giving up: out of file descriptors");
+            warn!(url = %request.url, %error, ?waited, "giving up: out of file descriptors");
             self.downloads.stats.inc("downloader/fd_gave_up_count");
             if let Some(origin) = request.robots_origin() {
                 let waiting = self.admission.robots_abandoned(origin);
@@ -137,7 +136,7 @@ impl Engine {
             }
             return;
         }
-        if waits == 1 {
+        if waited.is_zero() {
             info!(url = %request.url, ?hold, "out of file descriptors: waiting, then trying again");
         }
         self.downloads.stats.inc("downloader/fd_wait_count");
