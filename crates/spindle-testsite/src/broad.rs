@@ -459,7 +459,8 @@ fn dns_reply(q: &[u8], config: &BroadConfig) -> Option<Vec<u8>> {
         _ => None,
     };
     r.extend_from_slice(&[0, u8::from(answer.is_some())]);
-    r.extend_from_slice(&[0, 0, 0, 0]); // no authority, no additional
+    // NXDOMAIN carries the zone's SOA, whose minimum is the negative TTL (RFC 2308).
+    r.extend_from_slice(&[0, u8::from(target.is_none()), 0, 0]);
     r.extend_from_slice(&q[12..question_end]);
     if let Some(ip) = answer {
         r.extend_from_slice(&[0xc0, 12]); // the question's name
@@ -467,6 +468,16 @@ fn dns_reply(q: &[u8], config: &BroadConfig) -> Option<Vec<u8>> {
         r.extend_from_slice(&600u32.to_be_bytes()); // TTL
         r.extend_from_slice(&[0, 4]);
         r.extend_from_slice(&ip.octets());
+    }
+    if target.is_none() {
+        r.push(0); // the root zone
+        r.extend_from_slice(&[0, 6, 0, 1]); // SOA, IN
+        r.extend_from_slice(&300u32.to_be_bytes()); // TTL
+        r.extend_from_slice(&[0, 22]);
+        r.extend_from_slice(&[0, 0]); // mname ".", rname "."
+        for v in [1u32, 3600, 600, 86400, 300] {
+            r.extend_from_slice(&v.to_be_bytes()); // serial, refresh, retry, expire, minimum
+        }
     }
     Some(r)
 }
