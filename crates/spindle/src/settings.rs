@@ -744,6 +744,25 @@ mod tests {
     }
 
     #[test]
+    fn nameservers_take_a_port_or_default_to_53() {
+        let mut s = Settings::default();
+        s.set("DNS_NAMESERVERS", "127.0.0.153:5353, 10.0.0.1")
+            .unwrap();
+        assert_eq!(
+            s.dns_nameservers,
+            [
+                "127.0.0.153:5353".parse().unwrap(),
+                "10.0.0.1:53".parse().unwrap()
+            ]
+        );
+        s.apply_toml(r#"DNS_NAMESERVERS = ["[::1]:53"]"#).unwrap();
+        assert_eq!(s.dns_nameservers, ["[::1]:53".parse().unwrap()]);
+        assert!(s.set("DNS_NAMESERVERS", "not-an-address").is_err());
+        s.set("DNS_NAMESERVERS", "").unwrap();
+        assert!(s.dns_nameservers.is_empty());
+    }
+
+    #[test]
     fn every_listed_name_is_parsed() {
         // Ties SETTING_NAMES (used for suggestions and docs) to `set`: a listed
         // name that `set` does not know would come back as Unknown.

@@ -284,3 +284,44 @@ impl CrawlReport {
 fn is_no_slots(t: &SlotTotals) -> bool {
     t.slots == 0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(requests: u64, errors: u64, wait: f64) -> SlotStats {
+        SlotStats {
+            requests,
+            errors,
+            wait_seconds: wait,
+            ..SlotStats::default()
+        }
+    }
+
+    #[test]
+    fn the_table_keeps_the_top_slots_and_totals_the_rest() {
+        let mut t = SlotTable::default();
+        for i in 0..1000u64 {
+            t.add(&format!("s{i}"), &slot(i, 0, 0.0), 3);
+        }
+        t.add("failing", &slot(1, 50, 0.0), 3);
+        t.add("waiting", &slot(1, 0, 99.0), 3);
+        let (kept, rest) = t.finish();
+        let keys: Vec<&str> = kept.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["failing", "s997", "s998", "s999", "waiting"]);
+        assert_eq!(rest.slots, 1002 - 5);
+        assert_eq!(rest.requests, (0..997).sum::<u64>());
+        assert_eq!(rest.errors, 0);
+    }
+
+    #[test]
+    fn the_whole_table_on_request() {
+        let mut t = SlotTable::default();
+        for i in 0..100u64 {
+            t.add(&format!("s{i}"), &slot(i, 0, 0.0), usize::MAX);
+        }
+        let (kept, rest) = t.finish();
+        assert_eq!(kept.len(), 100);
+        assert_eq!(rest.slots, 0);
+    }
+}

@@ -524,6 +524,50 @@ mod tests {
     }
 
     #[test]
+    fn gc_drops_idle_slots_and_keeps_their_crawl_delay() {
+        let mut s = Scheduler::new(policies(8, 0));
+        let t0 = Instant::now();
+        s.push("idle", req("http://idle/0", 0), t0);
+        s.push("busy", req("http://busy/0", 0), t0);
+        s.push("busy", req("http://busy/1", 0), t0);
+        let idle = s.slot("idle");
+        s.set_delay_floor(idle, Duration::from_secs(2), t0);
+        let a = s.pop(t0).unwrap();
+        let b = s.pop(t0).unwrap();
+        let (first_idle, first_busy) = if a.slot == idle { (a, b) } else { (b, a) };
+        s.finish(first_idle.slot, t0);
+        s.finish(first_busy.slot, t0);
+        let minute = Duration::from_secs(60);
+        // Not yet idle for a minute past its delay (2 s floor).
+        assert_eq!(s.gc(t0 + minute, minute, 10), 0);
+        // "busy" still has a request queued; "idle" goes.
+        assert_eq!(s.gc(t0 + minute + Duration::from_secs(3), minute, 10), 1);
+        assert_eq!(s.slot_count(), 1);
+        assert_eq!(
+            std::mem::take(&mut s.retired).finish().0["idle"].requests,
+            1
+        );
+        // When it comes back, its Crawl-delay floor is applied again.
+        let later = t0 + Duration::from_secs(100);
+        s.push("idle", req("http://idle/1", 0), later);
+        let id = s.slot("idle");
+        assert_eq!(s.slots[id].slot.delay_floor(), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_given_up_slot_is_drained() {
+        let mut s = Scheduler::new(policies(8, 0));
+        let now = Instant::now();
+        s.push("dead", req("http://dead/0", 0), now);
+        s.push("dead", req("http://dead/1", 0), now);
+        let id = s.slot("dead");
+        assert_eq!(s.give_up(id, now).len(), 2);
+        assert!(s.is_given_up("dead"));
+        assert!(s.is_empty());
+        assert!(s.pop(now).is_none());
+    }
+
+    #[test]
     fn admit_filters_duplicates_unless_told_not_to() {
         let mut s = Scheduler::new(policies(8, 0));
         assert!(s.admit(&req("http://a/x#1", 0)));
