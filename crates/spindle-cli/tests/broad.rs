@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use common::{crawl_with, crawl_with_nofile};
+use common::{crawl_with, crawl_with_nofile, Run};
 use serde_json::Value;
 use spindle_testsite::broad::{BroadConfig, BroadSite};
 
@@ -29,6 +29,27 @@ fn site(hosts: usize, hanging: usize, hang_every: usize) -> BroadSite {
 
 fn stat(stats: &Value, key: &str) -> u64 {
     stats[key].as_u64().unwrap_or(0)
+}
+
+/// Crawls the site from `h0` under `nofile` descriptors (0: as they are),
+/// with the site's DNS and these extra arguments.
+fn crawl_site(site: &BroadSite, extra: &[&str], limit: Duration, nofile: u64) -> Run {
+    let dns = format!("DNS_NAMESERVERS={}", site.dns_addr());
+    let start = site.url(0, "/");
+    let mut args = vec![
+        start.as_str(),
+        "--allow-domain",
+        "broad.test",
+        "-s",
+        &dns,
+        "-s",
+        "LOGSTATS_INTERVAL=0",
+    ];
+    args.extend(extra);
+    match nofile {
+        0 => crawl_with(&[], &args, limit),
+        n => crawl_with_nofile(&[], &args, limit, n),
+    }
 }
 
 /// Every good page fetched exactly once.
@@ -60,24 +81,15 @@ fn every_host_is_crawled_under_a_low_descriptor_limit() {
     // size): connects and lookups run out
     // of descriptors, wait and go again; nothing is lost or blamed on a site.
     let site = site(1500, 0, 1);
-    let dns = format!("DNS_NAMESERVERS={}", site.dns_addr());
-    let start = site.url(0, "/");
-    let run = crawl_with_nofile(
-        &[],
+    let run = crawl_site(
+        &site,
         &[
-            &start,
-            "--allow-domain",
-            "broad.test",
-            "-s",
-            &dns,
             "-s",
             "CONCURRENT_REQUESTS=1500",
             "-s",
             "CONCURRENT_REQUESTS_PER_DOMAIN=2",
             "-s",
             "DOWNLOAD_TIMEOUT=30",
-            "-s",
-            "LOGSTATS_INTERVAL=0",
         ],
         Duration::from_secs(120),
         256,
@@ -128,16 +140,9 @@ fn hanging_hosts_are_given_up_and_good_hosts_crawled() {
     // requests at once: the hanging ones are cut to one request, given up
     // after 3 failures, and while they wait they do not hold global places.
     let site = site(300, 10, 30);
-    let dns = format!("DNS_NAMESERVERS={}", site.dns_addr());
-    let start = site.url(0, "/");
-    let run = crawl_with(
-        &[],
+    let run = crawl_site(
+        &site,
         &[
-            &start,
-            "--allow-domain",
-            "broad.test",
-            "-s",
-            &dns,
             "-s",
             "CONCURRENT_REQUESTS=8",
             "-s",
@@ -150,10 +155,9 @@ fn hanging_hosts_are_given_up_and_good_hosts_crawled() {
             "ROBOTSTXT_OBEY=false",
             "-s",
             "RETRY_BACKOFF_BASE=0.1",
-            "-s",
-            "LOGSTATS_INTERVAL=0",
         ],
         Duration::from_secs(90),
+        0,
     );
     assert_eq!(run.code, 0, "{}", run.stderr);
     let stats = run.stats();

@@ -270,21 +270,11 @@ impl Settings {
             }
             "DNSCACHE_ENABLED" => self.dnscache_enabled = parse_bool(name, v)?,
             "DNSCACHE_SIZE" => self.dnscache_size = parse_count(name, v)?,
-            "DNS_TIMEOUT" => match parse_seconds(name, v)? {
-                t if t.is_zero() => {
-                    return Err(invalid(name, v, "a number of seconds greater than 0"))
-                }
-                t => self.dns_timeout = t,
-            },
+            "DNS_TIMEOUT" => self.dns_timeout = parse_positive_seconds(name, v)?,
             "DNS_NAMESERVERS" => self.dns_nameservers = parse_nameservers(name, v)?,
             "SLOT_MAX_EXCEPTIONS" => self.slot_max_exceptions = parse_count(name, v)?,
             "DOWNLOAD_SLOW_AFTER" => self.download_slow_after = parse_seconds(name, v)?,
-            "SLOT_GC_INTERVAL" => match parse_seconds(name, v)? {
-                t if t.is_zero() => {
-                    return Err(invalid(name, v, "a number of seconds greater than 0"))
-                }
-                t => self.slot_gc_interval = t,
-            },
+            "SLOT_GC_INTERVAL" => self.slot_gc_interval = parse_positive_seconds(name, v)?,
             "STATS_SLOTS_TOP" => self.stats_slots_top = parse_count(name, v)?,
             "STATS_SLOTS_ALL" => self.stats_slots_all = parse_bool(name, v)?,
             _ => {
@@ -464,6 +454,13 @@ fn parse_seconds(name: &str, v: &str) -> Result<Duration, SettingsError> {
     let expected = "a number of seconds, 0 or more (for example 0.25)";
     let secs: f64 = v.parse().map_err(|_| invalid(name, v, expected))?;
     Duration::try_from_secs_f64(secs).map_err(|_| invalid(name, v, expected))
+}
+
+fn parse_positive_seconds(name: &str, v: &str) -> Result<Duration, SettingsError> {
+    match parse_seconds(name, v)? {
+        t if t.is_zero() => Err(invalid(name, v, "a number of seconds greater than 0")),
+        t => Ok(t),
+    }
 }
 
 fn parse_bool(name: &str, v: &str) -> Result<bool, SettingsError> {
