@@ -4,7 +4,7 @@
 
 /// The soft and hard `RLIMIT_NOFILE` after raising the soft one to the hard
 /// one; `None` when the limits cannot be read.
-pub fn raise_nofile_limit() -> Option<(u64, u64)> {
+pub fn raise_nofile_limit() -> Option<(libc::rlim_t, libc::rlim_t)> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -24,7 +24,7 @@ pub fn raise_nofile_limit() -> Option<(u64, u64)> {
             lim = raised;
         }
     }
-    Some((lim.rlim_cur as u64, lim.rlim_max as u64))
+    Some((lim.rlim_cur, lim.rlim_max))
 }
 
 /// How many descriptors this process has open now (Linux `/proc/self/fd`).
