@@ -96,7 +96,11 @@ def main():
     ] + a.s
     cmd = [spindle, "crawl", info["start"]]
     if not a.no_tail:
+        # The tail answers when released, so its request must outlast the wait.
         cmd.append(info["tail"])
+        if a.hanging:
+            sys.exit("--hanging needs --no-tail: the tail needs a long DOWNLOAD_TIMEOUT")
+        settings[2] = "DOWNLOAD_TIMEOUT=3600"
     cmd += ["--allow-domain", "broad.test", "-o", os.path.join(out, "items.jsonl"),
             "--stats", os.path.join(out, "stats.json")]
     for s in settings:

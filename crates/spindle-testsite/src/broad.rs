@@ -350,7 +350,7 @@ async fn serve_good(
                         })
                         .unwrap_or_default();
                     let path = req.uri().path().to_string();
-                    if host == format!("tail.{SUFFIX}") {
+                    if host == format!("tail.{SUFFIX}") && path == "/" {
                         let wait = state.tail.notified();
                         if !state.tail_released.load(Ordering::SeqCst) {
                             wait.await;

@@ -121,14 +121,15 @@ impl Engine {
     }
 
     /// In a broad crawl (more than [`KEEP_ALIVE_SLOTS`] slots), a request
-    /// that leaves its slot with nothing queued asks the server to close the
-    /// connection after answering: no idle connection, so no descriptor, is
-    /// kept for a host the crawl has no more work for. The idle connections
-    /// are then bounded by the slots with queued work (each up to its
-    /// concurrency), for at most `POOL_IDLE_TIMEOUT`.
+    /// whose connection no other request of its slot is expected to reuse
+    /// asks the server to close it after answering (see
+    /// `Scheduler::expects_reuse`): no idle connection, so no descriptor and
+    /// no buffers, is kept for a host with no work waiting. The idle
+    /// connections are then bounded by the slots whose queued requests wait
+    /// (each up to its concurrency), for at most `POOL_IDLE_TIMEOUT`.
     fn keep_alive_or_close(&mut self, slot: SlotId, request: &mut Request) {
         if self.scheduler.slot_count() > KEEP_ALIVE_SLOTS
-            && !self.scheduler.has_queued(slot)
+            && !self.scheduler.expects_reuse(slot)
             && !request.headers.contains_key(reqwest::header::CONNECTION)
         {
             request.headers.insert(

@@ -252,9 +252,15 @@ impl Scheduler {
         self.slots[id].slot.stats.errors += 1;
     }
 
-    /// Whether the slot has nothing queued (its request in hand is its last for now).
-    pub fn has_queued(&self, id: SlotId) -> bool {
-        !self.slots[id].queue.is_empty()
+    /// Whether a request of this slot just started will likely leave a
+    /// connection that another of its requests reuses: one is queued and will
+    /// have to wait, for the delay or for a free place under the slot's cap.
+    /// (Queued requests that can start at once open connections of their own.)
+    pub fn expects_reuse(&self, id: SlotId) -> bool {
+        let e = &self.slots[id];
+        let queued = e.queue.len();
+        let room = e.slot.policy.concurrency.saturating_sub(e.slot.active());
+        queued > 0 && (!e.slot.policy.delay.is_zero() || queued > room)
     }
 
     /// Gives a slot up: requests queued in it are returned, and
@@ -297,6 +303,19 @@ impl Scheduler {
             dropped += 1;
         }
         dropped
+    }
+
+    /// Gives back the memory of dropped slots where it can: vacant places at
+    /// the end of the table, and the spare capacity of its indexes.
+    pub fn shrink(&mut self) {
+        while self.slots.last().is_some_and(|e| e.key.is_empty()) {
+            self.slots.pop();
+        }
+        let len = self.slots.len();
+        self.free.retain(|id| *id < len);
+        self.slots.shrink_to_fit();
+        self.free.shrink_to_fit();
+        self.by_key.shrink_to_fit();
     }
 
     /// Slots alive now.
@@ -368,7 +387,7 @@ impl Scheduler {
                 break;
             }
             self.timers.pop();
-            if self.slots[id].timer == Some(t) {
+            if self.slots.get(id).is_some_and(|e| e.timer == Some(t)) {
                 self.slots[id].timer = None;
                 self.refresh(id, now);
             }
