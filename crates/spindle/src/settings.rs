@@ -176,7 +176,7 @@ impl Default for Settings {
             dns_timeout: Duration::from_secs(60),
             dns_nameservers: Vec::new(),
             slot_max_exceptions: 8,
-            download_slow_after: Duration::from_secs(1),
+            download_slow_after: Duration::ZERO,
             slot_gc_interval: Duration::from_secs(60),
             stats_slots_top: 10,
             stats_slots_all: false,
