@@ -56,6 +56,8 @@ def main():
     ap.add_argument("--pages", type=int, default=3)
     ap.add_argument("--links", type=int, default=4)
     ap.add_argument("--hanging", type=int, default=0)
+    ap.add_argument("--hang-every", type=int, default=0,
+                    help="one good host in this many links to a hanging host (default: spread over all; 1: all linked from the first hosts)")
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--timeout", type=float, default=10)
     ap.add_argument("--robots", default="true")
@@ -69,7 +71,7 @@ def main():
 
     site_bin = os.path.join(ROOT, "target/release/examples/broad_site")
     spindle = os.path.join(ROOT, "target/release/spindle")
-    hang_every = max(1, a.hosts // a.hanging) if a.hanging else 1
+    hang_every = a.hang_every or (max(1, a.hosts // a.hanging) if a.hanging else 1)
     site = subprocess.Popen(
         [site_bin, str(a.hosts), str(a.pages), str(a.links), str(a.hanging), str(hang_every)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
@@ -145,7 +147,7 @@ def main():
     peak = max(s[1] for s in during)
     good_time = done_at if done_at is not None else elapsed
     result = {
-        "hosts": a.hosts, "pages_per_host": a.pages, "hanging": a.hanging,
+        "hosts": a.hosts, "pages_per_host": a.pages, "hanging": a.hanging, "hang_every": hang_every,
         "concurrency": a.concurrency, "timeout": a.timeout, "robots": robots,
         "good_done_s": round(good_time, 2) if done_at is not None else None,
         "served": samples[-1][3] if samples else 0, "expected": expected,
