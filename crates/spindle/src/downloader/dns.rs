@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig, ResolverOpts};
-use hickory_resolver::error::ResolveErrorKind;
+use hickory_resolver::error::{ResolveError, ResolveErrorKind};
 use hickory_resolver::TokioAsyncResolver;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use tokio::sync::Semaphore;
@@ -161,7 +161,7 @@ impl Resolver {
         let answer = tokio::time::timeout(self.timeout, inner.lookup_ip(host))
             .await
             .map_err(|_| lookup_err(format!("no answer in {:?} (DNS_TIMEOUT)", self.timeout)))?;
-        let lookup = answer.map_err(|e| {
+        let classify = |e: ResolveError| {
             // No name server could be reached at all: our side, as running out of descriptors is.
             let no_connections = matches!(e.kind(), ResolveErrorKind::NoConnections);
             if no_connections || is_fd_exhaustion(&e) {
@@ -172,8 +172,23 @@ impl Resolver {
             } else {
                 lookup_err(e.to_string())
             }
-        })?;
-        let addrs: Vec<IpAddr> = lookup.iter().collect();
+        };
+        let addrs: Vec<IpAddr> = match answer {
+            Ok(lookup) => lookup.iter().collect(),
+            // A then AAAA: an A query that failed for lack of descriptors is
+            // hidden behind an AAAA that found nothing. Ask for A alone again
+            // (cached if the name really has none) to learn which it was.
+            Err(e) if matches!(e.kind(), ResolveErrorKind::NoRecordsFound { .. }) => {
+                match inner.ipv4_lookup(host).await {
+                    Ok(v4) => v4.iter().map(|a| IpAddr::V4(a.0)).collect(),
+                    Err(e4) if matches!(e4.kind(), ResolveErrorKind::NoRecordsFound { .. }) => {
+                        return Err(classify(e))
+                    }
+                    Err(e4) => return Err(classify(e4)),
+                }
+            }
+            Err(e) => return Err(classify(e)),
+        };
         if addrs.is_empty() {
             return Err(lookup_err("no addresses".to_string()));
         }
