@@ -59,6 +59,7 @@ def main():
     ap.add_argument("--hang-every", type=int, default=0,
                     help="one good host in this many links to a hanging host (default: spread over all; 1: all linked from the first hosts)")
     ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--latency-ms", type=int, default=0, help="how long each good page takes")
     ap.add_argument("--timeout", type=float, default=10)
     ap.add_argument("--robots", default="true")
     ap.add_argument("--after", type=float, default=20, help="seconds to wait before the 'after' sample")
@@ -73,7 +74,7 @@ def main():
     spindle = os.path.join(ROOT, "target/release/spindle")
     hang_every = a.hang_every or (max(1, a.hosts // a.hanging) if a.hanging else 1)
     site = subprocess.Popen(
-        [site_bin, str(a.hosts), str(a.pages), str(a.links), str(a.hanging), str(hang_every)],
+        [site_bin, str(a.hosts), str(a.pages), str(a.links), str(a.hanging), str(hang_every), str(a.latency_ms)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
     info = {}
     for _ in range(3):
@@ -147,7 +148,7 @@ def main():
     peak = max(s[1] for s in during)
     good_time = done_at if done_at is not None else elapsed
     result = {
-        "hosts": a.hosts, "pages_per_host": a.pages, "hanging": a.hanging, "hang_every": hang_every,
+        "hosts": a.hosts, "pages_per_host": a.pages, "hanging": a.hanging, "hang_every": hang_every, "latency_ms": a.latency_ms,
         "concurrency": a.concurrency, "timeout": a.timeout, "robots": robots,
         "good_done_s": round(good_time, 2) if done_at is not None else None,
         "served": samples[-1][3] if samples else 0, "expected": expected,

@@ -23,6 +23,7 @@ fn site(hosts: usize, hanging: usize, hang_every: usize) -> BroadSite {
         hang_ip: Ipv4Addr::new(127, 0, 0, 62).into(),
         dns_ip: Ipv4Addr::new(127, 0, 0, 153).into(),
         record: true,
+        latency: std::time::Duration::ZERO,
     })
     .unwrap()
 }

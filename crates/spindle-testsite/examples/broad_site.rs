@@ -1,5 +1,5 @@
 //! Serves the broad-crawl test bed (`spindle_testsite::broad`) for
-//! benchmarks: `broad_site HOSTS PAGES LINKS HANGING HANG_EVERY`.
+//! benchmarks: `broad_site HOSTS PAGES LINKS HANGING HANG_EVERY [LATENCY_MS]`.
 //! Prints `dns ADDR` and `start URL`, then reads commands from stdin:
 //! `served` prints the responses sent so far, `release` lets
 //! `tail.broad.test/` answer; end of input stops it.
@@ -17,6 +17,10 @@ fn main() {
                 .expect("numbers: HOSTS PAGES LINKS HANGING HANG_EVERY")
         })
         .collect();
+    let (args, latency_ms) = match args.len() {
+        6 => (&args[..5], args[5]),
+        _ => (&args[..], 0),
+    };
     let [hosts, pages, links, hanging, hang_every] = args[..] else {
         panic!("usage: broad_site HOSTS PAGES LINKS HANGING HANG_EVERY");
     };
@@ -30,6 +34,7 @@ fn main() {
         hang_ip: Ipv4Addr::new(127, 0, 0, 62).into(),
         dns_ip: Ipv4Addr::new(127, 0, 0, 153).into(),
         record: false,
+        latency: std::time::Duration::from_millis(latency_ms as u64),
     })
     .expect("start the broad site");
     println!("dns {}", site.dns_addr());

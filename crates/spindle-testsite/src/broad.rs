@@ -60,6 +60,8 @@ pub struct BroadConfig {
     pub dns_ip: IpAddr,
     /// Keep a record of every request.
     pub record: bool,
+    /// How long each good page takes to answer.
+    pub latency: Duration,
 }
 
 /// A running test bed; dropping it stops it.
@@ -355,6 +357,9 @@ async fn serve_good(
                         if !state.tail_released.load(Ordering::SeqCst) {
                             wait.await;
                         }
+                    }
+                    if !state.config.latency.is_zero() {
+                        tokio::time::sleep(state.config.latency).await;
                     }
                     let (status, body) = state.page(&host, &path);
                     state.served.fetch_add(1, Ordering::Relaxed);

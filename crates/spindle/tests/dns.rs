@@ -29,6 +29,7 @@ async fn names_resolve_through_the_configured_server_and_failures_are_cached() {
         hang_ip: Ipv4Addr::new(127, 0, 0, 72).into(),
         dns_ip: Ipv4Addr::new(127, 0, 0, 154).into(),
         record: true,
+        latency: std::time::Duration::ZERO,
     })
     .unwrap();
     let port = site
