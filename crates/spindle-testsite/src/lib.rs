@@ -50,6 +50,7 @@ use tokio::sync::oneshot;
 pub mod analysis;
 pub mod app;
 pub mod arrival;
+pub mod broad;
 pub mod faults;
 mod load;
 pub mod site;

@@ -80,4 +80,4 @@ pub use scheduler::{canonicalize_url, fingerprint, DupeFilter};
 pub use selector::{Document, Selector, SelectorError};
 pub use settings::{Settings, SettingsError, SlotOverride, ThrottleMode, SETTING_NAMES};
 pub use spider::{Output, Spider, SpiderError};
-pub use stats::{CrawlReport, Progress, SlotStats, WorkerReport};
+pub use stats::{CrawlReport, Progress, SlotStats, SlotTotals, WorkerReport};

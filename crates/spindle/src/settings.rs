@@ -135,6 +135,26 @@ pub struct Settings {
     pub(crate) memusage_warning_mb: u64,
     /// `MEMUSAGE_CHECK_INTERVAL_SECONDS`: how often memory is checked.
     pub(crate) memusage_check_interval: Duration,
+    /// `DNSCACHE_ENABLED`: keep DNS answers (positive and negative) for their TTL.
+    pub(crate) dnscache_enabled: bool,
+    /// `DNSCACHE_SIZE`: DNS records kept in the cache.
+    pub(crate) dnscache_size: usize,
+    /// `DNS_TIMEOUT`: bound on one host name's lookup.
+    pub(crate) dns_timeout: Duration,
+    /// `DNS_NAMESERVERS`: name servers to ask instead of `/etc/resolv.conf`'s; empty = the system's.
+    pub(crate) dns_nameservers: Vec<std::net::SocketAddr>,
+    /// `SLOT_MAX_EXCEPTIONS`: a slot whose timeouts and connection failures since its
+    /// last response reach this many is given up (Nutch's `fetcher.max.exceptions.per.queue`); 0 = never.
+    pub(crate) slot_max_exceptions: u32,
+    /// `DOWNLOAD_SLOW_AFTER`: a request still waiting after this long stops counting against
+    /// `CONCURRENT_REQUESTS` (it keeps its place under its slot's cap); zero = never.
+    pub(crate) download_slow_after: Duration,
+    /// `SLOT_GC_INTERVAL`: how often idle slots are dropped (Scrapy's slot GC: 60 s).
+    pub(crate) slot_gc_interval: Duration,
+    /// `STATS_SLOTS_TOP`: slots listed in the stats for each ranking (requests, errors, wait).
+    pub(crate) stats_slots_top: usize,
+    /// `STATS_SLOTS_ALL`: list every slot in the stats.
+    pub(crate) stats_slots_all: bool,
 }
 
 /// What AutoThrottle adjusts (`AUTOTHROTTLE_MODE`).
@@ -204,6 +224,15 @@ impl Default for Settings {
             memusage_limit_mb: 0,
             memusage_warning_mb: 0,
             memusage_check_interval: Duration::from_secs(60),
+            dnscache_enabled: true,
+            dnscache_size: 10_000,
+            dns_timeout: Duration::from_secs(60),
+            dns_nameservers: Vec::new(),
+            slot_max_exceptions: 8,
+            download_slow_after: Duration::ZERO,
+            slot_gc_interval: Duration::from_secs(60),
+            stats_slots_top: 10,
+            stats_slots_all: false,
         }
     }
 }
@@ -247,6 +276,15 @@ pub const SETTING_NAMES: &[&str] = &[
     "MEMUSAGE_LIMIT_MB",
     "MEMUSAGE_WARNING_MB",
     "MEMUSAGE_CHECK_INTERVAL_SECONDS",
+    "DNSCACHE_ENABLED",
+    "DNSCACHE_SIZE",
+    "DNS_TIMEOUT",
+    "DNS_NAMESERVERS",
+    "SLOT_MAX_EXCEPTIONS",
+    "DOWNLOAD_SLOW_AFTER",
+    "SLOT_GC_INTERVAL",
+    "STATS_SLOTS_TOP",
+    "STATS_SLOTS_ALL",
 ];
 
 impl Settings {
@@ -325,6 +363,15 @@ impl Settings {
                 }
                 t => self.memusage_check_interval = t,
             },
+            "DNSCACHE_ENABLED" => self.dnscache_enabled = parse_bool(name, v)?,
+            "DNSCACHE_SIZE" => self.dnscache_size = parse_count(name, v)?,
+            "DNS_TIMEOUT" => self.dns_timeout = parse_positive_seconds(name, v)?,
+            "DNS_NAMESERVERS" => self.dns_nameservers = parse_nameservers(name, v)?,
+            "SLOT_MAX_EXCEPTIONS" => self.slot_max_exceptions = parse_count(name, v)?,
+            "DOWNLOAD_SLOW_AFTER" => self.download_slow_after = parse_seconds(name, v)?,
+            "SLOT_GC_INTERVAL" => self.slot_gc_interval = parse_positive_seconds(name, v)?,
+            "STATS_SLOTS_TOP" => self.stats_slots_top = parse_count(name, v)?,
+            "STATS_SLOTS_ALL" => self.stats_slots_all = parse_bool(name, v)?,
             _ => {
                 return Err(SettingsError::Unknown {
                     name: name.to_string(),
@@ -400,6 +447,20 @@ impl Settings {
             "AUTOTHROTTLE_TARGET_CONCURRENCY" => self.autothrottle_target_concurrency.to_string(),
             "AUTOTHROTTLE_DEBUG" => self.autothrottle_debug.to_string(),
             "AUTOTHROTTLE_MODE" => self.autothrottle_mode.as_str().to_string(),
+            "DNSCACHE_ENABLED" => self.dnscache_enabled.to_string(),
+            "DNSCACHE_SIZE" => self.dnscache_size.to_string(),
+            "DNS_TIMEOUT" => secs(&self.dns_timeout),
+            "DNS_NAMESERVERS" => self
+                .dns_nameservers
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            "SLOT_MAX_EXCEPTIONS" => self.slot_max_exceptions.to_string(),
+            "DOWNLOAD_SLOW_AFTER" => secs(&self.download_slow_after),
+            "SLOT_GC_INTERVAL" => secs(&self.slot_gc_interval),
+            "STATS_SLOTS_TOP" => self.stats_slots_top.to_string(),
+            "STATS_SLOTS_ALL" => self.stats_slots_all.to_string(),
             _ => return None,
         })
     }
@@ -510,6 +571,13 @@ fn parse_seconds(name: &str, v: &str) -> Result<Duration, SettingsError> {
     Duration::try_from_secs_f64(secs).map_err(|_| invalid(name, v, expected))
 }
 
+fn parse_positive_seconds(name: &str, v: &str) -> Result<Duration, SettingsError> {
+    match parse_seconds(name, v)? {
+        t if t.is_zero() => Err(invalid(name, v, "a number of seconds greater than 0")),
+        t => Ok(t),
+    }
+}
+
 fn parse_bool(name: &str, v: &str) -> Result<bool, SettingsError> {
     match v.to_ascii_lowercase().as_str() {
         "true" | "1" => Ok(true),
@@ -532,6 +600,31 @@ fn parse_codes(name: &str, v: &str) -> Result<Vec<u16>, SettingsError> {
                 v,
                 "HTTP status codes separated by commas, e.g. 500,503",
             )),
+        })
+        .collect()
+}
+
+/// Name servers: `IP[:PORT]` (port 53 by default, `[v6]:PORT` for IPv6),
+/// separated by commas; empty for the system's.
+fn parse_nameservers(name: &str, v: &str) -> Result<Vec<std::net::SocketAddr>, SettingsError> {
+    // A TOML array arrives as `["127.0.0.1:53", ...]`.
+    let list = match v.strip_prefix("[\"") {
+        Some(_) => &v[1..v.len().saturating_sub(1).max(1)],
+        None => v,
+    };
+    list.split(',')
+        .map(|a| a.trim().trim_matches('"'))
+        .filter(|a| !a.is_empty())
+        .map(|a| {
+            a.parse::<std::net::SocketAddr>()
+                .or_else(|_| a.parse::<std::net::IpAddr>().map(|ip| (ip, 53).into()))
+                .map_err(|_| {
+                    invalid(
+                        name,
+                        v,
+                        "name server addresses IP[:PORT] separated by commas, e.g. 127.0.0.153:53",
+                    )
+                })
         })
         .collect()
 }
@@ -760,6 +853,25 @@ mod tests {
             assert_eq!(again.get(name), Some(text), "{name}");
         }
         assert_eq!(s.get("NOT_A_SETTING"), None);
+    }
+
+    #[test]
+    fn nameservers_take_a_port_or_default_to_53() {
+        let mut s = Settings::default();
+        s.set("DNS_NAMESERVERS", "127.0.0.153:5353, 10.0.0.1")
+            .unwrap();
+        assert_eq!(
+            s.dns_nameservers,
+            [
+                "127.0.0.153:5353".parse().unwrap(),
+                "10.0.0.1:53".parse().unwrap()
+            ]
+        );
+        s.apply_toml(r#"DNS_NAMESERVERS = ["[::1]:53"]"#).unwrap();
+        assert_eq!(s.dns_nameservers, ["[::1]:53".parse().unwrap()]);
+        assert!(s.set("DNS_NAMESERVERS", "not-an-address").is_err());
+        s.set("DNS_NAMESERVERS", "").unwrap();
+        assert!(s.dns_nameservers.is_empty());
     }
 
     #[test]

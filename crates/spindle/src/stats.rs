@@ -77,6 +77,88 @@ impl Progress {
     }
 }
 
+/// Sums over a set of slots.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct SlotTotals {
+    /// How many slots.
+    pub slots: u64,
+    /// Requests they started.
+    pub requests: u64,
+    /// Downloads of theirs that failed.
+    pub errors: u64,
+    /// Seconds their requests waited in their queues.
+    pub wait_seconds: f64,
+}
+
+impl SlotTotals {
+    fn add(&mut self, s: &SlotStats) {
+        self.slots += 1;
+        self.requests += s.requests;
+        self.errors += s.errors;
+        self.wait_seconds += s.wait_seconds;
+    }
+}
+
+/// Per-slot figures kept in bounded memory: totals over every slot, and
+/// the top slots by requests, by errors and by wait (or every slot, when
+/// asked with `STATS_SLOTS_ALL`).
+#[derive(Debug, Default)]
+pub struct SlotTable {
+    totals: SlotTotals,
+    rankings: [Vec<(String, SlotStats)>; 3],
+}
+
+impl SlotTable {
+    /// Adds one slot's figures, keeping it if it is among the `top` of a ranking
+    /// (`usize::MAX` keeps every slot).
+    pub fn add(&mut self, key: &str, stats: &SlotStats, top: usize) {
+        self.totals.add(stats);
+        if top == usize::MAX {
+            self.rankings[0].push((key.to_string(), stats.clone()));
+            return;
+        }
+        let score = |s: &SlotStats, i: usize| match i {
+            0 => s.requests as f64,
+            1 => s.errors as f64,
+            _ => s.wait_seconds,
+        };
+        for (i, ranking) in self.rankings.iter_mut().enumerate() {
+            let mine = score(stats, i);
+            if mine <= 0.0 || top == 0 {
+                continue;
+            }
+            if ranking.len() < top {
+                ranking.push((key.to_string(), stats.clone()));
+                continue;
+            }
+            let (min_at, min) = ranking
+                .iter()
+                .enumerate()
+                .map(|(at, (_, s))| (at, score(s, i)))
+                .fold((0, f64::MAX), |a, b| if b.1 < a.1 { b } else { a });
+            if mine > min {
+                ranking[min_at] = (key.to_string(), stats.clone());
+            }
+        }
+    }
+
+    /// The slots kept, by key, and the totals of all the others.
+    pub fn finish(self) -> (BTreeMap<String, SlotStats>, SlotTotals) {
+        let mut kept = BTreeMap::new();
+        for (key, stats) in self.rankings.into_iter().flatten() {
+            kept.insert(key, stats);
+        }
+        let mut rest = self.totals;
+        for s in kept.values() {
+            rest.slots -= 1;
+            rest.requests -= s.requests;
+            rest.errors -= s.errors;
+            rest.wait_seconds = (rest.wait_seconds - s.wait_seconds).max(0.0);
+        }
+        (kept, rest)
+    }
+}
+
 /// One worker process of a multi-process crawl, from its shared-memory counters.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct WorkerReport {
@@ -109,8 +191,13 @@ pub struct CrawlReport {
     /// Why it stopped: `finished`, `shutdown`, `closespider_timeout`, …
     pub finish_reason: String,
     /// Per download slot: requests, the most in flight at once, the shortest
-    /// start-to-start gap and the shortest send-to-send gap.
+    /// start-to-start gap, the shortest send-to-send gap, errors and queue wait. The top
+    /// slots by requests, by errors and by wait (`STATS_SLOTS_TOP`), or all of them
+    /// (`STATS_SLOTS_ALL`).
     pub slots: BTreeMap<String, SlotStats>,
+    /// Totals over the slots not listed in `slots`.
+    #[serde(skip_serializing_if = "is_no_slots")]
+    pub other_slots: SlotTotals,
     /// Multi-process mode: every worker process that ran, with its pid.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub workers: Vec<WorkerReport>,
@@ -140,6 +227,7 @@ impl CrawlReport {
             elapsed_time_seconds: elapsed.as_secs_f64(),
             finish_reason: finish_reason.to_string(),
             slots,
+            other_slots: SlotTotals::default(),
             workers: Vec::new(),
             output_error: None,
         }
@@ -176,18 +264,74 @@ impl CrawlReport {
             }
         }
         if !self.slots.is_empty() {
-            out.push_str("Slots (requests, max in flight, min start gap, min send gap):\n");
+            out.push_str(
+                "Slots (requests, max in flight, min start gap, min send gap, errors, queue wait):\n",
+            );
             let secs = |g: Option<f64>| g.map_or_else(|| "-".to_string(), |g| format!("{g:.3}s"));
             for (key, s) in &self.slots {
                 out.push_str(&format!(
-                    "  {key}: {} requests, max {} in flight, min gap {}, min send gap {}\n",
+                    "  {key}: {} requests, max {} in flight, min gap {}, min send gap {}, {} errors, waited {:.1}s\n",
                     s.requests,
                     s.max_in_flight,
                     secs(s.min_start_gap_seconds),
-                    secs(s.min_send_gap_seconds.seconds())
+                    secs(s.min_send_gap_seconds.seconds()),
+                    s.errors,
+                    s.wait_seconds
                 ));
             }
         }
+        let o = &self.other_slots;
+        if o.slots > 0 {
+            out.push_str(&format!(
+                "  {} other slots: {} requests, {} errors, waited {:.1}s (all slots: STATS_SLOTS_ALL=true)\n",
+                o.slots, o.requests, o.errors, o.wait_seconds
+            ));
+        }
         out
+    }
+}
+
+fn is_no_slots(t: &SlotTotals) -> bool {
+    t.slots == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(requests: u64, errors: u64, wait: f64) -> SlotStats {
+        SlotStats {
+            requests,
+            errors,
+            wait_seconds: wait,
+            ..SlotStats::default()
+        }
+    }
+
+    #[test]
+    fn the_table_keeps_the_top_slots_and_totals_the_rest() {
+        let mut t = SlotTable::default();
+        for i in 0..1000u64 {
+            t.add(&format!("s{i}"), &slot(i, 0, 0.0), 3);
+        }
+        t.add("failing", &slot(1, 50, 0.0), 3);
+        t.add("waiting", &slot(1, 0, 99.0), 3);
+        let (kept, rest) = t.finish();
+        let keys: Vec<&str> = kept.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["failing", "s997", "s998", "s999", "waiting"]);
+        assert_eq!(rest.slots, 1002 - 5);
+        assert_eq!(rest.requests, (0..997).sum::<u64>());
+        assert_eq!(rest.errors, 0);
+    }
+
+    #[test]
+    fn the_whole_table_on_request() {
+        let mut t = SlotTable::default();
+        for i in 0..100u64 {
+            t.add(&format!("s{i}"), &slot(i, 0, 0.0), usize::MAX);
+        }
+        let (kept, rest) = t.finish();
+        assert_eq!(kept.len(), 100);
+        assert_eq!(rest.slots, 0);
     }
 }

@@ -76,9 +76,38 @@ pub fn spindle(args: &[&str], limit: Duration) -> Run {
     run_in(tempfile::tempdir().unwrap(), &args, limit)
 }
 
+/// As [`crawl_with`], with the crawler's descriptor limit (soft and hard) set to `nofile`.
+pub fn crawl_with_nofile(resolve: &[String], args: &[&str], limit: Duration, nofile: u64) -> Run {
+    let mut all: Vec<&str> = vec!["--nofile-limit-for-test"];
+    let nofile = nofile.to_string();
+    all.push(&nofile);
+    all.extend(args);
+    crawl_with(resolve, &all, limit)
+}
+
 fn run_in(dir: tempfile::TempDir, args: &[String], limit: Duration) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_spindle"))
-        .args(args)
+    // `--nofile-limit-for-test N` (first after `crawl`) runs it under `ulimit -n N`.
+    let (wrapper, args): (Vec<String>, Vec<String>) = match args {
+        [crawl, flag, n, rest @ ..] if flag == "--nofile-limit-for-test" => (
+            vec![
+                "-c".into(),
+                format!("ulimit -n {n} && exec \"$0\" \"$@\""),
+                env!("CARGO_BIN_EXE_spindle").into(),
+            ],
+            std::iter::once(crawl.clone())
+                .chain(rest.iter().cloned())
+                .collect(),
+        ),
+        _ => (Vec::new(), args.to_vec()),
+    };
+    let program = if wrapper.is_empty() {
+        env!("CARGO_BIN_EXE_spindle")
+    } else {
+        "sh"
+    };
+    let mut child = Command::new(program)
+        .args(&wrapper)
+        .args(&args)
         .current_dir(dir.path())
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())

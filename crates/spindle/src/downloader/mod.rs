@@ -3,6 +3,7 @@
 //! delays) is decided before a request gets here, by the scheduler.
 
 pub mod dns;
+pub mod fdlimit;
 pub mod gate;
 pub mod slot;
 
@@ -45,6 +46,14 @@ pub enum DownloadError {
     /// The body grew past `DOWNLOAD_MAXSIZE`.
     #[error("body larger than DOWNLOAD_MAXSIZE ({0} bytes, counted after decompression)")]
     TooLarge(u64),
+    /// The host name does not resolve (or its name servers did not answer).
+    #[error("DNS lookup failed: {0}")]
+    DnsLookup(String),
+    /// This process ran out of file descriptors (EMFILE/ENFILE) in connect
+    /// or DNS. The crawler's fault, not the site's: the engine waits and
+    /// tries the request again, and it is never passed to the middlewares.
+    #[error("out of file descriptors: {0}")]
+    LocalResources(String),
     /// Any other client error, with its text.
     #[error("{0}")]
     Other(String),
@@ -62,6 +71,8 @@ impl DownloadError {
             DownloadError::InvalidResponse(_) => "InvalidResponseError",
             DownloadError::Decompression(_) => "DecompressionError",
             DownloadError::TooLarge(_) => "DownloadMaxSizeError",
+            DownloadError::DnsLookup(_) => "DNSLookupError",
+            DownloadError::LocalResources(_) => "LocalResourceError",
             DownloadError::Other(_) => "HttpError",
         }
     }
@@ -78,10 +89,26 @@ impl DownloadError {
         )
     }
 
+    /// Whether the host looks dead: timeouts and failed connections,
+    /// counted against a slot's `SLOT_MAX_EXCEPTIONS`.
+    pub fn is_site_failure(&self) -> bool {
+        matches!(self, DownloadError::Timeout(_) | DownloadError::Connect(_))
+    }
+
     fn from_reqwest(e: reqwest::Error, timeout: std::time::Duration) -> Self {
         let text = error_chain(&e);
         if e.is_timeout() {
             return DownloadError::Timeout(timeout);
+        }
+        if dns::is_fd_exhaustion(&e) {
+            return DownloadError::LocalResources(text);
+        }
+        let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
+        while let Some(err) = source {
+            if err.downcast_ref::<dns::DnsError>().is_some() {
+                return DownloadError::DnsLookup(text);
+            }
+            source = err.source();
         }
         let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
         while let Some(err) = source {
@@ -216,6 +243,9 @@ impl Downloader {
     }
 }
 
+/// How long an idle connection is kept for reuse (hyper's default is 90 s).
+pub const POOL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 fn client_builder(settings: &Settings, resolver: &Arc<Resolver>) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .user_agent(settings.user_agent.clone())
@@ -223,8 +253,11 @@ fn client_builder(settings: &Settings, resolver: &Arc<Resolver>) -> reqwest::Cli
         .redirect(reqwest::redirect::Policy::none())
         .timeout(settings.download_timeout)
         .connect_timeout(settings.download_timeout)
-        // Keep as many idle connections per host as the slot may use at once.
+        // Keep as many idle connections per host as the slot may use at once,
+        // and no longer than POOL_IDLE_TIMEOUT: idle sockets are descriptors.
+        // (A slot's last queued request asks the server to close instead.)
         .pool_max_idle_per_host(settings.default_slot_concurrency().max(1))
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .tcp_nodelay(true)
         .dns_resolver(Arc::new(SharedResolver(resolver.clone())))
 }

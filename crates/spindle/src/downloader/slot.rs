@@ -43,6 +43,8 @@ pub struct Slot {
     delay_floor: Duration,
     /// The end of the latest backoff or `Retry-After` pause, for the report.
     paused_until: Option<Instant>,
+    /// A cap below the one in force, while the slot keeps failing (`SLOT_MAX_EXCEPTIONS`).
+    failure_cap: Option<usize>,
     gate: SendGate,
     pub stats: SlotStats,
 }
@@ -73,6 +75,10 @@ pub struct SlotStats {
     /// seconds: the crawler's own account of its spacing, to compare with
     /// the arrival times a server records. None with fewer than two sends.
     pub min_send_gap_seconds: MinGap,
+    /// Downloads that failed (timeouts, connection and DNS errors, …).
+    pub errors: u64,
+    /// Seconds its requests waited in its queue, in all.
+    pub wait_seconds: f64,
 }
 
 /// The shortest gap between two passes of a slot's gate, read from the gate
@@ -115,6 +121,7 @@ impl Slot {
             next_start: None,
             delay_floor: Duration::ZERO,
             paused_until: None,
+            failure_cap: None,
             gate,
             stats,
         }
@@ -125,7 +132,7 @@ impl Slot {
     }
 
     pub fn has_capacity(&self) -> bool {
-        self.active < self.limit
+        self.active < self.limit.min(self.failure_cap.unwrap_or(usize::MAX))
     }
 
     /// The delay in force.
@@ -168,6 +175,16 @@ impl Slot {
     /// Sets the concurrency in force (adaptive mode), within 1 and the policy's cap.
     pub fn set_limit(&mut self, limit: usize) {
         self.limit = limit.clamp(1, self.policy.concurrency.max(1));
+    }
+
+    /// Caps concurrency below the one in force while the slot keeps failing; `None` lifts the cap.
+    pub fn limit_concurrency(&mut self, cap: Option<usize>) {
+        self.failure_cap = cap;
+    }
+
+    /// The robots.txt `Crawl-delay` floor, zero when none.
+    pub fn delay_floor(&self) -> Duration {
+        self.delay_floor
     }
 
     /// When the delay lets the next request start: `None` means now.

@@ -45,8 +45,14 @@ pub(super) enum Source {
 enum RobotsState {
     /// Fetching; these requests wait for the answer.
     Pending(Vec<Request>),
-    Ready(RobotsRules),
+    /// Known since then.
+    Ready(RobotsRules, Instant),
 }
+
+/// robots.txt rules are kept this long, then fetched again (RFC 9309 §2.4: at most 24 hours).
+pub(super) const ROBOTS_CACHE_TTL: Duration = Duration::from_secs(24 * 3600);
+/// At most this many origins' rules are kept; the oldest go first and are fetched again if needed.
+pub(super) const ROBOTS_CACHE_MAX: usize = 100_000;
 
 pub(super) struct Admission {
     offsite: OffsiteFilter,
@@ -59,6 +65,8 @@ pub(super) struct Admission {
     resolver: Arc<Resolver>,
     /// robots.txt per origin, once asked for.
     robots: HashMap<String, RobotsState>,
+    /// Origins with rules, oldest first, for expiry and the cache bound.
+    robots_order: std::collections::VecDeque<(String, Instant)>,
     /// Per-IP mode: the address each host's requests are keyed by.
     host_ips: HashMap<String, IpAddr>,
     /// Per-IP mode: requests held until their host is resolved.
@@ -82,6 +90,7 @@ impl Admission {
             per_ip: settings.concurrent_requests_per_ip > 0,
             resolver,
             robots: HashMap::new(),
+            robots_order: std::collections::VecDeque::new(),
             host_ips: HashMap::new(),
             awaiting_dns: HashMap::new(),
             stats: Stats::default(),
@@ -126,8 +135,14 @@ impl Admission {
             .max("request_depth_max", u64::from(request.depth));
         if self.obey_robots && request.purpose == Purpose::Page {
             let origin = robots::origin(&request.url);
+            if let Some(RobotsState::Ready(_, at)) = self.robots.get(&origin) {
+                if at.elapsed() > ROBOTS_CACHE_TTL {
+                    self.robots.remove(&origin);
+                    self.stats.inc("robotstxt/expired");
+                }
+            }
             match self.robots.get_mut(&origin) {
-                Some(RobotsState::Ready(rules)) => {
+                Some(RobotsState::Ready(rules, _)) => {
                     if !rules.allows(&request.url) {
                         self.stats.inc("robotstxt/forbidden");
                         scheduler.done(&request, false);
@@ -226,6 +241,21 @@ impl Admission {
         self.robots_ready(origin, RobotsRules::AllowAll, scheduler, events);
     }
 
+    /// A robots.txt fetch was abandoned for the crawler's own reasons (out of
+    /// descriptors) or because its slot was given up: the requests that waited
+    /// for it are dropped, and the origin is forgotten, so that a later request
+    /// asks for its robots.txt again. Returns how many requests were dropped.
+    pub(super) fn robots_abandoned(&mut self, origin: &str) -> u64 {
+        match self.robots.remove(origin) {
+            Some(RobotsState::Pending(waiting)) => waiting.len() as u64,
+            Some(ready) => {
+                self.robots.insert(origin.to_string(), ready);
+                0
+            }
+            None => 0,
+        }
+    }
+
     /// A robots.txt fetch was given up because its workers kept dying.
     pub(super) fn robots_given_up(
         &mut self,
@@ -272,8 +302,19 @@ impl Admission {
                 scheduler.done(&request, false);
             }
         }
+        let now = Instant::now();
         self.robots
-            .insert(origin.to_string(), RobotsState::Ready(rules));
+            .insert(origin.to_string(), RobotsState::Ready(rules, now));
+        self.robots_order.push_back((origin.to_string(), now));
+        while self.robots_order.len() > ROBOTS_CACHE_MAX {
+            let Some((old, at)) = self.robots_order.pop_front() else {
+                break;
+            };
+            if matches!(self.robots.get(&old), Some(RobotsState::Ready(_, t)) if *t == at) {
+                self.robots.remove(&old);
+                self.stats.inc("robotstxt/evicted");
+            }
+        }
     }
 
     /// Queues an admitted request in its slot: the named slot, the host, or in
@@ -291,26 +332,46 @@ impl Admission {
             .to_ascii_lowercase();
         if request.slot.is_some() || !self.per_ip {
             let key = request.slot.clone().unwrap_or(host);
-            scheduler.push(&key, request, Instant::now());
+            self.push(&key, request, scheduler);
             return;
         }
         // Per-IP slots: the key is the address, known before the first request
         // goes out, so hosts sharing an address share a slot from the start.
         if let Some(ip) = self.host_ips.get(&host) {
             let key = ip.to_string();
-            scheduler.push(&key, request, Instant::now());
+            self.push(&key, request, scheduler);
             return;
         }
         let waiting = self.awaiting_dns.entry(host.clone()).or_default();
         waiting.push(request);
         if waiting.len() == 1 {
-            let resolver = self.resolver.clone();
-            let tx = events.clone();
-            tokio::spawn(async move {
-                let result = resolver.lookup(&host).await.map(|ips| ips[0]);
-                let _ = tx.send(Event::Resolved { host, result });
-            });
+            self.resolve(host, Duration::ZERO, events);
         }
+    }
+
+    /// Looks a host up after `after` (per-IP mode); the answer comes back as an event.
+    fn resolve(&self, host: String, after: Duration, events: &mpsc::UnboundedSender<Event>) {
+        let resolver = self.resolver.clone();
+        let tx = events.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let result = resolver.lookup(&host).await.map(|ips| ips[0]);
+            let _ = tx.send(Event::Resolved { host, result });
+        });
+    }
+
+    /// Queues a request in its slot, unless the slot was given up
+    /// (`SLOT_MAX_EXCEPTIONS`); then it is dropped and counted.
+    fn push(&mut self, key: &str, request: Request, scheduler: &mut Scheduler) {
+        if scheduler.is_given_up(key) {
+            self.stats.inc("slot/given_up_requests");
+            if let Some(origin) = request.robots_origin() {
+                let waiting = self.robots_abandoned(origin);
+                self.stats.inc_by("slot/given_up_requests", waiting);
+            }
+            return;
+        }
+        scheduler.push(key, request, Instant::now());
     }
 
     /// A host's address is known (per-IP mode): its requests queue in its
@@ -322,14 +383,21 @@ impl Admission {
         scheduler: &mut Scheduler,
         events: &mpsc::UnboundedSender<Event>,
     ) -> u64 {
+        if let Err(error) = &result {
+            if error.is_resources() {
+                // Out of descriptors: our trouble, not the host's. Ask again later.
+                self.stats.inc("downloader/fd_wait_count");
+                self.resolve(host, Duration::from_millis(500), events);
+                return 0;
+            }
+        }
         let waiting = self.awaiting_dns.remove(&host).unwrap_or_default();
         match result {
             Ok(ip) => {
                 self.host_ips.insert(host, ip);
-                let now = Instant::now();
                 let key = ip.to_string();
                 for request in waiting {
-                    scheduler.push(&key, request, now);
+                    self.push(&key, request, scheduler);
                 }
                 0
             }

@@ -1,7 +1,9 @@
 //! The downloader part: where requests run (this process's HTTP client, or
 //! worker processes), how many are on the wire, and the downloader's counters.
 
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
@@ -30,27 +32,86 @@ pub(super) struct Downloads {
     cap: usize,
     warnsize: u64,
     in_flight: usize,
+    /// `DOWNLOAD_SLOW_AFTER`: a request waiting longer leaves the global count.
+    slow_after: Duration,
+    /// Requests that waited past `slow_after` and no longer count against the cap.
+    released: HashSet<u64>,
+    next_id: u64,
+    /// Out of descriptors: nothing starts before this.
+    hold_until: Option<Instant>,
+    /// Out of descriptors: the requests on the wire (released ones included)
+    /// are held under this, which each response raises by one until it is lifted.
+    fd_cap: Option<usize>,
     pub(super) stats: Stats,
 }
 
+/// At most this many times `CONCURRENT_REQUESTS` requests may wait released
+/// from the global cap: each still holds a socket and its slot's place.
+pub(super) const RELEASED_PER_GLOBAL_SLOT: usize = 4;
+
 impl Downloads {
-    pub(super) fn new(executor: Executor, cap: usize, warnsize: u64) -> Self {
+    pub(super) fn new(executor: Executor, cap: usize, warnsize: u64, slow_after: Duration) -> Self {
         Downloads {
             executor,
             cap,
             warnsize,
             in_flight: 0,
+            slow_after,
+            released: HashSet::new(),
+            next_id: 0,
+            hold_until: None,
+            fd_cap: None,
             stats: Stats::default(),
         }
     }
 
-    /// Whether the global cap is reached (Scrapy's `downloader.needs_backout()`).
-    pub(super) fn needs_backout(&self) -> bool {
-        self.cap != 0 && self.in_flight >= self.cap
+    /// Whether the global cap is reached (Scrapy's `downloader.needs_backout()`),
+    /// or starts are held while descriptors are short.
+    pub(super) fn needs_backout(&self, now: Instant) -> bool {
+        (self.cap != 0 && self.in_flight >= self.cap)
+            || self.hold_until.is_some_and(|t| t > now)
+            || self.fd_cap.is_some_and(|c| self.in_flight() >= c)
     }
 
+    /// Descriptors ran out with this many requests on the wire: hold the
+    /// count below it from now on, and raise it again as responses come in.
+    pub(super) fn out_of_descriptors(&mut self) {
+        let at = self.in_flight() + 1;
+        let cap = (at - at / 8).max(1);
+        self.fd_cap = Some(self.fd_cap.map_or(cap, |c| c.min(cap)));
+    }
+
+    /// A response came in: descriptors serve again, so allow one more on the wire.
+    pub(super) fn descriptors_recovering(&mut self) {
+        if let Some(c) = self.fd_cap {
+            let limit = if self.cap == 0 { usize::MAX } else { self.cap };
+            self.fd_cap = (c + 1 < limit).then_some(c + 1);
+        }
+    }
+
+    /// When a hold for descriptors ends, if one is on.
+    pub(super) fn hold_until(&self, now: Instant) -> Option<Instant> {
+        self.hold_until.filter(|t| *t > now)
+    }
+
+    /// Holds every start until `until` (descriptors are short).
+    pub(super) fn hold(&mut self, until: Instant) {
+        self.hold_until = Some(self.hold_until.map_or(until, |t| t.max(until)));
+    }
+
+    /// Requests on the wire, those released from the global cap included.
     pub(super) fn in_flight(&self) -> usize {
-        self.in_flight
+        self.in_flight + self.released.len()
+    }
+
+    /// A request has waited `DOWNLOAD_SLOW_AFTER`: it leaves the global count,
+    /// unless too many already have.
+    pub(super) fn slow(&mut self, id: u64) {
+        let room = self.cap == 0 || self.released.len() < self.cap * RELEASED_PER_GLOBAL_SLOT;
+        if room && self.released.insert(id) {
+            self.in_flight -= 1;
+            self.stats.inc("downloader/slow_released_count");
+        }
     }
 
     pub(super) fn fleet(&mut self) -> Option<&mut Fleet> {
@@ -77,6 +138,8 @@ impl Downloads {
         events: &mpsc::UnboundedSender<Event>,
     ) -> bool {
         let method = request.method.clone();
+        self.next_id += 1;
+        let id = self.next_id;
         match &mut self.executor {
             Executor::Workers(fleet) => {
                 if !fleet.submit(slot, request, pacing) {
@@ -87,11 +150,26 @@ impl Downloads {
             Executor::InProcess(downloader) => {
                 let downloader = downloader.clone();
                 let tx = events.clone();
+                let slow_after = self.slow_after;
                 tokio::spawn(async move {
                     pacing.pass().await;
-                    let result = downloader.fetch(request).await;
+                    let fetch = downloader.fetch(request);
+                    tokio::pin!(fetch);
+                    let result = if slow_after.is_zero() {
+                        fetch.await
+                    } else {
+                        tokio::select! {
+                            result = &mut fetch => result,
+                            _ = tokio::time::sleep(slow_after) => {
+                                // It only waits now: a socket, not a share of the crawl.
+                                let _ = tx.send(Event::Slow { id });
+                                fetch.await
+                            }
+                        }
+                    };
                     let _ = tx.send(Event::Downloaded {
                         slot,
+                        id,
                         result: Box::new(result),
                     });
                 });
@@ -107,6 +185,13 @@ impl Downloads {
     /// A request left the wire, answered or not.
     pub(super) fn finished(&mut self) {
         self.in_flight -= 1;
+    }
+
+    /// An in-process request (`id` from [`Downloads::start`]) left the wire.
+    pub(super) fn finished_local(&mut self, id: u64) {
+        if !self.released.remove(&id) {
+            self.in_flight -= 1;
+        }
     }
 
     /// Counts a response; `body_len` is its size where it was downloaded.

@@ -35,6 +35,10 @@ impl Engine {
             timeout
         });
         tokio::pin!(close_timer);
+        let gc_every = self.settings.slot_gc_interval;
+        let mut slot_gc =
+            tokio::time::interval_at(tokio::time::Instant::now() + gc_every, gc_every);
+        slot_gc.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
         loop {
             self.dispatch();
@@ -42,10 +46,14 @@ impl Engine {
             if self.is_done() {
                 break;
             }
-            let mut wakeup = self.scheduler.next_wakeup();
+            let now = Instant::now();
+            let mut wakeup = match (self.scheduler.next_wakeup(), self.downloads.hold_until(now)) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             if self.items.needs_backout() {
                 // The job's store is behind: look again soon, events or not.
-                wakeup = Some(Instant::now() + Duration::from_millis(10));
+                wakeup = Some(now + Duration::from_millis(10));
             }
             let wakeup = wakeup.map(tokio::time::Instant::from_std);
             let report_due = self.report_due().map(tokio::time::Instant::from_std);
@@ -60,6 +68,7 @@ impl Engine {
                 _ = sleep_until_opt(report_due), if report_due.is_some() => {
                     self.report_sample();
                 }
+                _ = slot_gc.tick() => self.gc_slots(),
                 _ = tick_opt(&mut logstats) => {
                     last_logged = self.log_stats(last_logged, interval);
                 }
@@ -106,7 +115,7 @@ impl Engine {
             return;
         }
         let now = Instant::now();
-        while !self.downloads.needs_backout()
+        while !self.downloads.needs_backout(now)
             && !self.scraper.needs_backout()
             && !self.items.needs_backout()
         {
@@ -120,16 +129,36 @@ impl Engine {
             };
             // Only a job's requests need their reference kept (and a String made).
             let job = (request.job != 0).then(|| (request.queue_key(), request.job));
-            let Some(request) = self.prepare(slot, request) else {
+            let Some(mut request) = self.prepare(slot, request) else {
                 self.scheduler.finish(slot, now);
                 self.page_done(job, false);
                 continue;
             };
+            self.keep_alive_or_close(slot, &mut request);
             if !self.downloads.start(slot, request, pacing, &self.events_tx) {
                 self.scheduler.finish(slot, now);
                 self.close("workers_failed");
                 return;
             }
+        }
+    }
+
+    /// In a broad crawl (more than [`KEEP_ALIVE_SLOTS`] slots), a request
+    /// whose connection no other request of its slot is expected to reuse
+    /// asks the server to close it after answering (see
+    /// `Scheduler::expects_reuse`): no idle connection, so no descriptor and
+    /// no buffers, is kept for a host with no work waiting. The idle
+    /// connections are then bounded by the slots whose queued requests wait
+    /// (each up to its concurrency), for at most `POOL_IDLE_TIMEOUT`.
+    fn keep_alive_or_close(&mut self, slot: SlotId, request: &mut Request) {
+        if self.scheduler.slot_count() > KEEP_ALIVE_SLOTS
+            && !self.scheduler.expects_reuse(slot)
+            && !request.headers.contains_key(reqwest::header::CONNECTION)
+        {
+            request.headers.insert(
+                reqwest::header::CONNECTION,
+                reqwest::header::HeaderValue::from_static("close"),
+            );
         }
     }
 
@@ -151,8 +180,9 @@ impl Engine {
 
     pub(super) fn handle(&mut self, event: Event) {
         match event {
-            Event::Downloaded { slot, result } => {
-                self.downloads.finished();
+            Event::Slow { id } => self.downloads.slow(id),
+            Event::Downloaded { slot, id, result } => {
+                self.downloads.finished_local(id);
                 self.scheduler.finish(slot, Instant::now());
                 match *result {
                     Ok(response) => {
@@ -218,9 +248,19 @@ impl Engine {
             items,
             (items - items_before) as f64 * per_min
         );
+        info!(
+            slots = self.scheduler.slot_count(),
+            in_flight = self.downloads.in_flight(),
+            queued = self.scheduler.len(),
+            descriptors = crate::downloader::fdlimit::open_descriptors().unwrap_or(0),
+            "broad-crawl figures"
+        );
         (pages, items)
     }
 }
+
+/// Up to this many slots, every connection is kept alive for reuse.
+pub(super) const KEEP_ALIVE_SLOTS: usize = 64;
 
 async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
     match at {

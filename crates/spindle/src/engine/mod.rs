@@ -17,6 +17,7 @@
 mod admission;
 mod downloads;
 mod event_loop;
+mod health;
 mod items;
 mod memusage;
 mod remote;
@@ -25,7 +26,7 @@ mod responses;
 mod scraper;
 mod throttle;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -243,7 +244,10 @@ impl Crawler {
             exporter = Some(opened);
         }
         let middlewares = builtin_middlewares(&settings, self.middlewares);
-        let resolver = Arc::new(Resolver::with_fixed(self.resolved.clone()));
+        if let Some((soft, hard)) = crate::downloader::fdlimit::raise_nofile_limit() {
+            tracing::debug!(soft, hard, "file descriptor limit (RLIMIT_NOFILE)");
+        }
+        let resolver = Arc::new(Resolver::new(self.resolved.clone(), &settings));
         let (events_tx, events) = mpsc::unbounded_channel();
         let mut scheduler = Scheduler::new(SlotPolicies::from_settings(&settings));
         let (executor, parse_pool) = match self.launcher {
@@ -292,6 +296,7 @@ impl Crawler {
                 executor,
                 settings.concurrent_requests,
                 settings.download_warnsize,
+                settings.download_slow_after,
             ),
             scraper: Scraper::new(self.spider.clone(), parse_pool),
             throttle: throttle::Throttle::new(&settings),
@@ -300,6 +305,7 @@ impl Crawler {
             resume,
             middlewares,
             mw_stats: Stats::default(),
+            health: health::Health::default(),
             spider: self.spider,
             settings,
             events_tx,
@@ -316,11 +322,17 @@ impl Crawler {
             .report
             .as_mut()
             .map_or(Ok(()), |report| report.finish(&reason));
-        let slots: BTreeMap<_, _> = engine
-            .scheduler
-            .slot_stats()
-            .map(|(k, s)| (k.to_string(), s.clone()))
-            .collect();
+        // The top slots by requests, errors and wait (or all), and totals for the rest.
+        let top = if engine.settings.stats_slots_all {
+            usize::MAX
+        } else {
+            engine.settings.stats_slots_top
+        };
+        let mut table = std::mem::take(&mut engine.scheduler.retired);
+        for (key, s) in engine.scheduler.slot_stats() {
+            table.add(key, s, top);
+        }
+        let (slots, other_slots) = table.finish();
         let workers = engine
             .downloads
             .fleet()
@@ -337,12 +349,14 @@ impl Crawler {
             &engine.admission.stats,
             &engine.mw_stats,
             &engine.memusage.stats,
+            &engine.health.stats,
             &item_stats,
         ] {
             stats.merge(part);
         }
         let mut report = CrawlReport::new(&stats, started.0, started.1.elapsed(), &reason, slots);
         report.workers = workers;
+        report.other_slots = other_slots;
         if let Err(error) = written {
             report.output_error = Some(match error {
                 items::ItemsError::Output(e) => format!("writing items failed: {e}"),
@@ -521,7 +535,13 @@ enum Event {
     Fleet(FleetEvent),
     Downloaded {
         slot: SlotId,
+        /// The id [`downloads::Downloads::start`] gave it.
+        id: u64,
         result: Box<Result<Response, (Request, DownloadError)>>,
+    },
+    /// A download has waited `DOWNLOAD_SLOW_AFTER` without an answer.
+    Slow {
+        id: u64,
     },
     Parsed {
         /// The job's (queue, number) of the page, when a job holds it.
@@ -558,6 +578,8 @@ struct Engine {
     middlewares: Vec<Box<dyn DownloaderMiddleware>>,
     /// The counters the middlewares keep (through their `Context`).
     mw_stats: Stats,
+    /// Failing slots, descriptor shortages, the slot GC.
+    health: health::Health,
     events_tx: mpsc::UnboundedSender<Event>,
     progress: Arc<Progress>,
     closing: Option<String>,

@@ -37,7 +37,7 @@ impl Engine {
             pages: self.downloads.stats.get("response_received_count"),
             in_flight: self.downloads.in_flight(),
             queued: self.scheduler.len(),
-            global_full: self.downloads.needs_backout(),
+            global_full: self.downloads.needs_backout(std::time::Instant::now()),
             parse_full: self.scraper.needs_backout(),
             admission_waiting: self.admission.is_waiting(),
             downloads: &self.downloads.stats,

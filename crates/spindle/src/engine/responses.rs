@@ -23,6 +23,8 @@ impl Engine {
         self.throttle
             .on_response(slot, &response, body_len, &mut self.scheduler);
         self.report_response(slot, &response);
+        self.slot_answered(slot);
+        self.forget_fd_waits(&response.request);
         let pagecount = self.settings.closespider_pagecount;
         if pagecount > 0 && self.downloads.stats.get("response_received_count") >= pagecount {
             self.close("closespider_pagecount");
@@ -50,8 +52,18 @@ impl Engine {
         request: Request,
         error: DownloadError,
     ) {
+        if matches!(error, DownloadError::LocalResources(_)) {
+            // Our trouble, not the site's: no error, no retry, no verdict on robots.txt.
+            self.wait_for_descriptors(slot, request, &error);
+            return;
+        }
+        self.forget_fd_waits(&request);
         self.downloads.count_error(&error);
         self.throttle.on_error(slot, &error, &mut self.scheduler);
+        self.scheduler.count_error(slot);
+        if error.is_site_failure() && self.slot_failed(slot, &request) {
+            return;
+        }
         let action =
             self.run_middlewares(slot, |mw, cx| mw.process_exception(&request, &error, cx));
         if matches!(action, Action::Retry(_) | Action::Follow(_)) {
@@ -111,7 +123,11 @@ impl Engine {
                 // Straight back into its slot: a retry is not a new request
                 // for the duplicate filter or robots.txt.
                 let key = self.scheduler.slot_key(slot).to_string();
-                self.scheduler.push(&key, again, Instant::now());
+                if self.scheduler.is_given_up(&key) {
+                    self.drop_given_up(&again);
+                } else {
+                    self.scheduler.push(&key, again, Instant::now());
+                }
                 true
             }
             Action::Follow(next) => {

@@ -20,8 +20,8 @@ pub mod store;
 pub mod window;
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
-use std::time::Instant;
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
@@ -29,7 +29,7 @@ use rand::SeedableRng;
 use crate::downloader::slot::{Pacing, SendGate, Slot, SlotPolicy, SlotStats};
 use crate::request::Request;
 use crate::settings::Settings;
-use crate::stats::Stats;
+use crate::stats::{SlotTable, Stats};
 pub use dupefilter::{canonicalize_url, fingerprint, DupeFilter};
 
 /// Index of a slot inside the scheduler.
@@ -129,6 +129,7 @@ impl SlotPolicies {
 struct Queued {
     priority: i32,
     seq: u64,
+    queued_at: Instant,
     request: Request,
 }
 
@@ -162,6 +163,8 @@ struct SlotEntry {
     ready_key: Option<(usize, u64)>,
     /// The wake-up time this slot has in `timers`, if any (older heap entries are stale).
     timer: Option<Instant>,
+    /// The last time a request was queued, started or finished here (for the slot GC).
+    last_seen: Instant,
 }
 
 /// The frontier, the slots and the duplicate filter.
@@ -182,6 +185,14 @@ pub struct Scheduler {
     job: Option<JobLog>,
     /// With a job: the part of the frontier left on disk.
     window: Option<window::Window>,
+    /// Ids of slots the GC dropped, for reuse.
+    free: Vec<SlotId>,
+    /// The figures of slots the GC dropped: totals, and the top slots.
+    pub retired: SlotTable,
+    /// robots.txt `Crawl-delay` floors of dropped slots, applied again if they come back.
+    retired_floors: HashMap<String, Duration>,
+    /// Slots given up after `SLOT_MAX_EXCEPTIONS`: requests for them are dropped.
+    given_up: HashSet<String>,
     /// `scheduler/enqueued`, `scheduler/dequeued`, `dupefilter/filtered`.
     pub stats: Stats,
     /// Makes each new slot's send gate: its own, or cells in memory shared
@@ -237,6 +248,10 @@ impl Scheduler {
             rng: SmallRng::from_entropy(),
             job: None,
             window: None,
+            free: Vec::new(),
+            retired: SlotTable::default(),
+            retired_floors: HashMap::new(),
+            given_up: HashSet::new(),
             stats: Stats::default(),
             gates: None,
         }
@@ -316,6 +331,11 @@ impl Scheduler {
         }
     }
 
+    /// Whether the slot with this key was given up (`SLOT_MAX_EXCEPTIONS`).
+    pub fn is_given_up(&self, slot_key: &str) -> bool {
+        self.given_up.contains(slot_key)
+    }
+
     /// Queues an admitted request in the named slot, creating the slot if needed.
     pub fn push(&mut self, slot_key: &str, request: Request, now: Instant) {
         let id = self.slot_id(slot_key);
@@ -331,9 +351,11 @@ impl Scheduler {
             }
         }
         self.seq += 1;
+        self.slots[id].last_seen = now;
         self.slots[id].queue.push(Queued {
             priority: request.priority,
             seq: self.seq,
+            queued_at: now,
             request,
         });
         self.queued += 1;
@@ -355,6 +377,8 @@ impl Scheduler {
         let entry = &mut self.slots[id];
         let queued = entry.queue.pop().expect("a ready slot has queued requests");
         entry.last_pick = self.picks;
+        entry.last_seen = now;
+        entry.slot.stats.wait_seconds += now.duration_since(queued.queued_at).as_secs_f64();
         let pacing = entry.slot.start(now, &mut self.rng);
         self.queued -= 1;
         self.stats.inc("scheduler/dequeued");
@@ -371,6 +395,7 @@ impl Scheduler {
 
     /// A request of this slot has left the wire.
     pub fn finish(&mut self, id: SlotId, now: Instant) {
+        self.slots[id].last_seen = now;
         self.slots[id].slot.finish();
         self.refresh(id, now);
     }
@@ -421,6 +446,88 @@ impl Scheduler {
     pub fn set_limit(&mut self, id: SlotId, limit: usize, now: Instant) {
         self.slots[id].slot.set_limit(limit);
         self.refresh(id, now);
+    }
+
+    /// Caps a slot's concurrency below its policy (`None` lifts the cap).
+    pub fn limit_concurrency(&mut self, id: SlotId, cap: Option<usize>, now: Instant) {
+        self.slots[id].slot.limit_concurrency(cap);
+        self.refresh(id, now);
+    }
+
+    /// Counts a failed download against the slot's figures.
+    pub fn count_error(&mut self, id: SlotId) {
+        self.slots[id].slot.stats.errors += 1;
+    }
+
+    /// Whether a request of this slot just started will likely leave a
+    /// connection that another of its requests reuses: one is queued and will
+    /// have to wait, for the delay or for a free place under the slot's cap.
+    /// (Queued requests that can start at once open connections of their own.)
+    pub fn expects_reuse(&self, id: SlotId) -> bool {
+        let e = &self.slots[id];
+        let queued = e.queue.len();
+        let room = e.slot.policy.concurrency.saturating_sub(e.slot.active());
+        queued > 0 && (!e.slot.policy.delay.is_zero() || queued > room)
+    }
+
+    /// Gives a slot up: requests queued in it are returned, and
+    /// [`Scheduler::is_given_up`] is true for its key from now on.
+    pub fn give_up(&mut self, id: SlotId, now: Instant) -> Vec<Request> {
+        let entry = &mut self.slots[id];
+        self.given_up.insert(entry.key.clone());
+        let drained: Vec<Request> = std::mem::take(&mut entry.queue)
+            .into_iter()
+            .map(|q| q.request)
+            .collect();
+        self.queued -= drained.len();
+        self.refresh(id, now);
+        drained
+    }
+
+    /// Drops every slot with nothing queued or on the wire whose last
+    /// activity plus its delay is older than `idle` (Scrapy's slot GC). Its
+    /// figures go to [`Scheduler::retired`]; a robots.txt `Crawl-delay` floor
+    /// is kept and applied again if the slot comes back. Returns how many.
+    pub fn gc(&mut self, now: Instant, idle: Duration, top: usize) -> usize {
+        let mut dropped = 0;
+        for id in 0..self.slots.len() {
+            let entry = &self.slots[id];
+            if entry.key.is_empty()
+                || !entry.queue.is_empty()
+                || entry.slot.active() > 0
+                || entry.last_seen + entry.slot.policy.delay + idle > now
+            {
+                continue;
+            }
+            let entry = std::mem::replace(&mut self.slots[id], vacant(now));
+            self.by_key.remove(&entry.key);
+            if !entry.slot.delay_floor().is_zero() {
+                self.retired_floors
+                    .insert(entry.key.clone(), entry.slot.delay_floor());
+            }
+            self.retired.add(&entry.key, &entry.slot.stats, top);
+            self.free.push(id);
+            dropped += 1;
+        }
+        dropped
+    }
+
+    /// Gives back the memory of dropped slots where it can: vacant places at
+    /// the end of the table, and the spare capacity of its indexes.
+    pub fn shrink(&mut self) {
+        while self.slots.last().is_some_and(|e| e.key.is_empty()) {
+            self.slots.pop();
+        }
+        let len = self.slots.len();
+        self.free.retain(|id| *id < len);
+        self.slots.shrink_to_fit();
+        self.free.shrink_to_fit();
+        self.by_key.shrink_to_fit();
+    }
+
+    /// Slots alive now.
+    pub fn slot_count(&self) -> usize {
+        self.by_key.len()
     }
 
     /// Starts nothing in this slot before `until`; other slots go on.
@@ -481,6 +588,7 @@ impl Scheduler {
                 priority: request.priority,
                 seq: self.seq,
                 request,
+                queued_at: now,
             });
             self.queued += 1;
         }
@@ -491,29 +599,44 @@ impl Scheduler {
         &self.slots[id].key
     }
 
-    /// Every slot's figures, by slot key.
+    /// Every live slot's figures, by slot key (the GC's dropped ones are in [`Scheduler::retired`]).
     pub fn slot_stats(&self) -> impl Iterator<Item = (&str, &SlotStats)> {
-        self.slots.iter().map(|e| (e.key.as_str(), &e.slot.stats))
+        self.slots
+            .iter()
+            .filter(|e| !e.key.is_empty())
+            .map(|e| (e.key.as_str(), &e.slot.stats))
     }
 
     fn slot_id(&mut self, key: &str) -> SlotId {
         if let Some(&id) = self.by_key.get(key) {
             return id;
         }
-        let id = self.slots.len();
-        self.slots.push(SlotEntry {
+        let now = Instant::now();
+        let id = self.free.pop().unwrap_or(self.slots.len());
+        // A reused id reuses its gate's cells too: that can only space the
+        // new slot's first sends further apart, never closer.
+        let gate = self
+            .gates
+            .as_ref()
+            .map_or_else(SendGate::default, |make| make(id));
+        let mut slot = self.policies.new_slot(key, gate);
+        if let Some(floor) = self.retired_floors.remove(key) {
+            slot.set_delay_floor(floor);
+        }
+        let entry = SlotEntry {
             key: key.to_string(),
-            slot: self.policies.new_slot(
-                key,
-                self.gates
-                    .as_ref()
-                    .map_or_else(SendGate::default, |make| make(id)),
-            ),
+            slot,
             queue: BinaryHeap::new(),
             last_pick: 0,
             ready_key: None,
             timer: None,
-        });
+            last_seen: now,
+        };
+        if id == self.slots.len() {
+            self.slots.push(entry);
+        } else {
+            self.slots[id] = entry;
+        }
         self.by_key.insert(key.to_string(), id);
         id
     }
@@ -524,7 +647,7 @@ impl Scheduler {
                 break;
             }
             self.timers.pop();
-            if self.slots[id].timer == Some(t) {
+            if self.slots.get(id).is_some_and(|e| e.timer == Some(t)) {
                 self.slots[id].timer = None;
                 self.refresh(id, now);
             }
@@ -553,6 +676,26 @@ impl Scheduler {
                 }
             }
         }
+    }
+}
+
+/// A dropped slot's place, until a new slot reuses its id.
+fn vacant(now: Instant) -> SlotEntry {
+    SlotEntry {
+        key: String::new(),
+        slot: Slot::new(
+            SlotPolicy {
+                concurrency: 1,
+                delay: Duration::ZERO,
+                randomize_delay: false,
+            },
+            SendGate::default(),
+        ),
+        queue: BinaryHeap::new(),
+        last_pick: 0,
+        ready_key: None,
+        timer: None,
+        last_seen: now,
     }
 }
 
@@ -660,6 +803,50 @@ mod tests {
         assert_eq!(p.for_key("a").concurrency, 1);
         assert_eq!(p.for_key("a").delay, Duration::from_secs(2));
         assert_eq!(p.for_key("b").concurrency, 8);
+    }
+
+    #[test]
+    fn gc_drops_idle_slots_and_keeps_their_crawl_delay() {
+        let mut s = Scheduler::new(policies(8, 0));
+        let t0 = Instant::now();
+        s.push("idle", req("http://idle/0", 0), t0);
+        s.push("busy", req("http://busy/0", 0), t0);
+        s.push("busy", req("http://busy/1", 0), t0);
+        let idle = s.slot("idle");
+        s.set_delay_floor(idle, Duration::from_secs(2), t0);
+        let a = s.pop(t0).unwrap();
+        let b = s.pop(t0).unwrap();
+        let (first_idle, first_busy) = if a.slot == idle { (a, b) } else { (b, a) };
+        s.finish(first_idle.slot, t0);
+        s.finish(first_busy.slot, t0);
+        let minute = Duration::from_secs(60);
+        // Not yet idle for a minute past its delay (2 s floor).
+        assert_eq!(s.gc(t0 + minute, minute, 10), 0);
+        // "busy" still has a request queued; "idle" goes.
+        assert_eq!(s.gc(t0 + minute + Duration::from_secs(3), minute, 10), 1);
+        assert_eq!(s.slot_count(), 1);
+        assert_eq!(
+            std::mem::take(&mut s.retired).finish().0["idle"].requests,
+            1
+        );
+        // When it comes back, its Crawl-delay floor is applied again.
+        let later = t0 + Duration::from_secs(100);
+        s.push("idle", req("http://idle/1", 0), later);
+        let id = s.slot("idle");
+        assert_eq!(s.slots[id].slot.delay_floor(), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_given_up_slot_is_drained() {
+        let mut s = Scheduler::new(policies(8, 0));
+        let now = Instant::now();
+        s.push("dead", req("http://dead/0", 0), now);
+        s.push("dead", req("http://dead/1", 0), now);
+        let id = s.slot("dead");
+        assert_eq!(s.give_up(id, now).len(), 2);
+        assert!(s.is_given_up("dead"));
+        assert!(s.is_empty());
+        assert!(s.pop(now).is_none());
     }
 
     #[test]

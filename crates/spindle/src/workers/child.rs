@@ -58,7 +58,11 @@ pub fn worker_main<S: Spider + DeserializeOwned>(args: WorkerArgs) {
         .enable_all()
         .build()
         .expect("worker runtime");
-    let resolver = Arc::new(Resolver::with_fixed(args.resolve));
+    crate::downloader::fdlimit::raise_nofile_limit();
+    let resolver = {
+        let _guard = runtime.enter();
+        Arc::new(Resolver::new(args.resolve, &settings))
+    };
     let downloader = {
         let _guard = runtime.enter();
         Arc::new(Downloader::new(settings, resolver).expect("worker HTTP client"))
