@@ -2,16 +2,107 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use spindle::exporter::{self, Format};
 use spindle::{Crawler, Request, Settings};
 
-use crate::args::CrawlArgs;
+use crate::args::{CrawlArgs, ExtractArgs};
 use crate::progress;
-use crate::spider::FollowSpider;
+use crate::spider::{check_domain, FieldSpec, FollowSpider, SpiderConfig};
 use crate::Failure;
+
+/// Where each setting's value came from, for `spindle settings`.
+pub type Sources = HashMap<String, String>;
+
+/// The command line's settings: spindle's command-line defaults, then the TOML file, then each
+/// `-s`, checked. Also says where each value that is not the library default came from.
+pub fn load_settings(file: Option<&Path>, assignments: &[String]) -> anyhow::Result<(Settings, Sources)> {
+    // The command line obeys robots.txt unless told not to (the library, like Scrapy, does not).
+    let mut settings = Settings::default().with("ROBOTSTXT_OBEY", "true")?;
+    let mut sources = Sources::new();
+    sources.insert("ROBOTSTXT_OBEY".into(), "command-line default".into());
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read settings file {}", path.display()))?;
+        settings
+            .apply_toml(&text)
+            .with_context(|| format!("settings file {}", path.display()))?;
+        for name in spindle::SETTING_NAMES {
+            let keyed = text.lines().any(|line| {
+                let line = line.trim_start().trim_start_matches('[').trim_start_matches('"');
+                line.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with([' ', '=', '.', ']', '"', '\t']))
+            });
+            if keyed {
+                sources.insert(name.to_string(), format!("settings file {}", path.display()));
+            }
+        }
+    }
+    for assignment in assignments {
+        settings.set_assignment(assignment)?;
+        if let Some((name, _)) = assignment.split_once('=') {
+            sources.insert(name.trim().to_string(), format!("-s {}", assignment.trim()));
+        }
+    }
+    Ok((settings, sources))
+}
+
+/// `-H 'Name: value'` arguments, added to the default headers.
+pub fn add_headers(settings: &mut Settings, headers: &[String]) -> anyhow::Result<()> {
+    for header in headers {
+        let Some((name, value)) = header.split_once(':') else {
+            bail!("-H `{header}` is not `Name: value` (for example -H 'Accept-Language: fr')");
+        };
+        settings
+            .add_default_header(name, value)
+            .with_context(|| format!("-H `{header}`"))?;
+    }
+    Ok(())
+}
+
+/// `--field` and `--field-all`, checked for names; returns them and the item's column names.
+pub fn field_specs(extract: &ExtractArgs) -> anyhow::Result<(Vec<FieldSpec>, Vec<String>)> {
+    let mut fields = Vec::new();
+    let mut field_names = vec!["url".to_string(), "status".to_string(), "depth".to_string()];
+    let given = extract
+        .fields
+        .iter()
+        .map(|f| (f, false))
+        .chain(extract.fields_all.iter().map(|f| (f, true)));
+    for (field, all) in given {
+        let flag = if all { "--field-all" } else { "--field" };
+        let Some((name, selector)) = field.split_once('=') else {
+            bail!("{flag} `{field}` is not NAME=SELECTOR (for example {flag} title=h1::text)");
+        };
+        let name = name.trim();
+        if name.is_empty() || field_names.iter().any(|n| n == name) {
+            bail!("{flag} `{field}`: the name must be non-empty and not repeat another field");
+        }
+        fields.push(FieldSpec {
+            name: name.to_string(),
+            selector: selector.trim().to_string(),
+            all,
+        });
+        field_names.push(name.to_string());
+    }
+    Ok((fields, field_names))
+}
+
+/// `--resolve` arguments, checked.
+pub fn resolves(entries: &[String]) -> anyhow::Result<HashMap<String, IpAddr>> {
+    let mut resolve = HashMap::new();
+    for entry in entries {
+        let (host, ip) = parse_resolve(entry)?;
+        if let Some(old) = resolve.insert(host.clone(), ip) {
+            if old != ip {
+                bail!("--resolve maps {host} to both {old} and {ip}: spindle resolves per host name, give one address");
+            }
+        }
+    }
+    Ok(resolve)
+}
 
 /// Everything a crawl needs, checked.
 pub struct Plan {
@@ -25,62 +116,66 @@ pub struct Plan {
 
 /// Turns the arguments into a plan, or says what to fix. Fetches nothing.
 pub fn plan(args: CrawlArgs) -> anyhow::Result<Plan> {
-    // The command line obeys robots.txt unless told not to (the library, like Scrapy, does not).
-    let mut settings = Settings::default().with("ROBOTSTXT_OBEY", "true")?;
-    if let Some(path) = &args.settings_file {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read settings file {}", path.display()))?;
-        settings
-            .apply_toml(&text)
-            .with_context(|| format!("in settings file {}", path.display()))?;
-    }
-    for assignment in &args.settings {
-        settings.set_assignment(assignment)?;
-    }
-
-    for header in &args.headers {
-        let Some((name, value)) = header.split_once(':') else {
-            bail!("-H `{header}` is not `Name: value` (for example -H 'Accept-Language: fr')");
-        };
-        settings
-            .add_default_header(name, value)
-            .with_context(|| format!("-H `{header}`"))?;
-    }
+    let (mut settings, _) = load_settings(args.settings_file.as_deref(), &args.settings)?;
+    add_headers(&mut settings, &args.headers)?;
 
     let mut hosts = Vec::new();
+    let mut sitemaps = Vec::new();
     for url in &args.urls {
         let request =
             Request::get(url).context("bad start URL: give an absolute http:// or https:// URL")?;
         hosts.extend(request.url.host_str().map(str::to_string));
     }
+    for sitemap in &args.sitemaps {
+        if sitemap == "robots" {
+            if args.urls.is_empty() {
+                bail!("--sitemap robots reads the start URLs' robots.txt: give a start URL too");
+            }
+            for url in &args.urls {
+                let url = Request::get(url)?.url;
+                sitemaps.push(url.join("/robots.txt")?.to_string());
+            }
+        } else {
+            let request = Request::get(sitemap).with_context(|| {
+                format!("bad --sitemap `{sitemap}`: give an absolute http:// or https:// URL, or `robots`")
+            })?;
+            hosts.extend(request.url.host_str().map(str::to_string));
+            sitemaps.push(sitemap.clone());
+        }
+    }
+    sitemaps.dedup();
     let allowed_domains = if args.allow_domains.is_empty() {
         hosts
     } else {
-        args.allow_domains.clone()
+        args.allow_domains
+            .iter()
+            .map(|d| check_domain("--allow-domain", d))
+            .collect::<anyhow::Result<_>>()?
     };
+    let deny_domains = args
+        .extract
+        .deny_domains
+        .iter()
+        .map(|d| check_domain("--deny-domain", d))
+        .collect::<anyhow::Result<_>>()?;
 
-    let mut fields = Vec::new();
-    let mut field_names = vec!["url".to_string(), "status".to_string(), "depth".to_string()];
-    for field in &args.fields {
-        let Some((name, css)) = field.split_once('=') else {
-            bail!("--field `{field}` is not NAME=CSS (for example --field title=title)");
-        };
-        let name = name.trim();
-        if name.is_empty() || field_names.iter().any(|n| n == name) {
-            bail!("--field `{field}`: the name must be non-empty and not repeat another field");
-        }
-        fields.push((name.to_string(), css.trim().to_string()));
-        field_names.push(name.to_string());
-    }
-    let spider = FollowSpider::new(
-        args.urls.clone(),
+    let (fields, field_names) = field_specs(&args.extract)?;
+    let spider = FollowSpider::new(SpiderConfig {
+        start_urls: args.urls.clone(),
         allowed_domains,
-        args.follow.clone(),
+        follow: args.extract.follow.clone(),
+        deny: args.extract.deny.clone(),
+        deny_domains,
+        restrict_css: args.extract.restrict_css.clone(),
         fields,
-    )?;
+        sitemaps,
+        sitemap_follow: args.sitemap_follow.clone(),
+        sitemap_since: args.sitemap_since.clone(),
+    })?;
 
     let output = match args.output {
         None => None,
+        Some(path) if path == Path::new("-") => Some((path, Format::JsonLines, field_names)),
         Some(path) => {
             let Some(format) = Format::from_path(&path) else {
                 bail!(
@@ -92,15 +187,7 @@ pub fn plan(args: CrawlArgs) -> anyhow::Result<Plan> {
         }
     };
 
-    let mut resolve = HashMap::new();
-    for entry in &args.resolve {
-        let (host, ip) = parse_resolve(entry)?;
-        if let Some(old) = resolve.insert(host.clone(), ip) {
-            if old != ip {
-                bail!("--resolve maps {host} to both {old} and {ip}: spindle resolves per host name, give one address");
-            }
-        }
-    }
+    let resolve = resolves(&args.resolve)?;
 
     Ok(Plan {
         spider,
@@ -138,7 +225,12 @@ pub async fn run(plan: Plan, bar: Option<indicatif::ProgressBar>) -> Result<(), 
         crawler = crawler.resolve(&host, ip);
     }
     if let Some((path, format, fields)) = &plan.output {
-        let exporter = exporter::open(path, *format, Some(fields.clone()))
+        let exporter = if path == Path::new("-") {
+            Ok(exporter::stdout_json_lines())
+        } else {
+            exporter::open(path, *format, Some(fields.clone()))
+        };
+        let exporter = exporter
             .with_context(|| format!("cannot create output file {}", path.display()))
             .map_err(Failure::Usage)?;
         crawler = crawler.exporter(exporter);
@@ -146,10 +238,10 @@ pub async fn run(plan: Plan, bar: Option<indicatif::ProgressBar>) -> Result<(), 
 
     let shutdown = crawler.shutdown_handle();
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            tracing::warn!("Ctrl-C: stopping gracefully; press it again to stop at once");
+        if let Some(first) = stop_signal().await {
+            tracing::warn!("{first}: stopping gracefully; press Ctrl-C (or send SIGTERM) again to stop at once");
             shutdown.shutdown();
-            if tokio::signal::ctrl_c().await.is_ok() {
+            if stop_signal().await.is_some() {
                 // Exit between two batches of items, never inside one, so the
                 // output file ends on a whole record.
                 let _between_batches = spindle::exporter::lock_writes();
@@ -171,10 +263,30 @@ pub async fn run(plan: Plan, bar: Option<indicatif::ProgressBar>) -> Result<(), 
     }
     let report = report?;
     eprint!("{}", report.summary());
+    let pages = report
+        .get("response_received_count")
+        .saturating_sub(report.get("robotstxt/response_count"));
+    let no_page = pages == 0 && report.finish_reason == "finished";
     if let Some(path) = plan.stats {
         std::fs::write(&path, report.to_json())
             .with_context(|| format!("cannot write stats to {}", path.display()))
             .map_err(Failure::Runtime)?;
     }
+    if no_page {
+        return Err(Failure::Runtime(anyhow::anyhow!(
+            "no start URL could be fetched: nothing answered (see the warnings above and \
+             downloader/exception_type_count in the stats)"
+        )));
+    }
     Ok(())
+}
+
+/// The first Ctrl-C (SIGINT) or SIGTERM, named; `None` if signals cannot be watched.
+pub async fn stop_signal() -> Option<&'static str> {
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok()?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.ok().map(|_| "Ctrl-C"),
+        _ = term.recv() => Some("SIGTERM"),
+    }
 }

@@ -152,3 +152,20 @@ fn a_live_progress_line_when_stderr_is_a_terminal() {
         .unwrap();
     assert!(!String::from_utf8_lossy(&out.stderr).contains(" queued"));
 }
+
+/// Issue 13: SIGTERM stops gracefully, as the first Ctrl-C does: stats written, exit 0.
+#[test]
+fn sigterm_stops_gracefully() {
+    let server = slow_site();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = background(&server, dir.path(), &[], &[]);
+    std::thread::sleep(Duration::from_millis(1500));
+    signal("-TERM", child.id());
+    assert_eq!(wait(&mut child, Duration::from_secs(10)), 0);
+    let stats: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("stats.json")).unwrap())
+            .unwrap();
+    assert_eq!(stats["finish_reason"], "shutdown");
+    let items = std::fs::read_to_string(dir.path().join("items.jsonl")).unwrap();
+    assert_eq!(items.lines().count() as u64, stats["item_scraped_count"].as_u64().unwrap());
+}

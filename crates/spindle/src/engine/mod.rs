@@ -222,6 +222,7 @@ impl Crawler {
             progress: self.progress,
             closing: None,
             export_failed: false,
+            pages_received: 0,
         };
         let started = (SystemTime::now(), Instant::now());
         let reason = engine.run(events, self.shutdown).await;
@@ -327,4 +328,6 @@ struct Engine {
     progress: Arc<Progress>,
     closing: Option<String>,
     export_failed: bool,
+    /// Page responses, robots.txt left out (for `CLOSESPIDER_PAGECOUNT`).
+    pages_received: u64,
 }

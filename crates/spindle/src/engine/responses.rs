@@ -20,9 +20,13 @@ impl Engine {
         body_len: u64,
     ) -> Option<Response> {
         self.downloads.count_response(&response, body_len);
-        let pagecount = self.settings.closespider_pagecount;
-        if pagecount > 0 && self.downloads.stats.get("response_received_count") >= pagecount {
-            self.close("closespider_pagecount");
+        // Pages, as Scrapy counts them: robots.txt is fetched by the engine, not asked for.
+        if response.request.robots_origin().is_none() {
+            self.pages_received += 1;
+            let pagecount = self.settings.closespider_pagecount;
+            if pagecount > 0 && self.pages_received >= pagecount {
+                self.close("closespider_pagecount");
+            }
         }
         let request = response.request.clone();
         let action = self.run_middlewares(slot, |mw, cx| {
@@ -61,7 +65,7 @@ impl Engine {
         if let Some(origin) = request.robots_origin() {
             // RFC 9309: an unreachable robots.txt means complete disallow.
             self.admission
-                .robots_unreachable(origin, &mut self.scheduler, &self.events_tx);
+                .robots_unreachable(origin, &error.to_string(), &mut self.scheduler, &self.events_tx);
         }
     }
 
