@@ -121,6 +121,10 @@ pub struct ExtractArgs {
     #[arg(long = "follow", value_name = "REGEX")]
     pub follow: Vec<String>,
 
+    /// Follow no links at all: crawl only the start URLs and sitemap entries.
+    #[arg(long = "no-follow")]
+    pub no_follow: bool,
+
     /// Do not follow links whose URL matches this regex (repeatable; wins over --follow).
     #[arg(long = "deny", value_name = "REGEX")]
     pub deny: Vec<String>,

@@ -164,6 +164,7 @@ pub fn plan(args: CrawlArgs) -> anyhow::Result<Plan> {
         start_urls: args.urls.clone(),
         allowed_domains,
         follow: args.extract.follow.clone(),
+        no_follow: args.extract.no_follow,
         deny: args.extract.deny.clone(),
         deny_domains,
         restrict_css: args.extract.restrict_css.clone(),

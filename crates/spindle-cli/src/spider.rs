@@ -43,6 +43,8 @@ pub struct SpiderConfig {
     pub allowed_domains: Vec<String>,
     /// Links must match one of these to be followed; empty follows all.
     pub follow: Vec<String>,
+    /// Follow no links from pages (start URLs and sitemap entries are still crawled).
+    pub no_follow: bool,
     /// Links matching one of these are not followed.
     pub deny: Vec<String>,
     /// Links to these domains (and their subdomains) are not followed.
@@ -185,12 +187,19 @@ impl FollowSpider {
             .get_or_init(|| self.compile().expect("checked when the spider was made"))
     }
 
-    /// Whether a link passes `--follow`, `--deny` and `--deny-domain`.
+    /// Whether a link found on a page passes `--no-follow`, `--follow`, `--deny` and
+    /// `--deny-domain`.
     pub fn wants(&self, url: &Url) -> bool {
         let c = self.compiled();
-        (c.follow.is_empty() || c.follow.is_match(url.as_str()))
-            && !c.deny.is_match(url.as_str())
-            && !url
+        !self.config.no_follow
+            && (c.follow.is_empty() || c.follow.is_match(url.as_str()))
+            && !self.denies(url)
+    }
+
+    /// Whether `--deny` or `--deny-domain` refuses a URL (a link or a sitemap entry).
+    pub fn denies(&self, url: &Url) -> bool {
+        self.compiled().deny.is_match(url.as_str())
+            || url
                 .host_str()
                 .is_some_and(|host| in_domains(host, &self.config.deny_domains))
     }
@@ -291,7 +300,7 @@ impl FollowSpider {
                             };
                             if !fresh {
                                 out.stats.push(("sitemap/old_count", 1));
-                            } else if self.wants(&url) {
+                            } else if !self.denies(&url) {
                                 out.requests.push(Request::new(url));
                             }
                         }

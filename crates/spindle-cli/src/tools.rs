@@ -53,12 +53,14 @@ impl Spider for One {
     }
 }
 
-/// Downloads `url` as a crawl would: with the settings, headers and robots.txt.
-fn fetch_one(url: &str, config: &ConfigArgs) -> Result<Response, Failure> {
+/// Downloads `url` as a crawl would: with the settings, headers and robots.txt. Returns the
+/// final response and the User-Agent it was sent with.
+fn fetch_one(url: &str, config: &ConfigArgs) -> Result<(Response, String), Failure> {
     let (mut settings, _) = load_settings(config.settings_file.as_deref(), &config.settings)
         .map_err(Failure::Usage)?;
     add_headers(&mut settings, &config.headers).map_err(Failure::Usage)?;
     let resolve = resolves(&config.resolve).map_err(Failure::Usage)?;
+    let user_agent = settings.get("USER_AGENT").unwrap_or_default();
     Request::get(url)
         .context("bad URL: give an absolute http:// or https:// URL")
         .map_err(Failure::Usage)?;
@@ -75,7 +77,9 @@ fn fetch_one(url: &str, config: &ConfigArgs) -> Result<Response, Failure> {
         .block_on(crawler.run())
         .map_err(|e| Failure::Runtime(e.into()))?;
     let response = captured.lock().unwrap_or_else(|p| p.into_inner()).take();
-    response.ok_or_else(|| Failure::Runtime(why_not(url, &report)))
+    response
+        .map(|r| (r, user_agent))
+        .ok_or_else(|| Failure::Runtime(why_not(url, &report)))
 }
 
 /// Why the one request got no response, from the crawl's counters.
@@ -100,10 +104,13 @@ fn why_not(url: &str, report: &CrawlReport) -> anyhow::Error {
 
 /// `spindle fetch URL [--headers]`.
 pub fn fetch(args: FetchArgs) -> Result<(), Failure> {
-    let response = fetch_one(&args.url, &args.config)?;
+    let (response, user_agent) = fetch_one(&args.url, &args.config)?;
     let mut out = std::io::stdout().lock();
     let written = if args.headers_only {
         let mut text = String::new();
+        if !response.request.headers.contains_key("user-agent") {
+            text.push_str(&format!("> user-agent: {user_agent}\n"));
+        }
         for (name, value) in &response.request.headers {
             text.push_str(&format!("> {name}: {}\n", String::from_utf8_lossy(value.as_bytes())));
         }
@@ -128,7 +135,7 @@ pub fn fetch(args: FetchArgs) -> Result<(), Failure> {
 /// `spindle parse URL --field ... [--follow ...]`: the item and the links of one page.
 pub fn parse(args: ParseArgs) -> Result<(), Failure> {
     let spider = parse_spider(&args).map_err(Failure::Usage)?;
-    let response = fetch_one(&args.url, &args.config)?;
+    let (response, _) = fetch_one(&args.url, &args.config)?;
     let page = spider.page(&response);
     let allowed = &spider.config().allowed_domains;
     let mut links: Vec<String> = page
@@ -169,6 +176,7 @@ fn parse_spider(args: &ParseArgs) -> anyhow::Result<FollowSpider> {
         start_urls: vec![args.url.clone()],
         allowed_domains,
         follow: args.extract.follow.clone(),
+        no_follow: args.extract.no_follow,
         deny: args.extract.deny.clone(),
         deny_domains: args
             .extract
