@@ -18,7 +18,10 @@ pub type Sources = HashMap<String, String>;
 
 /// The command line's settings: spindle's command-line defaults, then the TOML file, then each
 /// `-s`, checked. Also says where each value that is not the library default came from.
-pub fn load_settings(file: Option<&Path>, assignments: &[String]) -> anyhow::Result<(Settings, Sources)> {
+pub fn load_settings(
+    file: Option<&Path>,
+    assignments: &[String],
+) -> anyhow::Result<(Settings, Sources)> {
     // The command line obeys robots.txt unless told not to (the library, like Scrapy, does not).
     let mut settings = Settings::default().with("ROBOTSTXT_OBEY", "true")?;
     let mut sources = Sources::new();
@@ -31,12 +34,18 @@ pub fn load_settings(file: Option<&Path>, assignments: &[String]) -> anyhow::Res
             .with_context(|| format!("settings file {}", path.display()))?;
         for name in spindle::SETTING_NAMES {
             let keyed = text.lines().any(|line| {
-                let line = line.trim_start().trim_start_matches('[').trim_start_matches('"');
+                let line = line
+                    .trim_start()
+                    .trim_start_matches('[')
+                    .trim_start_matches('"');
                 line.strip_prefix(name)
                     .is_some_and(|rest| rest.starts_with([' ', '=', '.', ']', '"', '\t']))
             });
             if keyed {
-                sources.insert(name.to_string(), format!("settings file {}", path.display()));
+                sources.insert(
+                    name.to_string(),
+                    format!("settings file {}", path.display()),
+                );
             }
         }
     }

@@ -220,7 +220,8 @@ mod tests {
 
     #[test]
     fn urlset_index_gzip_and_bombs() {
-        let xml = br#"<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">
+        let xml =
+            br#"<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">
             <url><loc>http://a.test/1?x=1&amp;y=2</loc><lastmod>2024-05-01</lastmod></url>
             <url><loc> /2 </loc></url></urlset>"#;
         let map = parse(xml).unwrap();
@@ -229,7 +230,8 @@ mod tests {
         assert_eq!(map.entries[0].lastmod.as_deref(), Some("2024-05-01"));
         assert_eq!(map.entries.len(), 2);
 
-        let index = b"<sitemapindex><sitemap><loc>http://a.test/s1.xml</loc></sitemap></sitemapindex>";
+        let index =
+            b"<sitemapindex><sitemap><loc>http://a.test/s1.xml</loc></sitemap></sitemapindex>";
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         std::io::Write::write_all(&mut gz, index).unwrap();
         let map = parse(&gz.finish().unwrap()).unwrap();
@@ -247,7 +249,10 @@ mod tests {
         let laughs = br#"<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;">]>
             <urlset><url><loc>&b;</loc></url></urlset>"#;
         assert!(parse(laughs).is_err(), "custom entities are not expanded");
-        assert!(matches!(parse(b"<html></html>"), Err(SitemapError::NotSitemap(_))));
+        assert!(matches!(
+            parse(b"<html></html>"),
+            Err(SitemapError::NotSitemap(_))
+        ));
     }
 
     #[test]

@@ -100,7 +100,9 @@ impl FollowSpider {
         }
         for url in &config.sitemaps {
             Request::get(url).with_context(|| {
-                format!("bad --sitemap `{url}`: give an absolute http:// or https:// URL, or `robots`")
+                format!(
+                    "bad --sitemap `{url}`: give an absolute http:// or https:// URL, or `robots`"
+                )
             })?;
         }
         if let Some(since) = &config.sitemap_since {
@@ -287,8 +289,7 @@ impl FollowSpider {
                             if c.sitemap_follow.is_empty()
                                 || c.sitemap_follow.is_match(url.as_str())
                             {
-                                out.requests
-                                    .push(Request::new(url).with_callback(SITEMAP));
+                                out.requests.push(Request::new(url).with_callback(SITEMAP));
                             }
                         }
                         sitemap::Kind::UrlSet => {
@@ -428,7 +429,10 @@ mod tests {
         assert!(!in_domains("xa.test", &["a.test".into()]));
         assert!(check_domain("--allow-domain", "").is_err());
         let err = check_domain("--allow-domain", "http://py.docs.test/").unwrap_err();
-        assert!(err.to_string().contains("--allow-domain py.docs.test"), "{err}");
+        assert!(
+            err.to_string().contains("--allow-domain py.docs.test"),
+            "{err}"
+        );
         assert_eq!(check_domain("--allow-domain", "A.test").unwrap(), "a.test");
     }
 }

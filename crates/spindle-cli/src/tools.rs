@@ -56,8 +56,8 @@ impl Spider for One {
 /// Downloads `url` as a crawl would: with the settings, headers and robots.txt. Returns the
 /// final response and the User-Agent it was sent with.
 fn fetch_one(url: &str, config: &ConfigArgs) -> Result<(Response, String), Failure> {
-    let (mut settings, _) = load_settings(config.settings_file.as_deref(), &config.settings)
-        .map_err(Failure::Usage)?;
+    let (mut settings, _) =
+        load_settings(config.settings_file.as_deref(), &config.settings).map_err(Failure::Usage)?;
     add_headers(&mut settings, &config.headers).map_err(Failure::Usage)?;
     let resolve = resolves(&config.resolve).map_err(Failure::Usage)?;
     let user_agent = settings.get("USER_AGENT").unwrap_or_default();
@@ -65,8 +65,8 @@ fn fetch_one(url: &str, config: &ConfigArgs) -> Result<(Response, String), Failu
         .context("bad URL: give an absolute http:// or https:// URL")
         .map_err(Failure::Usage)?;
     let captured = Arc::new(Mutex::new(None));
-    let mut crawler = Crawler::new(One(url.to_string()), settings)
-        .middleware(Capture(captured.clone()));
+    let mut crawler =
+        Crawler::new(One(url.to_string()), settings).middleware(Capture(captured.clone()));
     for (host, ip) in resolve {
         crawler = crawler.resolve(&host, ip);
     }
@@ -96,7 +96,10 @@ fn why_not(url: &str, report: &CrawlReport) -> anyhow::Error {
         })
         .collect();
     if errors.is_empty() {
-        anyhow!("{url} could not be fetched (finish reason: {})", report.finish_reason)
+        anyhow!(
+            "{url} could not be fetched (finish reason: {})",
+            report.finish_reason
+        )
     } else {
         anyhow!("{url} could not be fetched: {}", errors.join(", "))
     }
@@ -112,11 +115,17 @@ pub fn fetch(args: FetchArgs) -> Result<(), Failure> {
             text.push_str(&format!("> user-agent: {user_agent}\n"));
         }
         for (name, value) in &response.request.headers {
-            text.push_str(&format!("> {name}: {}\n", String::from_utf8_lossy(value.as_bytes())));
+            text.push_str(&format!(
+                "> {name}: {}\n",
+                String::from_utf8_lossy(value.as_bytes())
+            ));
         }
         text.push_str(&format!("< {} {}\n", response.status, response.url));
         for (name, value) in &response.headers {
-            text.push_str(&format!("< {name}: {}\n", String::from_utf8_lossy(value.as_bytes())));
+            text.push_str(&format!(
+                "< {name}: {}\n",
+                String::from_utf8_lossy(value.as_bytes())
+            ));
         }
         out.write_all(text.as_bytes())
     } else {
@@ -162,7 +171,8 @@ pub fn parse(args: ParseArgs) -> Result<(), Failure> {
 }
 
 fn parse_spider(args: &ParseArgs) -> anyhow::Result<FollowSpider> {
-    let url = Request::get(&args.url).context("bad URL: give an absolute http:// or https:// URL")?;
+    let url =
+        Request::get(&args.url).context("bad URL: give an absolute http:// or https:// URL")?;
     let allowed_domains = if args.allow_domains.is_empty() {
         url.url.host_str().map(str::to_string).into_iter().collect()
     } else {
@@ -192,8 +202,8 @@ fn parse_spider(args: &ParseArgs) -> anyhow::Result<FollowSpider> {
 
 /// `spindle settings [NAME]`: the effective value of each setting and where it came from.
 pub fn settings(args: SettingsArgs) -> Result<(), Failure> {
-    let (settings, sources) = load_settings(args.settings_file.as_deref(), &args.settings)
-        .map_err(Failure::Usage)?;
+    let (settings, sources) =
+        load_settings(args.settings_file.as_deref(), &args.settings).map_err(Failure::Usage)?;
     let source = |name: &str| {
         sources
             .get(name)
@@ -210,7 +220,11 @@ pub fn settings(args: SettingsArgs) -> Result<(), Failure> {
             format!("{value}\n")
         }
         None => {
-            let width = spindle::SETTING_NAMES.iter().map(|n| n.len()).max().unwrap_or(0);
+            let width = spindle::SETTING_NAMES
+                .iter()
+                .map(|n| n.len())
+                .max()
+                .unwrap_or(0);
             spindle::SETTING_NAMES
                 .iter()
                 .map(|name| {

@@ -4,8 +4,8 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, OnceLock};
 use std::net::Ipv4Addr;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use common::{crawl, pages};
@@ -65,7 +65,10 @@ fn fields_take_css_pseudo_elements_xpath_and_every_match() {
     let items = run.items();
     assert_eq!(items.len(), 1, "{items:?}");
     let item = &items[0];
-    assert_eq!(item["whole"], "Hello ¶", "no pseudo-element: the whole trimmed text");
+    assert_eq!(
+        item["whole"], "Hello ¶",
+        "no pseudo-element: the whole trimmed text"
+    );
     assert_eq!(item["own"], "Hello ", "::text: the element's own text only");
     assert_eq!(item["img"], format!("{origin}/dir/img/logo.png"));
     assert_eq!(item["sku"], "A1");
@@ -74,7 +77,10 @@ fn fields_take_css_pseudo_elements_xpath_and_every_match() {
     assert_eq!(item["missing"], serde_json::Value::Null);
     assert_eq!(
         item["imgs"],
-        json!([format!("{origin}/dir/img/logo.png"), format!("{origin}/abs.png")])
+        json!([
+            format!("{origin}/dir/img/logo.png"),
+            format!("{origin}/abs.png")
+        ])
     );
     assert_eq!(item["lis"], json!(["one", "two bold"]));
     assert_eq!(item["texts"], json!(["one", "two "]));
@@ -97,21 +103,25 @@ fn deny_deny_domain_and_restrict_css_narrow_what_is_followed() {
     // Links to the other hosts carry their ports, known once the server is up.
     let others: Arc<OnceLock<(String, String)>> = Arc::default();
     let urls = others.clone();
-    let home = Site::pages([("/keep/1", 200, "k"), ("/skip/1", 200, "s"), ("/keep/footer", 200, "f")])
-        .handler(move |req| {
-            let (b, c) = urls.get()?;
-            (req.path == "/").then(|| {
-                Page::new(
-                    "/",
-                    200,
-                    format!(
-                        r#"<nav><a href="/keep/1">k</a><a href="/skip/1">s</a>
+    let home = Site::pages([
+        ("/keep/1", 200, "k"),
+        ("/skip/1", 200, "s"),
+        ("/keep/footer", 200, "f"),
+    ])
+    .handler(move |req| {
+        let (b, c) = urls.get()?;
+        (req.path == "/").then(|| {
+            Page::new(
+                "/",
+                200,
+                format!(
+                    r#"<nav><a href="/keep/1">k</a><a href="/skip/1">s</a>
                         <a href="{b}">b</a><a href="{c}">c</a></nav>
                         <footer><a href="/keep/footer">f</a></footer>"#
-                    ),
-                )
-            })
-        });
+                ),
+            )
+        })
+    });
     let other = || Site::pages([("/x", 200, "x"), ("/y", 200, "y")]);
     let server = TestServer::builder()
         .host("a.test", Ipv4Addr::new(127, 0, 0, 2), home)
@@ -149,9 +159,15 @@ fn deny_deny_domain_and_restrict_css_narrow_what_is_followed() {
         .into_iter()
         .map(|r| (r.host, r.path))
         .collect();
-    let want: BTreeSet<(String, String)> = [("a.test", "/"), ("a.test", "/keep/1"), ("c.test", "/y")]
-        .into_iter()
-        .map(|(h, p)| (h.to_string(), p.to_string()))
-        .collect();
-    assert_eq!(fetched, want, "{}", std::fs::read_to_string(run.path("stats.json")).unwrap());
+    let want: BTreeSet<(String, String)> =
+        [("a.test", "/"), ("a.test", "/keep/1"), ("c.test", "/y")]
+            .into_iter()
+            .map(|(h, p)| (h.to_string(), p.to_string()))
+            .collect();
+    assert_eq!(
+        fetched,
+        want,
+        "{}",
+        std::fs::read_to_string(run.path("stats.json")).unwrap()
+    );
 }

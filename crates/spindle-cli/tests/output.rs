@@ -13,7 +13,11 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 fn server(pages: usize) -> TestServer {
     TestServer::builder()
-        .host("a.test", Ipv4Addr::new(127, 0, 0, 2), Site::generated(pages))
+        .host(
+            "a.test",
+            Ipv4Addr::new(127, 0, 0, 2),
+            Site::generated(pages),
+        )
         .start()
         .unwrap()
 }
@@ -31,7 +35,10 @@ fn dash_writes_json_lines_to_stdout_and_logs_to_stderr() {
         .collect();
     assert_eq!(items.len(), 6, "{}", run.stdout);
     assert!(run.stderr.contains("spider opened"), "logs go to stderr");
-    assert!(!run.stderr.contains('\u{1b}'), "no colour codes when stderr is not a terminal");
+    assert!(
+        !run.stderr.contains('\u{1b}'),
+        "no colour codes when stderr is not a terminal"
+    );
 }
 
 #[test]
@@ -41,18 +48,30 @@ fn nolog_logfile_and_loglevel() {
     let quiet = crawl(&s, &[&start, "--nolog"], LIMIT);
     assert_eq!(quiet.code, 0, "{}", quiet.stderr);
     assert!(!quiet.stderr.contains("spider opened"), "{}", quiet.stderr);
-    assert!(quiet.stderr.contains("finish_reason"), "the stats are still printed");
+    assert!(
+        quiet.stderr.contains("finish_reason"),
+        "the stats are still printed"
+    );
 
     let log = tempfile::tempdir().unwrap();
     let file = log.path().join("crawl.log");
     let logged = crawl(
         &s,
-        &[&start, "--logfile", &file.display().to_string(), "-L", "DEBUG"],
+        &[
+            &start,
+            "--logfile",
+            &file.display().to_string(),
+            "-L",
+            "DEBUG",
+        ],
         LIMIT,
     );
     assert_eq!(logged.code, 0, "{}", logged.stderr);
     let text = std::fs::read_to_string(&file).unwrap();
-    assert!(text.contains("spider opened") && text.contains("DEBUG"), "{text}");
+    assert!(
+        text.contains("spider opened") && text.contains("DEBUG"),
+        "{text}"
+    );
     assert!(!text.contains('\u{1b}'));
     assert!(!logged.stderr.contains("spider opened"));
 }
@@ -69,7 +88,13 @@ fn closespider_counts_pages_and_items() {
 
     let run = crawl(
         &s,
-        &[&start, "-s", "CLOSESPIDER_ITEMCOUNT=5", "-s", "CONCURRENT_REQUESTS_PER_DOMAIN=1"],
+        &[
+            &start,
+            "-s",
+            "CLOSESPIDER_ITEMCOUNT=5",
+            "-s",
+            "CONCURRENT_REQUESTS_PER_DOMAIN=1",
+        ],
         LIMIT,
     );
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -84,17 +109,39 @@ fn an_unreachable_start_url_fails() {
     // Nothing listens on port 1 of loopback.
     let run = crawl_with(&[], &["http://127.0.0.1:1/"], LIMIT);
     assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(run.stderr.contains("cannot reach the page"), "{}", run.stderr);
-    assert!(run.stderr.contains("no start URL could be fetched"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("cannot reach the page"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("no start URL could be fetched"),
+        "{}",
+        run.stderr
+    );
     let stats = run.stats();
     assert!(
         stats["downloader/exception_type_count/ConnectionRefused"].as_u64() > Some(0)
             || stats["downloader/exception_count"].as_u64() > Some(0),
         "{stats}"
     );
-    assert_eq!(stats["robotstxt/forbidden"], Value::Null, "not counted as forbidden");
+    assert_eq!(
+        stats["robotstxt/forbidden"],
+        Value::Null,
+        "not counted as forbidden"
+    );
     // Without robots.txt the page itself fails, the same way.
-    let run = crawl_with(&[], &["http://127.0.0.1:1/", "-s", "ROBOTSTXT_OBEY=false", "-s", "RETRY_ENABLED=false"], LIMIT);
+    let run = crawl_with(
+        &[],
+        &[
+            "http://127.0.0.1:1/",
+            "-s",
+            "ROBOTSTXT_OBEY=false",
+            "-s",
+            "RETRY_ENABLED=false",
+        ],
+        LIMIT,
+    );
     assert_eq!(run.code, 1, "{}", run.stderr);
 }
 

@@ -56,20 +56,37 @@ fn robots_sitemap_lines_urlsets_and_lastmod() {
     let start = server.url("a.test", "/a");
     let run = crawl(
         &server,
-        &[&start, "--sitemap", "robots", "--sitemap-since", "2024-01-01", "--deny", "denied"],
+        &[
+            &start,
+            "--sitemap",
+            "robots",
+            "--sitemap-since",
+            "2024-01-01",
+            "--deny",
+            "denied",
+        ],
         LIMIT,
     );
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let fetched: BTreeSet<String> = pages(server.records()).into_iter().map(|r| r.path).collect();
+    let fetched: BTreeSet<String> = pages(server.records())
+        .into_iter()
+        .map(|r| r.path)
+        .collect();
     let want: BTreeSet<String> = ["/a", "/b", "/sitemap.xml"].map(String::from).into();
     assert!(fetched.is_superset(&want), "{fetched:?}");
-    assert!(!fetched.contains("/old") && !fetched.contains("/denied"), "{fetched:?}");
+    assert!(
+        !fetched.contains("/old") && !fetched.contains("/denied"),
+        "{fetched:?}"
+    );
     let urls: BTreeSet<String> = run
         .items()
         .iter()
         .map(|i| i["url"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(urls, [server.url("a.test", "/a"), server.url("a.test", "/b")].into());
+    assert_eq!(
+        urls,
+        [server.url("a.test", "/a"), server.url("a.test", "/b")].into()
+    );
     assert_eq!(run.stats()["sitemap/old_count"], 1);
 }
 
@@ -103,7 +120,11 @@ fn raw_server(routes: Vec<(&'static str, Vec<u8>)>) -> (u16, Arc<Mutex<Vec<Strin
                     Some((_, body)) => ("200 OK", body.clone()),
                     None => ("404 Not Found", b"no".to_vec()),
                 };
-                let kind = if path.ends_with(".gz") { "application/x-gzip" } else { "text/html" };
+                let kind = if path.ends_with(".gz") {
+                    "application/x-gzip"
+                } else {
+                    "text/html"
+                };
                 let _ = write!(
                     stream,
                     "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -133,7 +154,10 @@ fn index_gzip_follow_and_bombs_refused() {
                  <sitemap><loc>/bomb.xml.gz</loc></sitemap></sitemapindex>";
     let (port, seen) = raw_server(vec![
         ("/index.xml", index.as_bytes().to_vec()),
-        ("/s1.xml.gz", gzip(urlset(&[("/p1", None), ("/p2", None)]).as_bytes())),
+        (
+            "/s1.xml.gz",
+            gzip(urlset(&[("/p1", None), ("/p2", None)]).as_bytes()),
+        ),
         ("/skipped.xml", urlset(&[("/p3", None)]).into_bytes()),
         ("/bomb.xml.gz", gzip(&bomb)),
         ("/p1", b"<title>1</title>".to_vec()),
@@ -156,7 +180,10 @@ fn index_gzip_follow_and_bombs_refused() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     let mut seen = seen.lock().unwrap().clone();
     seen.sort();
-    assert_eq!(seen, ["/bomb.xml.gz", "/index.xml", "/p1", "/p2", "/s1.xml.gz"]);
+    assert_eq!(
+        seen,
+        ["/bomb.xml.gz", "/index.xml", "/p1", "/p2", "/s1.xml.gz"]
+    );
     let stats = run.stats();
     assert_eq!(stats["sitemap/refused_count"], 1, "{stats}");
     assert!(run.stderr.contains("larger than 50 MB"), "{}", run.stderr);

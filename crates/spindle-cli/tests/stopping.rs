@@ -167,5 +167,8 @@ fn sigterm_stops_gracefully() {
             .unwrap();
     assert_eq!(stats["finish_reason"], "shutdown");
     let items = std::fs::read_to_string(dir.path().join("items.jsonl")).unwrap();
-    assert_eq!(items.lines().count() as u64, stats["item_scraped_count"].as_u64().unwrap());
+    assert_eq!(
+        items.lines().count() as u64,
+        stats["item_scraped_count"].as_u64().unwrap()
+    );
 }

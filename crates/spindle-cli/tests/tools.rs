@@ -40,22 +40,42 @@ fn fetch_prints_the_body_as_the_crawler_gets_it() {
     let s = server();
     let resolve = s.resolve_args();
     let old = s.url("a.test", "/old");
-    let run = spindle(&with_resolve(&resolve, &["fetch", &old, "-H", "X-Test: 1"]), LIMIT);
+    let run = spindle(
+        &with_resolve(&resolve, &["fetch", &old, "-H", "X-Test: 1"]),
+        LIMIT,
+    );
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(run.stdout, HOME, "the redirect was followed");
     let rec = s.records();
-    assert!(rec.iter().any(|r| r.path == "/robots.txt"), "robots.txt first");
+    assert!(
+        rec.iter().any(|r| r.path == "/robots.txt"),
+        "robots.txt first"
+    );
 
-    let headers = spindle(&with_resolve(&resolve, &["fetch", "--headers", &old]), LIMIT);
+    let headers = spindle(
+        &with_resolve(&resolve, &["fetch", "--headers", &old]),
+        LIMIT,
+    );
     assert_eq!(headers.code, 0, "{}", headers.stderr);
     assert!(headers.stdout.contains("< 200 "), "{}", headers.stdout);
-    assert!(headers.stdout.to_ascii_lowercase().contains("< content-type: text/html"));
-    assert!(headers.stdout.contains("> user-agent: spindle/"), "{}", headers.stdout);
+    assert!(headers
+        .stdout
+        .to_ascii_lowercase()
+        .contains("< content-type: text/html"));
+    assert!(
+        headers.stdout.contains("> user-agent: spindle/"),
+        "{}",
+        headers.stdout
+    );
 
     let private = s.url("a.test", "/private/x");
     let denied = spindle(&with_resolve(&resolve, &["fetch", &private]), LIMIT);
     assert_eq!(denied.code, 1);
-    assert!(denied.stderr.contains("robots.txt forbids"), "{}", denied.stderr);
+    assert!(
+        denied.stderr.contains("robots.txt forbids"),
+        "{}",
+        denied.stderr
+    );
 }
 
 #[test]
@@ -66,7 +86,16 @@ fn parse_prints_the_item_and_the_links_a_crawl_would_follow() {
     let run = spindle(
         &with_resolve(
             &resolve,
-            &["parse", &home, "--field", "h1=h1::text", "--field", "t=//title/text()", "--deny", "private"],
+            &[
+                "parse",
+                &home,
+                "--field",
+                "h1=h1::text",
+                "--field",
+                "t=//title/text()",
+                "--deny",
+                "private",
+            ],
         ),
         LIMIT,
     );
@@ -79,7 +108,10 @@ fn parse_prints_the_item_and_the_links_a_crawl_would_follow() {
     let links: Vec<&str> = links.lines().skip(1).collect();
     assert_eq!(links, [s.url("a.test", "/about"), s.url("a.test", "/p/1")]);
     assert_eq!(
-        s.records().iter().filter(|r| r.path != "/robots.txt").count(),
+        s.records()
+            .iter()
+            .filter(|r| r.path != "/robots.txt")
+            .count(),
         1,
         "one page, no crawl"
     );
@@ -92,7 +124,13 @@ fn settings_prints_values_and_where_they_came_from() {
     std::fs::write(&file, "DOWNLOAD_DELAY = 0.5\nCONCURRENT_REQUESTS = 4\n").unwrap();
     let file = file.display().to_string();
     let run = spindle(
-        &["settings", "--settings", &file, "-s", "CONCURRENT_REQUESTS=9"],
+        &[
+            "settings",
+            "--settings",
+            &file,
+            "-s",
+            "CONCURRENT_REQUESTS=9",
+        ],
         LIMIT,
     );
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -103,14 +141,25 @@ fn settings_prints_values_and_where_they_came_from() {
             .unwrap_or_else(|| panic!("{name} missing: {}", run.stdout))
             .to_string()
     };
-    assert!(line("DOWNLOAD_DELAY").contains("= 0.5  (settings file"), "{}", line("DOWNLOAD_DELAY"));
+    assert!(
+        line("DOWNLOAD_DELAY").contains("= 0.5  (settings file"),
+        "{}",
+        line("DOWNLOAD_DELAY")
+    );
     assert!(line("CONCURRENT_REQUESTS").contains("= 9  (-s CONCURRENT_REQUESTS=9)"));
     assert!(line("DOWNLOAD_TIMEOUT").contains("= 180  (default)"));
     assert!(line("ROBOTSTXT_OBEY").contains("= true  (command-line default)"));
 
-    let one = spindle(&["settings", "DOWNLOAD_DELAY", "-s", "DOWNLOAD_DELAY=2"], LIMIT);
+    let one = spindle(
+        &["settings", "DOWNLOAD_DELAY", "-s", "DOWNLOAD_DELAY=2"],
+        LIMIT,
+    );
     assert_eq!(one.stdout, "2\n");
     let bad = spindle(&["settings", "DOWNLOAD_DELEY"], LIMIT);
     assert_eq!(bad.code, 2);
-    assert!(bad.stderr.contains("did you mean `DOWNLOAD_DELAY`"), "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("did you mean `DOWNLOAD_DELAY`"),
+        "{}",
+        bad.stderr
+    );
 }

@@ -424,12 +424,19 @@ mod tests {
         let links: Vec<&str> = out.links.iter().map(Url::as_str).collect();
         assert_eq!(
             links,
-            ["http://e.test/n1", "http://e.test/dir/n2", "http://e.test/out2"]
+            [
+                "http://e.test/n1",
+                "http://e.test/dir/n2",
+                "http://e.test/out2"
+            ]
         );
         assert_eq!(
             out.attr_fields,
             [
-                ("img".to_string(), vec!["http://e.test/logo.png".to_string()]),
+                (
+                    "img".to_string(),
+                    vec!["http://e.test/logo.png".to_string()]
+                ),
                 ("ids".to_string(), vec!["7".to_string(), "8".to_string()]),
                 ("first".to_string(), vec!["http://e.test/n1".to_string()]),
             ]

@@ -420,7 +420,11 @@ fn parse_count<T: std::str::FromStr + std::fmt::Display + Bounded>(
 ) -> Result<T, SettingsError> {
     v.parse().map_err(|_| {
         if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
-            invalid(name, v, &format!("a whole number no larger than {}", T::MAX))
+            invalid(
+                name,
+                v,
+                &format!("a whole number no larger than {}", T::MAX),
+            )
         } else {
             invalid(name, v, "a whole number, 0 or more")
         }

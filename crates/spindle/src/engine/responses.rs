@@ -64,8 +64,12 @@ impl Engine {
         warn!(url = %request.url, %error, "download failed");
         if let Some(origin) = request.robots_origin() {
             // RFC 9309: an unreachable robots.txt means complete disallow.
-            self.admission
-                .robots_unreachable(origin, &error.to_string(), &mut self.scheduler, &self.events_tx);
+            self.admission.robots_unreachable(
+                origin,
+                &error.to_string(),
+                &mut self.scheduler,
+                &self.events_tx,
+            );
         }
     }
 
