@@ -121,6 +121,14 @@ pub struct ExtractArgs {
     #[arg(long = "follow", value_name = "REGEX")]
     pub follow: Vec<String>,
 
+    /// Take links from this tag (repeatable; default `a` and `area`), as Scrapy's `tags`.
+    #[arg(long = "follow-tag", value_name = "TAG")]
+    pub follow_tags: Vec<String>,
+
+    /// Take links from this attribute (repeatable; default `href`), as Scrapy's `attrs`.
+    #[arg(long = "follow-attr", value_name = "ATTR")]
+    pub follow_attrs: Vec<String>,
+
     /// Follow no links at all: crawl only the start URLs and sitemap entries.
     #[arg(long = "no-follow")]
     pub no_follow: bool,

@@ -177,6 +177,8 @@ pub fn plan(args: CrawlArgs) -> anyhow::Result<Plan> {
         deny: args.extract.deny.clone(),
         deny_domains,
         restrict_css: args.extract.restrict_css.clone(),
+        follow_tags: args.extract.follow_tags.clone(),
+        follow_attrs: args.extract.follow_attrs.clone(),
         fields,
         sitemaps,
         sitemap_follow: args.sitemap_follow.clone(),
@@ -283,9 +285,14 @@ pub async fn run(plan: Plan, bar: Option<indicatif::ProgressBar>) -> Result<(), 
             .map_err(Failure::Runtime)?;
     }
     if no_page {
+        let why = if report.get("robotstxt/forbidden") > 0 {
+            "robots.txt forbids it (-s ROBOTSTXT_OBEY=false crawls anyway)"
+        } else {
+            "nothing answered (see the warnings above and downloader/exception_type_count \
+             in the stats)"
+        };
         return Err(Failure::Runtime(anyhow::anyhow!(
-            "no start URL could be fetched: nothing answered (see the warnings above and \
-             downloader/exception_type_count in the stats)"
+            "no start URL could be fetched: {why}"
         )));
     }
     Ok(())

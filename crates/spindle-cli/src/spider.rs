@@ -51,6 +51,9 @@ pub struct SpiderConfig {
     pub deny_domains: Vec<String>,
     /// Only links inside an element these CSS selectors match are followed.
     pub restrict_css: Vec<String>,
+    /// Tags and attributes links are taken from; empty means `a`/`area` and `href`.
+    pub follow_tags: Vec<String>,
+    pub follow_attrs: Vec<String>,
     pub fields: Vec<FieldSpec>,
     /// Sitemap URLs; a URL whose path is `/robots.txt` is read for its `Sitemap:` lines.
     pub sitemaps: Vec<String>,
@@ -128,6 +131,21 @@ impl FollowSpider {
         let sitemap_follow =
             RegexSet::new(&c.sitemap_follow).context("bad --sitemap-follow regex")?;
         let mut extractor = LinkExtractor::new();
+        if !c.follow_tags.is_empty() || !c.follow_attrs.is_empty() {
+            let or = |given: &[String], default: &[&str]| -> Vec<String> {
+                if given.is_empty() {
+                    default.iter().map(|s| s.to_string()).collect()
+                } else {
+                    given.to_vec()
+                }
+            };
+            extractor = extractor
+                .link_sources(
+                    &or(&c.follow_tags, &["a", "area"]),
+                    &or(&c.follow_attrs, &["href"]),
+                )
+                .context("bad --follow-tag or --follow-attr")?;
+        }
         for css in &c.restrict_css {
             Selector::css(css).with_context(|| format!("bad --restrict-css `{css}`"))?;
             extractor = extractor.restrict(css).with_context(|| {

@@ -195,6 +195,8 @@ fn parse_spider(args: &ParseArgs) -> anyhow::Result<FollowSpider> {
             .map(|d| check_domain("--deny-domain", d))
             .collect::<anyhow::Result<_>>()?,
         restrict_css: args.extract.restrict_css.clone(),
+        follow_tags: args.extract.follow_tags.clone(),
+        follow_attrs: args.extract.follow_attrs.clone(),
         fields,
         ..SpiderConfig::default()
     })

@@ -171,3 +171,50 @@ fn deny_deny_domain_and_restrict_css_narrow_what_is_followed() {
         std::fs::read_to_string(run.path("stats.json")).unwrap()
     );
 }
+
+#[test]
+fn follow_tag_and_attr_take_links_from_other_elements() {
+    let html = r#"<a href="/a">a</a><link rel="next" href="/next"><div data-url="/d"></div>"#;
+    let server = TestServer::builder()
+        .host(
+            "a.test",
+            Ipv4Addr::new(127, 0, 0, 2),
+            Site::pages([("/", 200, html)]),
+        )
+        .start()
+        .unwrap();
+    let home = server.url("a.test", "/");
+    let mut args = vec![
+        "parse",
+        home.as_str(),
+        "--follow-tag",
+        "link",
+        "--follow-tag",
+        "div",
+        "--follow-attr",
+        "href",
+        "--follow-attr",
+        "data-url",
+    ];
+    let resolve = server.resolve_args();
+    for r in &resolve {
+        args.extend(["--resolve", r.as_str()]);
+    }
+    let run = common::spindle(&args, LIMIT);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let links: Vec<&str> = run
+        .stdout
+        .split("# Requests")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .collect();
+    assert_eq!(
+        links,
+        [server.url("a.test", "/next"), server.url("a.test", "/d")]
+    );
+    let bad = common::spindle(&["parse", &home, "--follow-tag", "a]"], LIMIT);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(bad.stderr.contains("--follow-tag"), "{}", bad.stderr);
+}

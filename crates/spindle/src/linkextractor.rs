@@ -39,6 +39,8 @@ pub struct LinkExtractor {
     attr_fields: Vec<AttrField>,
     /// Regions links must be inside; empty means the whole page.
     restrict: Vec<Selector>,
+    /// Which tags and attributes hold links; `None` is Scrapy's default, `a` and `area` `href`s.
+    link_sources: Option<(Selector, Vec<String>)>,
 }
 
 #[derive(Clone)]
@@ -136,6 +138,43 @@ impl LinkExtractor {
         Ok(self)
     }
 
+    /// Takes links from these tags' attributes instead of `<a href>` and `<area href>`
+    /// (Scrapy's `LinkExtractor(tags=..., attrs=...)`), e.g. `(["a", "link"], ["href"])`.
+    /// Names are letters, digits, `-` and `_`; neither list may be empty.
+    pub fn link_sources(
+        mut self,
+        tags: &[String],
+        attrs: &[String],
+    ) -> Result<Self, FieldSelectorError> {
+        let bad = |what: &str, reason: &str| FieldSelectorError {
+            field: what.to_string(),
+            selector: format!("tags {tags:?}, attributes {attrs:?}"),
+            reason: reason.to_string(),
+        };
+        let name_ok = |n: &String| {
+            !n.is_empty()
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if tags.is_empty() || attrs.is_empty() {
+            return Err(bad("links", "give at least one tag and one attribute"));
+        }
+        if !tags.iter().chain(attrs).all(name_ok) {
+            return Err(bad("links", "names are letters, digits, `-` and `_`"));
+        }
+        let css = tags
+            .iter()
+            .flat_map(|t| attrs.iter().map(move |a| format!("{t}[{a}]")))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let selector = css
+            .parse::<Selector>()
+            .map_err(|e| bad("links", &e.to_string()))?;
+        let attrs = attrs.iter().map(|a| a.to_ascii_lowercase()).collect();
+        self.link_sources = Some((selector, attrs));
+        Ok(self)
+    }
+
     /// The names of the text fields, in the order they were added.
     pub fn field_names(&self) -> impl Iterator<Item = &str> {
         self.fields.iter().map(|(n, _)| n.as_str())
@@ -159,7 +198,13 @@ impl LinkExtractor {
             ..State::default()
         }));
         let restricted = !self.restrict.is_empty();
-        let link_selector: Selector = "a[href], area[href]".parse().expect("static selector");
+        let (link_selector, link_attrs) = match &self.link_sources {
+            Some((selector, attrs)) => (Cow::Borrowed(selector), attrs.clone()),
+            None => (
+                Cow::Owned("a[href], area[href]".parse().expect("static selector")),
+                vec!["href".to_string()],
+            ),
+        };
         let base_selector: Selector = "base[href]".parse().expect("static selector");
 
         let mut handlers: Vec<(Cow<'_, Selector>, ElementContentHandlers<'_>)> = Vec::new();
@@ -226,9 +271,9 @@ impl LinkExtractor {
         }
         let s = state.clone();
         handlers.push((
-            Cow::Owned(link_selector),
+            link_selector,
             ElementContentHandlers::default().element(move |el: &mut Element| {
-                if let Some(href) = el.get_attribute("href") {
+                if let Some(href) = link_attrs.iter().find_map(|a| el.get_attribute(a)) {
                     let mut st = s.borrow_mut();
                     if restricted && st.in_region == 0 {
                         return Ok(());
@@ -441,6 +486,23 @@ mod tests {
                 ("first".to_string(), vec!["http://e.test/n1".to_string()]),
             ]
         );
+    }
+
+    #[test]
+    fn links_from_other_tags_and_attributes() {
+        let html = br#"<a href="/a">a</a><link rel="next" href="/next"><div data-url="/d"></div>"#;
+        let tags = ["link".to_string(), "div".to_string()];
+        let attrs = ["href".to_string(), "data-url".to_string()];
+        let out = LinkExtractor::new()
+            .link_sources(&tags, &attrs)
+            .unwrap()
+            .extract(html, &page(), None);
+        let links: Vec<&str> = out.links.iter().map(Url::as_str).collect();
+        assert_eq!(links, ["http://e.test/next", "http://e.test/d"]);
+        assert!(LinkExtractor::new().link_sources(&tags, &[]).is_err());
+        assert!(LinkExtractor::new()
+            .link_sources(&["a]".to_string()], &attrs)
+            .is_err());
     }
 
     #[test]
