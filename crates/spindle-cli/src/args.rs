@@ -48,9 +48,9 @@ pub enum Command {
     Settings(SettingsArgs),
 }
 
-/// The settings every command that fetches takes.
+/// Where settings come from, as `crawl` takes them: `-s` and `--settings`.
 #[derive(Args, Debug, Default)]
-pub struct ConfigArgs {
+pub struct SettingsSource {
     /// Set a setting, Scrapy style (repeatable), e.g. -s CONCURRENT_REQUESTS=32.
     #[arg(short = 's', long = "set", value_name = "NAME=VALUE")]
     pub settings: Vec<String>,
@@ -58,6 +58,13 @@ pub struct ConfigArgs {
     /// Read settings from a TOML file; -s values override it.
     #[arg(long = "settings", value_name = "FILE")]
     pub settings_file: Option<PathBuf>,
+}
+
+/// The settings every command that fetches takes.
+#[derive(Args, Debug, Default)]
+pub struct ConfigArgs {
+    #[command(flatten)]
+    pub source: SettingsSource,
 
     /// Send this header with every request (repeatable), e.g. -H 'Authorization: Bearer x'.
     #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
@@ -105,13 +112,8 @@ pub struct SettingsArgs {
     #[arg(value_name = "NAME")]
     pub name: Option<String>,
 
-    /// Set a setting (repeatable), as `crawl -s` does.
-    #[arg(short = 's', long = "set", value_name = "NAME=VALUE")]
-    pub settings: Vec<String>,
-
-    /// Read settings from a TOML file, as `crawl --settings` does.
-    #[arg(long = "settings", value_name = "FILE")]
-    pub settings_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub source: SettingsSource,
 }
 
 /// What to take from each page and which links to follow; shared by `crawl` and `parse`.

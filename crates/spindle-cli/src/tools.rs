@@ -56,8 +56,11 @@ impl Spider for One {
 /// Downloads `url` as a crawl would: with the settings, headers and robots.txt. Returns the
 /// final response and the User-Agent it was sent with.
 fn fetch_one(url: &str, config: &ConfigArgs) -> Result<(Response, String), Failure> {
-    let (mut settings, _) =
-        load_settings(config.settings_file.as_deref(), &config.settings).map_err(Failure::Usage)?;
+    let (mut settings, _) = load_settings(
+        config.source.settings_file.as_deref(),
+        &config.source.settings,
+    )
+    .map_err(Failure::Usage)?;
     add_headers(&mut settings, &config.headers).map_err(Failure::Usage)?;
     let resolve = resolves(&config.resolve).map_err(Failure::Usage)?;
     let user_agent = settings.get("USER_AGENT").unwrap_or_default();
@@ -205,7 +208,8 @@ fn parse_spider(args: &ParseArgs) -> anyhow::Result<FollowSpider> {
 /// `spindle settings [NAME]`: the effective value of each setting and where it came from.
 pub fn settings(args: SettingsArgs) -> Result<(), Failure> {
     let (settings, sources) =
-        load_settings(args.settings_file.as_deref(), &args.settings).map_err(Failure::Usage)?;
+        load_settings(args.source.settings_file.as_deref(), &args.source.settings)
+            .map_err(Failure::Usage)?;
     let source = |name: &str| {
         sources
             .get(name)
