@@ -99,6 +99,28 @@ pub fn field_specs(extract: &ExtractArgs) -> anyhow::Result<(Vec<FieldSpec>, Vec
     Ok((fields, field_names))
 }
 
+/// The spider's fields and link rules from the arguments `crawl` and `parse` share, and the
+/// item's column names.
+pub fn extract_config(extract: &ExtractArgs) -> anyhow::Result<(SpiderConfig, Vec<String>)> {
+    let (fields, field_names) = field_specs(extract)?;
+    let config = SpiderConfig {
+        follow: extract.follow.clone(),
+        no_follow: extract.no_follow,
+        deny: extract.deny.clone(),
+        deny_domains: extract
+            .deny_domains
+            .iter()
+            .map(|d| check_domain("--deny-domain", d))
+            .collect::<anyhow::Result<_>>()?,
+        restrict_css: extract.restrict_css.clone(),
+        follow_tags: extract.follow_tags.clone(),
+        follow_attrs: extract.follow_attrs.clone(),
+        fields,
+        ..SpiderConfig::default()
+    };
+    Ok((config, field_names))
+}
+
 /// `--resolve` arguments, checked.
 pub fn resolves(entries: &[String]) -> anyhow::Result<HashMap<String, IpAddr>> {
     let mut resolve = HashMap::new();
@@ -161,28 +183,14 @@ pub fn plan(args: CrawlArgs) -> anyhow::Result<Plan> {
             .map(|d| check_domain("--allow-domain", d))
             .collect::<anyhow::Result<_>>()?
     };
-    let deny_domains = args
-        .extract
-        .deny_domains
-        .iter()
-        .map(|d| check_domain("--deny-domain", d))
-        .collect::<anyhow::Result<_>>()?;
-
-    let (fields, field_names) = field_specs(&args.extract)?;
+    let (config, field_names) = extract_config(&args.extract)?;
     let spider = FollowSpider::new(SpiderConfig {
         start_urls: args.urls.clone(),
         allowed_domains,
-        follow: args.extract.follow.clone(),
-        no_follow: args.extract.no_follow,
-        deny: args.extract.deny.clone(),
-        deny_domains,
-        restrict_css: args.extract.restrict_css.clone(),
-        follow_tags: args.extract.follow_tags.clone(),
-        follow_attrs: args.extract.follow_attrs.clone(),
-        fields,
         sitemaps,
         sitemap_follow: args.sitemap_follow.clone(),
         sitemap_since: args.sitemap_since.clone(),
+        ..config
     })?;
 
     let output = match args.output {

@@ -12,7 +12,7 @@ use spindle::{
 };
 
 use crate::args::{ConfigArgs, FetchArgs, ParseArgs, SettingsArgs};
-use crate::crawl::{add_headers, field_specs, load_settings, resolves};
+use crate::crawl::{add_headers, extract_config, load_settings, resolves};
 use crate::spider::{check_domain, in_domains, FollowSpider, SpiderConfig};
 use crate::Failure;
 
@@ -184,24 +184,11 @@ fn parse_spider(args: &ParseArgs) -> anyhow::Result<FollowSpider> {
             .map(|d| check_domain("--allow-domain", d))
             .collect::<anyhow::Result<_>>()?
     };
-    let (fields, _) = field_specs(&args.extract)?;
+    let (config, _) = extract_config(&args.extract)?;
     FollowSpider::new(SpiderConfig {
         start_urls: vec![args.url.clone()],
         allowed_domains,
-        follow: args.extract.follow.clone(),
-        no_follow: args.extract.no_follow,
-        deny: args.extract.deny.clone(),
-        deny_domains: args
-            .extract
-            .deny_domains
-            .iter()
-            .map(|d| check_domain("--deny-domain", d))
-            .collect::<anyhow::Result<_>>()?,
-        restrict_css: args.extract.restrict_css.clone(),
-        follow_tags: args.extract.follow_tags.clone(),
-        follow_attrs: args.extract.follow_attrs.clone(),
-        fields,
-        ..SpiderConfig::default()
+        ..config
     })
 }
 
