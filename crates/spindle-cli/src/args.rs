@@ -46,6 +46,18 @@ pub enum Command {
     Parse(ParseArgs),
     /// Print the effective settings and where each value came from.
     Settings(SettingsArgs),
+    /// Fetch one page and try selectors on it at a prompt (line editing, history).
+    Shell(ShellArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ShellArgs {
+    /// The page to load.
+    #[arg(value_name = "URL")]
+    pub url: String,
+
+    #[command(flatten)]
+    pub config: ConfigArgs,
 }
 
 /// Where settings come from, as `crawl` takes them: `-s` and `--settings`.

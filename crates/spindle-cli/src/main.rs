@@ -48,6 +48,7 @@ fn main() -> ExitCode {
         Command::Fetch(args) => tools::fetch(args),
         Command::Parse(args) => tools::parse(args),
         Command::Settings(args) => tools::settings(args),
+        Command::Shell(args) => tools::shell(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -11,7 +11,7 @@ use spindle::{
     CrawlReport, Crawler, DownloaderMiddleware, Output, Request, Response, Spider, SpiderError,
 };
 
-use crate::args::{ConfigArgs, FetchArgs, ParseArgs, SettingsArgs};
+use crate::args::{ConfigArgs, FetchArgs, ParseArgs, SettingsArgs, ShellArgs};
 use crate::crawl::{add_headers, extract_config, load_settings, resolves};
 use crate::spider::{check_domain, in_domains, FollowSpider, SpiderConfig};
 use crate::Failure;
@@ -232,4 +232,78 @@ pub fn settings(args: SettingsArgs) -> Result<(), Failure> {
         .and_then(|()| out.flush())
         .context("cannot write to stdout")
         .map_err(Failure::Runtime)
+}
+
+/// `spindle shell URL`: fetches the page once, then evaluates each line typed as a selector
+/// (CSS with `::text`/`::attr`, or XPath) and prints every match, links made absolute.
+/// `fetch URL` loads another page; `quit` or Ctrl-D leaves. History is kept in
+/// `~/.spindle_history`.
+pub fn shell(args: ShellArgs) -> Result<(), Failure> {
+    use rustyline::error::ReadlineError;
+
+    let (mut response, _) = fetch_one(&args.url, &args.config)?;
+    let mut editor = rustyline::DefaultEditor::new()
+        .context("cannot start the prompt")
+        .map_err(Failure::Runtime)?;
+    let history = std::env::var_os("HOME")
+        .map(|home| std::path::PathBuf::from(home).join(".spindle_history"));
+    if let Some(path) = &history {
+        let _ = editor.load_history(path);
+    }
+    println!(
+        "{} {} ({} bytes). Type a selector (h1::text, a::attr(href), //title/text()), \
+         `fetch URL`, or `quit`.",
+        response.status,
+        response.url,
+        response.body.len()
+    );
+    let mut doc = spindle::Document::parse(&response.text(), Some(&response.url));
+    loop {
+        let line = match editor.readline("spindle> ") {
+            Ok(line) => line,
+            Err(ReadlineError::Interrupted) => continue,
+            Err(ReadlineError::Eof) => break,
+            Err(e) => return Err(Failure::Runtime(e.into())),
+        };
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let _ = editor.add_history_entry(line);
+        if line == "quit" || line == "exit" {
+            break;
+        }
+        if let Some(url) = line.strip_prefix("fetch ") {
+            match fetch_one(url.trim(), &args.config) {
+                Ok((r, _)) => {
+                    response = r;
+                    doc = spindle::Document::parse(&response.text(), Some(&response.url));
+                    println!(
+                        "{} {} ({} bytes)",
+                        response.status,
+                        response.url,
+                        response.body.len()
+                    );
+                }
+                Err(Failure::Usage(e) | Failure::Runtime(e)) => println!("error: {e:#}"),
+            }
+            continue;
+        }
+        match spindle::Selector::parse(line) {
+            Err(e) => println!("error: {e}"),
+            Ok(selector) => {
+                let found = selector.absolute(true).getall(&doc);
+                if found.is_empty() {
+                    println!("(no match)");
+                }
+                for (i, value) in found.iter().enumerate() {
+                    println!("[{i}] {}", serde_json::Value::String(value.clone()));
+                }
+            }
+        }
+    }
+    if let Some(path) = &history {
+        let _ = editor.save_history(path);
+    }
+    Ok(())
 }

@@ -163,3 +163,52 @@ fn settings_prints_values_and_where_they_came_from() {
         bad.stderr
     );
 }
+
+#[test]
+fn shell_evaluates_each_line_as_a_selector() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let s = server();
+    let home = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_spindle"));
+    cmd.args(["shell", &s.url("a.test", "/")]);
+    for r in s.resolve_args() {
+        cmd.args(["--resolve", &r]);
+    }
+    let mut child = cmd
+        .env("HOME", home.path())
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"h1::text\n//a/@href\np[\nh6\nquit\n")
+        .unwrap();
+    let deadline = std::time::Instant::now() + LIMIT;
+    while child.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "shell did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(r#"[0] "Welcome ""#), "{stdout}");
+    assert!(
+        stdout.contains(&format!("[1] \"{}\"", s.url("a.test", "/p/1"))),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("error: invalid CSS selector `p[`"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("(no match)"), "{stdout}");
+}
