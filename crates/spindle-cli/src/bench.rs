@@ -13,7 +13,7 @@ use spindle::{Crawler, Settings};
 use spindle_testsite::{Site, TestServer};
 
 use crate::args::BenchArgs;
-use crate::spider::FollowSpider;
+use crate::spider::{FollowSpider, SpiderConfig};
 use crate::Failure;
 
 const HOST: &str = "bench.test";
@@ -33,8 +33,12 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
 }
 
 fn check(args: &BenchArgs) -> anyhow::Result<Settings> {
-    if !(args.seconds.is_finite() && args.seconds > 0.0) {
-        bail!("--seconds must be a positive number");
+    if !(args.seconds > 0.0 && args.seconds <= spindle::MAX_SECONDS) {
+        bail!(
+            "--seconds `{}` is out of range: give a number of seconds above 0 and at most {}",
+            args.seconds,
+            spindle::MAX_SECONDS
+        );
     }
     if args.concurrency == 0 || args.pages == 0 {
         bail!("--concurrency and --pages must be at least 1");
@@ -57,14 +61,19 @@ fn check(args: &BenchArgs) -> anyhow::Result<Settings> {
 
 async fn crawl(args: BenchArgs, settings: Settings) -> anyhow::Result<()> {
     let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let site = Site::generated(args.pages).links_per_page(args.links);
+    // The site's `/` is one of its pages: `--pages N` serves `/` and N − 1 pages under `/p/`.
+    let site = Site::generated(args.pages - 1).links_per_page(args.links);
     let server = TestServer::builder()
         .host(HOST, loopback, site)
         .record(false)
         .start()
         .context("cannot start the local bench site")?;
     let start = server.url(HOST, "/");
-    let spider = FollowSpider::new(vec![start.clone()], vec![HOST.to_string()], vec![], vec![])?;
+    let spider = FollowSpider::new(SpiderConfig {
+        start_urls: vec![start.clone()],
+        allowed_domains: vec![HOST.to_string()],
+        ..SpiderConfig::default()
+    })?;
     tracing::info!(
         "bench site {start}: {} pages, {} links each; crawling for {}s with {} requests at once",
         args.pages,

@@ -6,14 +6,19 @@ mod bench;
 mod crawl;
 mod job;
 mod progress;
+mod sitemap;
 mod spider;
+mod tools;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
+use anyhow::{bail, Context};
 use clap::Parser;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::EnvFilter;
 
-use args::{Cli, Command};
+use args::{Cli, Command, LogArgs};
 
 /// With a job, memory must stay flat while millions of requests pass
 /// between threads (admitted on the engine's, freed on the store's). glibc
@@ -45,14 +50,10 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     let bar = progress::bar_if_terminal();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("info,fjall=warn,lsm_tree=warn")),
-        )
-        .with_writer(progress::LogWriter(bar.clone()))
-        .with_target(false)
-        .init();
+    if let Err(e) = init_logs(&cli.log, bar.clone()) {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
 
     let result = match cli.command {
         Command::Crawl(args) => match crawl::plan(*args) {
@@ -71,6 +72,10 @@ fn main() -> ExitCode {
         #[cfg(feature = "bench")]
         Command::Bench(args) => bench::run(args),
         Command::Job(args::JobCommand::Status { dir, json }) => job::status(&dir, json),
+        Command::Fetch(args) => tools::fetch(args),
+        Command::Parse(args) => tools::parse(args),
+        Command::Settings(args) => tools::settings(args),
+        Command::Shell(args) => tools::shell(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -83,4 +88,50 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The job store's own logs (fjall and its LSM tree) are its business, not the crawl's.
+const QUIET_STORE: &str = "fjall=warn,lsm_tree=warn";
+
+/// Logs to stderr (above the progress line) or to `--logfile`, at `-L`'s level, `RUST_LOG`'s,
+/// or INFO; none with `--nolog`. Colour only on a terminal and without `NO_COLOR`.
+fn init_logs(log: &LogArgs, bar: Option<indicatif::ProgressBar>) -> anyhow::Result<()> {
+    let filter = if log.nolog {
+        EnvFilter::new("off")
+    } else if let Some(level) = &log.level {
+        let level = match level.to_ascii_uppercase().as_str() {
+            "CRITICAL" | "ERROR" => "error",
+            "WARNING" | "WARN" => "warn",
+            "INFO" => "info",
+            "DEBUG" => "debug",
+            "TRACE" => "trace",
+            _ => bail!("-L `{level}` is not a log level: give ERROR, WARNING, INFO or DEBUG"),
+        };
+        EnvFilter::new(format!("{level},{QUIET_STORE}"))
+    } else {
+        EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| EnvFilter::new(format!("info,{QUIET_STORE}")))
+    };
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let (writer, ansi) = match &log.logfile {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("cannot open log file {}", path.display()))?;
+            (BoxMakeWriter::new(std::sync::Mutex::new(file)), false)
+        }
+        None => (
+            BoxMakeWriter::new(progress::LogWriter(bar)),
+            std::io::stderr().is_terminal() && !no_color,
+        ),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(ansi)
+        .with_target(false)
+        .init();
+    Ok(())
 }

@@ -152,3 +152,68 @@ fn a_live_progress_line_when_stderr_is_a_terminal() {
         .unwrap();
     assert!(!String::from_utf8_lossy(&out.stderr).contains(" queued"));
 }
+
+/// Issue 13: SIGTERM stops gracefully, as the first Ctrl-C does: stats written, exit 0.
+#[test]
+fn sigterm_stops_gracefully() {
+    let server = slow_site();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = background(&server, dir.path(), &[], &[]);
+    std::thread::sleep(Duration::from_millis(1500));
+    signal("-TERM", child.id());
+    assert_eq!(wait(&mut child, Duration::from_secs(10)), 0);
+    let stats: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("stats.json")).unwrap())
+            .unwrap();
+    assert_eq!(stats["finish_reason"], "shutdown");
+    let items = std::fs::read_to_string(dir.path().join("items.jsonl")).unwrap();
+    assert_eq!(
+        items.lines().count() as u64,
+        stats["item_scraped_count"].as_u64().unwrap()
+    );
+}
+
+/// Issue 13: log colours only on a terminal, and not there either with NO_COLOR set.
+#[test]
+fn no_colour_codes_with_no_color_on_a_terminal() {
+    let server = TestServer::builder()
+        .host("a.test", Ipv4Addr::new(127, 0, 0, 2), Site::generated(3))
+        .start()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut line = format!(
+        "{} crawl {} -L INFO",
+        env!("CARGO_BIN_EXE_spindle"),
+        server.url("a.test", "/")
+    );
+    for r in server.resolve_args() {
+        line.push_str(&format!(" --resolve {r}"));
+    }
+    let screen = |no_color: Option<&str>| {
+        let typescript = dir.path().join("typescript");
+        let mut cmd = Command::new("script");
+        cmd.args(["-q", "-e", "-c", &line])
+            .arg(&typescript)
+            .current_dir(dir.path())
+            .env_remove("NO_COLOR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        if let Some(v) = no_color {
+            cmd.env("NO_COLOR", v);
+        }
+        assert!(cmd.status().unwrap().success());
+        String::from_utf8_lossy(&std::fs::read(&typescript).unwrap()).to_string()
+    };
+    // tracing colours the level (INFO in green) and dims the timestamp.
+    let coloured = screen(None);
+    assert!(
+        coloured.contains("\u{1b}[32m"),
+        "colour on a terminal: {coloured:?}"
+    );
+    let plain = screen(Some("1"));
+    assert!(plain.contains("spider opened"), "{plain:?}");
+    assert!(
+        !plain.contains("\u{1b}[32m") && !plain.contains("\u{1b}[2m"),
+        "{plain:?}"
+    );
+}

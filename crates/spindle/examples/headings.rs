@@ -1,12 +1,19 @@
 //! A spider of your own: crawl a site, keep each page's title and `h1`, and
-//! follow links only into `/p/` pages. Run it against any site:
+//! follow every link within the start URL's host (at most 50 pages, 0.1 s apart).
+//! Items go to stdout as JSON lines, the stats to stderr. With no URL it crawls a
+//! demo shop it serves on 127.0.0.1; give any http(s) URL to crawl that instead:
 //!
 //! ```text
-//! cargo run -p spindle --example headings -- http://localhost:8000/
+//! cargo run -p spindle --example headings
+//! cargo run -p spindle --example headings -- https://docs.python.org/3/ > headings.jsonl
 //! ```
+//!
+//! It exits with status 1 when no page could be fetched.
+
+#[path = "common/mod.rs"]
+mod common;
 
 use serde_json::Value;
-use spindle::exporter::{self, Format};
 use spindle::{
     Crawler, Item, LinkExtractor, Output, Request, Response, Settings, Spider, SpiderError,
 };
@@ -43,12 +50,7 @@ impl Spider for Headings {
         for (name, text) in page.fields {
             item.insert(name, text.map_or(Value::Null, Value::String));
         }
-        let requests = page
-            .links
-            .into_iter()
-            .filter(|u| u.path().starts_with("/p/") || u.path() == "/")
-            .map(Request::new)
-            .collect();
+        let requests = page.links.into_iter().map(Request::new).collect();
         Ok(Output {
             items: vec![item],
             requests,
@@ -59,9 +61,9 @@ impl Spider for Headings {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let url = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "http://localhost:8000/".into());
+    let given = std::env::args().nth(1);
+    let (base, server) = common::base_url();
+    let url = given.unwrap_or(format!("{base}/"));
     let spider = Headings {
         start: Request::get(&url)?,
         extractor: LinkExtractor::new()
@@ -71,8 +73,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut settings = Settings::default();
     settings.set("DOWNLOAD_DELAY", "0.1")?;
     settings.set("CLOSESPIDER_PAGECOUNT", "50")?;
-    let out = exporter::open("headings.jsonl".as_ref(), Format::JsonLines, None)?;
-    let report = Crawler::new(spider, settings).exporter(out).run().await?;
-    eprint!("{}", report.summary());
+    let report = common::crawl(Crawler::new(spider, settings), server.as_ref()).await;
+    if report.get("response_received_count") == 0 {
+        eprintln!("error: no page of {url} could be fetched");
+        std::process::exit(1);
+    }
     Ok(())
 }

@@ -346,6 +346,15 @@ impl ItemExporter for Csv {
         let row = fields.iter().map(|f| match item.get(f) {
             None | Some(Value::Null) => String::new(),
             Some(Value::String(s)) => s.clone(),
+            // A list (`--field-all`) is joined with commas, as Scrapy's CSV exporter does.
+            Some(Value::Array(values)) => values
+                .iter()
+                .map(|v| match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(","),
             Some(other) => other.to_string(),
         });
         rows.write_record(row)?;

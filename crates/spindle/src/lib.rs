@@ -78,6 +78,8 @@ pub use reqwest::Method;
 pub use response::{Response, Selection};
 pub use scheduler::{canonicalize_url, fingerprint, DupeFilter};
 pub use selector::{Document, Selector, SelectorError};
-pub use settings::{Settings, SettingsError, SlotOverride, ThrottleMode, SETTING_NAMES};
+pub use settings::{
+    Settings, SettingsError, SlotOverride, ThrottleMode, MAX_SECONDS, SETTING_NAMES,
+};
 pub use spider::{Output, Spider, SpiderError};
 pub use stats::{CrawlReport, Progress, SlotStats, SlotTotals, WorkerReport};

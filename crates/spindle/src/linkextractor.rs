@@ -3,7 +3,9 @@
 //! lol_html tokenizes the bytes as they are, in the page's charset, without
 //! building a DOM, so a page costs one linear pass and little memory however
 //! large or deeply nested it is. The same pass collects the text of the
-//! first element each field selector matches.
+//! first element each field selector matches, attribute values
+//! ([`LinkExtractor::with_attr_field`]), and can keep only the links inside
+//! given regions ([`LinkExtractor::restrict`], Scrapy's `restrict_css`).
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -34,6 +36,19 @@ pub struct FieldSelectorError {
 #[derive(Clone, Default)]
 pub struct LinkExtractor {
     fields: Vec<(String, Selector)>,
+    attr_fields: Vec<AttrField>,
+    /// Regions links must be inside; empty means the whole page.
+    restrict: Vec<Selector>,
+    /// Which tags and attributes hold links; `None` is Scrapy's default, `a` and `area` `href`s.
+    link_sources: Option<(Selector, Vec<String>)>,
+}
+
+#[derive(Clone)]
+struct AttrField {
+    name: String,
+    selector: Selector,
+    attr: String,
+    all: bool,
 }
 
 /// What one page yielded.
@@ -45,6 +60,9 @@ pub struct Extracted {
     pub fields: Vec<(String, Option<String>)>,
     /// `href`s that were not followable: other schemes, malformed, or too long.
     pub skipped_links: usize,
+    /// Each attribute field's values in document order (only the first unless it takes all);
+    /// `href` and `src` values joined to the page's base URL.
+    pub attr_fields: Vec<(String, Vec<String>)>,
 }
 
 #[derive(Default)]
@@ -62,6 +80,9 @@ struct State {
     links: Vec<Url>,
     skipped: usize,
     fields: Vec<FieldCapture>,
+    attr_values: Vec<Vec<String>>,
+    /// How many restricting regions the parser is inside.
+    in_region: usize,
 }
 
 impl LinkExtractor {
@@ -81,9 +102,87 @@ impl LinkExtractor {
         Ok(self)
     }
 
-    /// The names of the fields, in the order they were added.
+    /// Adds an attribute field: the value of attribute `attr` of the first element `css` matches
+    /// (of every one with `all`), as parsel's `css("SEL::attr(NAME)")`. Values of `href` and
+    /// `src` are made absolute against the page's base URL.
+    pub fn with_attr_field(
+        mut self,
+        name: &str,
+        css: &str,
+        attr: &str,
+        all: bool,
+    ) -> Result<Self, FieldSelectorError> {
+        let selector = css.parse::<Selector>().map_err(|e| FieldSelectorError {
+            field: name.to_string(),
+            selector: css.to_string(),
+            reason: e.to_string(),
+        })?;
+        self.attr_fields.push(AttrField {
+            name: name.to_string(),
+            selector,
+            attr: attr.to_ascii_lowercase(),
+            all,
+        });
+        Ok(self)
+    }
+
+    /// Keeps only the links inside an element `css` matches (the element itself included);
+    /// repeatable, a link inside any region is kept. Scrapy's `restrict_css`.
+    pub fn restrict(mut self, css: &str) -> Result<Self, FieldSelectorError> {
+        let selector = css.parse::<Selector>().map_err(|e| FieldSelectorError {
+            field: "restrict".to_string(),
+            selector: css.to_string(),
+            reason: e.to_string(),
+        })?;
+        self.restrict.push(selector);
+        Ok(self)
+    }
+
+    /// Takes links from these tags' attributes instead of `<a href>` and `<area href>`
+    /// (Scrapy's `LinkExtractor(tags=..., attrs=...)`), e.g. `(["a", "link"], ["href"])`.
+    /// Names are letters, digits, `-` and `_`; neither list may be empty.
+    pub fn link_sources(
+        mut self,
+        tags: &[String],
+        attrs: &[String],
+    ) -> Result<Self, FieldSelectorError> {
+        let bad = |what: &str, reason: &str| FieldSelectorError {
+            field: what.to_string(),
+            selector: format!("tags {tags:?}, attributes {attrs:?}"),
+            reason: reason.to_string(),
+        };
+        let name_ok = |n: &String| {
+            !n.is_empty()
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if tags.is_empty() || attrs.is_empty() {
+            return Err(bad("links", "give at least one tag and one attribute"));
+        }
+        if !tags.iter().chain(attrs).all(name_ok) {
+            return Err(bad("links", "names are letters, digits, `-` and `_`"));
+        }
+        let css = tags
+            .iter()
+            .flat_map(|t| attrs.iter().map(move |a| format!("{t}[{a}]")))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let selector = css
+            .parse::<Selector>()
+            .map_err(|e| bad("links", &e.to_string()))?;
+        let attrs = attrs.iter().map(|a| a.to_ascii_lowercase()).collect();
+        self.link_sources = Some((selector, attrs));
+        Ok(self)
+    }
+
+    /// The names of the text fields, in the order they were added.
     pub fn field_names(&self) -> impl Iterator<Item = &str> {
         self.fields.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// The names of the attribute fields, in the order they were added.
+    pub fn attr_field_names(&self) -> impl Iterator<Item = &str> {
+        self.attr_fields.iter().map(|f| f.name.as_str())
     }
 
     /// Extracts from `body`, resolving links against `page_url` (or the page's `<base href>`).
@@ -95,9 +194,17 @@ impl LinkExtractor {
                 .iter()
                 .map(|_| FieldCapture::default())
                 .collect(),
+            attr_values: vec![Vec::new(); self.attr_fields.len()],
             ..State::default()
         }));
-        let link_selector: Selector = "a[href], area[href]".parse().expect("static selector");
+        let restricted = !self.restrict.is_empty();
+        let (link_selector, link_attrs) = match &self.link_sources {
+            Some((selector, attrs)) => (Cow::Borrowed(selector), attrs.clone()),
+            None => (
+                Cow::Owned("a[href], area[href]".parse().expect("static selector")),
+                vec!["href".to_string()],
+            ),
+        };
         let base_selector: Selector = "base[href]".parse().expect("static selector");
 
         let mut handlers: Vec<(Cow<'_, Selector>, ElementContentHandlers<'_>)> = Vec::new();
@@ -117,12 +224,60 @@ impl LinkExtractor {
                 Ok(())
             }),
         ));
+        // Regions come before links, so a link that is itself a region counts as inside it.
+        for selector in &self.restrict {
+            let s = state.clone();
+            handlers.push((
+                Cow::Borrowed(selector),
+                ElementContentHandlers::default().element(move |el: &mut Element| {
+                    let on_end = s.clone();
+                    if let Some(end) = el.end_tag_handlers() {
+                        s.borrow_mut().in_region += 1;
+                        end.push(Box::new(move |_: &mut EndTag| {
+                            let mut st = on_end.borrow_mut();
+                            st.in_region = st.in_region.saturating_sub(1);
+                            Ok(())
+                        }));
+                    }
+                    Ok(())
+                }),
+            ));
+        }
+        for (i, field) in self.attr_fields.iter().enumerate() {
+            let s = state.clone();
+            let (attr, all) = (field.attr.clone(), field.all);
+            handlers.push((
+                Cow::Borrowed(&field.selector),
+                ElementContentHandlers::default().element(move |el: &mut Element| {
+                    let mut st = s.borrow_mut();
+                    if !all && !st.attr_values[i].is_empty() {
+                        return Ok(());
+                    }
+                    if let Some(value) = el.get_attribute(&attr) {
+                        let value = decode(&value).into_owned();
+                        let value = if attr == "href" || attr == "src" {
+                            match st.base.as_ref().and_then(|b| b.join(value.trim()).ok()) {
+                                Some(url) => url.into(),
+                                None => value,
+                            }
+                        } else {
+                            value
+                        };
+                        st.attr_values[i].push(value);
+                    }
+                    Ok(())
+                }),
+            ));
+        }
         let s = state.clone();
         handlers.push((
-            Cow::Owned(link_selector),
+            link_selector,
             ElementContentHandlers::default().element(move |el: &mut Element| {
-                if let Some(href) = el.get_attribute("href") {
+                if let Some(href) = link_attrs.iter().find_map(|a| el.get_attribute(a)) {
                     let mut st = s.borrow_mut();
+                    if restricted && st.in_region == 0 {
+                        return Ok(());
+                    }
                     match resolve_link(st.base.as_ref(), &href) {
                         Some(url) => st.links.push(url),
                         None => st.skipped += 1,
@@ -199,6 +354,12 @@ impl LinkExtractor {
         Extracted {
             links: st.links,
             skipped_links: st.skipped,
+            attr_fields: self
+                .attr_fields
+                .iter()
+                .map(|f| f.name.clone())
+                .zip(st.attr_values)
+                .collect(),
             fields: self
                 .fields
                 .iter()
@@ -287,6 +448,61 @@ mod tests {
                 ("missing".to_string(), None),
             ]
         );
+    }
+
+    #[test]
+    fn attr_fields_are_absolute_and_restrict_keeps_links_in_regions() {
+        let html = br#"<img src="/logo.png"><nav><a href="/n1">n</a><a href="n2">n</a></nav>
+            <a class="x" href="/out" data-id="7">o</a><a class="x" href="/out2" data-id="8">o</a>"#;
+        let ex = LinkExtractor::new()
+            .with_attr_field("img", "img", "src", false)
+            .unwrap()
+            .with_attr_field("ids", "a.x", "data-id", true)
+            .unwrap()
+            .with_attr_field("first", "a", "href", false)
+            .unwrap()
+            .restrict("nav")
+            .unwrap()
+            .restrict("a[data-id='8']")
+            .unwrap();
+        let out = ex.extract(html, &page(), None);
+        let links: Vec<&str> = out.links.iter().map(Url::as_str).collect();
+        assert_eq!(
+            links,
+            [
+                "http://e.test/n1",
+                "http://e.test/dir/n2",
+                "http://e.test/out2"
+            ]
+        );
+        assert_eq!(
+            out.attr_fields,
+            [
+                (
+                    "img".to_string(),
+                    vec!["http://e.test/logo.png".to_string()]
+                ),
+                ("ids".to_string(), vec!["7".to_string(), "8".to_string()]),
+                ("first".to_string(), vec!["http://e.test/n1".to_string()]),
+            ]
+        );
+    }
+
+    #[test]
+    fn links_from_other_tags_and_attributes() {
+        let html = br#"<a href="/a">a</a><link rel="next" href="/next"><div data-url="/d"></div>"#;
+        let tags = ["link".to_string(), "div".to_string()];
+        let attrs = ["href".to_string(), "data-url".to_string()];
+        let out = LinkExtractor::new()
+            .link_sources(&tags, &attrs)
+            .unwrap()
+            .extract(html, &page(), None);
+        let links: Vec<&str> = out.links.iter().map(Url::as_str).collect();
+        assert_eq!(links, ["http://e.test/next", "http://e.test/d"]);
+        assert!(LinkExtractor::new().link_sources(&tags, &[]).is_err());
+        assert!(LinkExtractor::new()
+            .link_sources(&["a]".to_string()], &attrs)
+            .is_err());
     }
 
     #[test]

@@ -34,8 +34,8 @@ pub enum SettingsError {
     /// A `-s` argument without `=`.
     #[error("`{0}` is not NAME=VALUE (for example CONCURRENT_REQUESTS=32)")]
     NotAssignment(String),
-    /// A settings file that is not valid TOML.
-    #[error("settings file: {0}")]
+    /// A settings file that is not valid TOML: where and what.
+    #[error("not valid TOML: {0}")]
     File(String),
 }
 
@@ -75,8 +75,12 @@ pub struct Settings {
     pub(crate) download_slots: HashMap<String, SlotOverride>,
     /// `DEPTH_LIMIT`: deepest request followed (start requests are depth 0); 0 = no limit.
     pub(crate) depth_limit: u32,
-    /// `CLOSESPIDER_PAGECOUNT`: stop after this many responses; 0 = off.
+    /// `CLOSESPIDER_PAGECOUNT`: stop after this many page responses (robots.txt not counted); 0 = off.
     pub(crate) closespider_pagecount: u64,
+    /// `CLOSESPIDER_ITEMCOUNT`: stop after this many items scraped; 0 = off.
+    pub(crate) closespider_itemcount: u64,
+    /// `CLOSESPIDER_ERRORCOUNT`: stop after this many spider errors; 0 = off.
+    pub(crate) closespider_errorcount: u64,
     /// `CLOSESPIDER_TIMEOUT`: stop after this long; zero = off.
     pub(crate) closespider_timeout: Duration,
     /// `DOWNLOAD_TIMEOUT`: bound on one whole request, connect to last byte.
@@ -188,6 +192,8 @@ impl Default for Settings {
             download_slots: HashMap::new(),
             depth_limit: 0,
             closespider_pagecount: 0,
+            closespider_itemcount: 0,
+            closespider_errorcount: 0,
             closespider_timeout: Duration::ZERO,
             download_timeout: Duration::from_secs(180),
             download_maxsize: 1024 * 1024 * 1024,
@@ -247,6 +253,8 @@ pub const SETTING_NAMES: &[&str] = &[
     "DOWNLOAD_SLOTS",
     "DEPTH_LIMIT",
     "CLOSESPIDER_PAGECOUNT",
+    "CLOSESPIDER_ITEMCOUNT",
+    "CLOSESPIDER_ERRORCOUNT",
     "CLOSESPIDER_TIMEOUT",
     "DOWNLOAD_TIMEOUT",
     "DOWNLOAD_MAXSIZE",
@@ -302,6 +310,8 @@ impl Settings {
             "DOWNLOAD_SLOTS" => self.download_slots = parse_slots_json(name, v)?,
             "DEPTH_LIMIT" => self.depth_limit = parse_count(name, v)?,
             "CLOSESPIDER_PAGECOUNT" => self.closespider_pagecount = parse_count(name, v)?,
+            "CLOSESPIDER_ITEMCOUNT" => self.closespider_itemcount = parse_count(name, v)?,
+            "CLOSESPIDER_ERRORCOUNT" => self.closespider_errorcount = parse_count(name, v)?,
             "CLOSESPIDER_TIMEOUT" => self.closespider_timeout = parse_seconds(name, v)?,
             "DOWNLOAD_TIMEOUT" => match parse_seconds(name, v)? {
                 t if t.is_zero() => {
@@ -316,7 +326,16 @@ impl Settings {
                 }
                 self.user_agent = v.to_string()
             }
-            "LOGSTATS_INTERVAL" => self.logstats_interval = parse_seconds(name, v)?,
+            "LOGSTATS_INTERVAL" => match parse_seconds(name, v)? {
+                t if !t.is_zero() && t < MIN_LOGSTATS_INTERVAL => {
+                    return Err(invalid(
+                        name,
+                        v,
+                        "0 (off) or a number of seconds from 0.1 to 31536000",
+                    ))
+                }
+                t => self.logstats_interval = t,
+            },
             "DOWNLOAD_WARNSIZE" => self.download_warnsize = parse_count(name, v)?,
             "ROBOTSTXT_OBEY" => self.robotstxt_obey = parse_bool(name, v)?,
             "ROBOTSTXT_CRAWL_DELAY_MAX" => self.robotstxt_crawl_delay_max = parse_seconds(name, v)?,
@@ -402,6 +421,8 @@ impl Settings {
             "DOWNLOAD_SLOTS" => json(serde_json::json!(self.download_slots)),
             "DEPTH_LIMIT" => self.depth_limit.to_string(),
             "CLOSESPIDER_PAGECOUNT" => self.closespider_pagecount.to_string(),
+            "CLOSESPIDER_ITEMCOUNT" => self.closespider_itemcount.to_string(),
+            "CLOSESPIDER_ERRORCOUNT" => self.closespider_errorcount.to_string(),
             "CLOSESPIDER_TIMEOUT" => secs(&self.closespider_timeout),
             "DOWNLOAD_TIMEOUT" => secs(&self.download_timeout),
             "DOWNLOAD_MAXSIZE" => self.download_maxsize.to_string(),
@@ -492,9 +513,19 @@ impl Settings {
     /// Applies a TOML settings file: top-level `NAME = value` pairs, and
     /// `[DOWNLOAD_SLOTS."host"]` tables.
     pub fn apply_toml(&mut self, text: &str) -> Result<(), SettingsError> {
-        let table: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| SettingsError::File(e.to_string()))?;
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            let at = e.span().map(|span| {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                format!("line {line}, column {column}: ")
+            });
+            SettingsError::File(format!(
+                "{}{}",
+                at.unwrap_or_default(),
+                e.message().trim().replace('\n', "; ")
+            ))
+        })?;
         for (name, value) in table {
             if name == "DEFAULT_REQUEST_HEADERS" {
                 if let toml::Value::Table(table) = &value {
@@ -553,22 +584,56 @@ fn invalid(name: &str, value: &str, expected: &str) -> SettingsError {
     }
 }
 
-fn parse_count<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, SettingsError> {
-    v.parse()
-        .map_err(|_| invalid(name, v, "a whole number, 0 or more"))
+/// The longest duration any setting takes: one year. Longer ones would overflow the clock.
+pub const MAX_SECONDS: f64 = 31_536_000.0;
+
+/// The shortest non-zero `LOGSTATS_INTERVAL`: shorter would flood the log.
+const MIN_LOGSTATS_INTERVAL: Duration = Duration::from_millis(100);
+
+fn parse_count<T: std::str::FromStr + std::fmt::Display + Bounded>(
+    name: &str,
+    v: &str,
+) -> Result<T, SettingsError> {
+    v.parse().map_err(|_| {
+        if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+            invalid(
+                name,
+                v,
+                &format!("a whole number no larger than {}", T::MAX),
+            )
+        } else {
+            invalid(name, v, "a whole number, 0 or more")
+        }
+    })
+}
+
+/// The largest value of a count type, for the "too large" message.
+trait Bounded {
+    const MAX: u64;
+}
+impl Bounded for usize {
+    const MAX: u64 = usize::MAX as u64;
+}
+impl Bounded for u64 {
+    const MAX: u64 = u64::MAX;
+}
+impl Bounded for u32 {
+    const MAX: u64 = u32::MAX as u64;
 }
 
 fn parse_positive(name: &str, v: &str) -> Result<usize, SettingsError> {
-    match v.parse::<usize>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(invalid(name, v, "a whole number, 1 or more")),
+    match parse_count::<usize>(name, v)? {
+        0 => Err(invalid(name, v, "a whole number, 1 or more")),
+        n => Ok(n),
     }
 }
 
 fn parse_seconds(name: &str, v: &str) -> Result<Duration, SettingsError> {
-    let expected = "a number of seconds, 0 or more (for example 0.25)";
-    let secs: f64 = v.parse().map_err(|_| invalid(name, v, expected))?;
-    Duration::try_from_secs_f64(secs).map_err(|_| invalid(name, v, expected))
+    let expected = "a number of seconds from 0 to 31536000 (one year), for example 0.25";
+    match v.parse::<f64>() {
+        Ok(secs) if (0.0..=MAX_SECONDS).contains(&secs) => Ok(Duration::from_secs_f64(secs)),
+        _ => Err(invalid(name, v, expected)),
+    }
 }
 
 fn parse_positive_seconds(name: &str, v: &str) -> Result<Duration, SettingsError> {
@@ -666,11 +731,19 @@ fn validate_slots(
 ) -> Result<HashMap<String, SlotOverride>, SettingsError> {
     for (key, slot) in &slots {
         if slot.concurrency == Some(0) {
-            return Err(invalid(name, key, "a slot concurrency of 1 or more"));
+            return Err(invalid(
+                name,
+                &format!("{key}: concurrency = 0"),
+                &format!("a `concurrency` of 1 or more for slot `{key}`"),
+            ));
         }
         if let Some(d) = slot.delay {
-            if Duration::try_from_secs_f64(d).is_err() {
-                return Err(invalid(name, key, "a slot delay of 0 seconds or more"));
+            if !(0.0..=MAX_SECONDS).contains(&d) {
+                return Err(invalid(
+                    name,
+                    &format!("{key}: delay = {d}"),
+                    &format!("a `delay` from 0 to 31536000 seconds (one year) for slot `{key}`"),
+                ));
             }
         }
     }

@@ -255,3 +255,23 @@ async fn redirect_chains_stop_at_the_limit_and_only_http_is_followed() {
     assert_eq!(report.get("redirect/max_reached"), 1);
     assert_eq!(report.get("redirect/unsupported_scheme"), 1);
 }
+
+/// CLOSESPIDER_ERRORCOUNT counts spider errors, as Scrapy's does, and closes the crawl.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closespider_errorcount_stops_after_spider_errors() {
+    let server = TestServer::builder()
+        .host("a.test", LOCAL, Site::generated(3000).links_per_page(3))
+        .start()
+        .unwrap();
+    let mut spider = Walker::new(&server.url("a.test", "/"));
+    spider.fail_on = Some("/p/0");
+    let settings = Settings::default()
+        .with("CLOSESPIDER_ERRORCOUNT", "1")
+        .unwrap()
+        .with("CONCURRENT_REQUESTS_PER_DOMAIN", "1")
+        .unwrap();
+    let report = run(&server, spider, settings).await;
+    assert_eq!(report.finish_reason, "closespider_errorcount");
+    assert_eq!(report.get("spider_exceptions/count"), 1);
+    assert!(report.get("response_received_count") < 100, "stopped early");
+}

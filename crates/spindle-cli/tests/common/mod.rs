@@ -13,6 +13,7 @@ use spindle_testsite::{normalize_path, Site, TestServer};
 pub struct Run {
     pub code: i32,
     pub stderr: String,
+    pub stdout: String,
     pub dir: tempfile::TempDir,
     /// The largest resident set size seen while it ran, in KiB (sampled from /proc).
     pub peak_rss_kib: u64,
@@ -111,10 +112,16 @@ fn run_in(dir: tempfile::TempDir, args: &[String], limit: Duration) -> Run {
         .current_dir(dir.path())
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start spindle");
+    let mut stdout_pipe = child.stdout.take().unwrap();
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout_pipe.read_to_string(&mut s);
+        s
+    });
     let mut stderr_pipe = child.stderr.take().unwrap();
     let reader = std::thread::spawn(move || {
         let mut s = String::new();
@@ -147,6 +154,7 @@ fn run_in(dir: tempfile::TempDir, args: &[String], limit: Duration) -> Run {
     Run {
         code: status.code().unwrap_or(-1),
         stderr: reader.join().unwrap(),
+        stdout: out_reader.join().unwrap(),
         dir,
         peak_rss_kib,
         elapsed: started.elapsed(),

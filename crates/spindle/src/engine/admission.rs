@@ -220,13 +220,23 @@ impl Admission {
 
     /// A robots.txt could not be fetched (after retries): RFC 9309 reads that
     /// as complete disallow.
+    ///
+    /// The requests that waited for it are dropped as unreachable (not as forbidden), each
+    /// with a warning that names `error`, so an unreachable start page says so.
     pub(super) fn robots_unreachable(
         &mut self,
         origin: &str,
+        error: &str,
         scheduler: &mut Scheduler,
         events: &mpsc::UnboundedSender<Event>,
     ) {
         self.stats.inc("robotstxt/unreachable");
+        if let Some(RobotsState::Pending(waiting)) = self.robots.get_mut(origin) {
+            for request in waiting.drain(..) {
+                warn!(url = %request.url, "cannot reach the page: its site's robots.txt failed ({error}), so nothing on {origin} is fetched");
+                self.stats.inc("robotstxt/unreachable_dropped");
+            }
+        }
         self.robots_ready(origin, RobotsRules::DisallowAll, scheduler, events);
     }
 

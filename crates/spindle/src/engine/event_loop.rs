@@ -63,6 +63,7 @@ impl Engine {
                     while let Ok(event) = events.try_recv() {
                         self.handle(event);
                     }
+                    self.close_on_counts();
                 }
                 _ = sleep_until_opt(wakeup), if wakeup.is_some() && self.closing.is_none() => {}
                 _ = sleep_until_opt(report_due), if report_due.is_some() => {
@@ -100,6 +101,18 @@ impl Engine {
             return !busy;
         }
         !busy && self.scheduler.is_empty() && !self.admission.is_waiting()
+    }
+
+    /// `CLOSESPIDER_ITEMCOUNT` and `CLOSESPIDER_ERRORCOUNT`, checked after each batch of events.
+    fn close_on_counts(&mut self) {
+        let items = self.settings.closespider_itemcount;
+        if items > 0 && Progress::get(&self.progress.items) >= items {
+            self.close("closespider_itemcount");
+        }
+        let errors = self.settings.closespider_errorcount;
+        if errors > 0 && self.scraper.stats.get("spider_exceptions/count") >= errors {
+            self.close("closespider_errorcount");
+        }
     }
 
     pub(super) fn close(&mut self, reason: &str) {

@@ -313,6 +313,7 @@ impl Crawler {
             closing: None,
             export_failed: false,
             memusage: memusage::MemoryUsage::default(),
+            pages_received: 0,
         };
         engine.restore_slot_states(slot_states);
         let started = (SystemTime::now(), Instant::now());
@@ -588,4 +589,6 @@ struct Engine {
     resume: Vec<Request>,
     /// Scrapy's MemoryUsage extension.
     memusage: memusage::MemoryUsage,
+    /// Page responses, robots.txt left out (for `CLOSESPIDER_PAGECOUNT`).
+    pages_received: u64,
 }

@@ -25,9 +25,13 @@ impl Engine {
         self.report_response(slot, &response);
         self.slot_answered(slot);
         self.forget_fd_waits(&response.request);
-        let pagecount = self.settings.closespider_pagecount;
-        if pagecount > 0 && self.downloads.stats.get("response_received_count") >= pagecount {
-            self.close("closespider_pagecount");
+        // Pages, as Scrapy counts them: robots.txt is fetched by the engine, not asked for.
+        if response.request.robots_origin().is_none() {
+            self.pages_received += 1;
+            let pagecount = self.settings.closespider_pagecount;
+            if pagecount > 0 && self.pages_received >= pagecount {
+                self.close("closespider_pagecount");
+            }
         }
         let action = self.run_middlewares(slot, |mw, cx| mw.process_response(&mut response, cx));
         if self.act(slot, &response.request, action) {
@@ -74,8 +78,12 @@ impl Engine {
         self.scheduler.done(&request, false);
         if let Some(origin) = request.robots_origin() {
             // RFC 9309: an unreachable robots.txt means complete disallow.
-            self.admission
-                .robots_unreachable(origin, &mut self.scheduler, &self.events_tx);
+            self.admission.robots_unreachable(
+                origin,
+                &error.to_string(),
+                &mut self.scheduler,
+                &self.events_tx,
+            );
         }
     }
 
