@@ -160,13 +160,13 @@ impl Slot {
             return;
         }
         if let Some(last) = self.last_start {
+            // The drawn gap is scaled; the send margin added to it is not.
             let until = match self.next_start {
                 Some(next) if !old.is_zero() => {
-                    last + next
-                        .duration_since(last)
-                        .mul_f64(delay.as_secs_f64() / old.as_secs_f64())
+                    let drawn = next.duration_since(last).saturating_sub(SEND_MARGIN);
+                    last + drawn.mul_f64(delay.as_secs_f64() / old.as_secs_f64()) + SEND_MARGIN
                 }
-                _ => last + delay,
+                _ => last + delay + SEND_MARGIN,
             };
             self.pause_until(until);
         }
@@ -360,7 +360,10 @@ mod tests {
         s.start(t0, &mut rng);
         // A raise applies to the gap already drawn.
         s.set_delay(Duration::from_millis(900));
-        assert_eq!(s.delayed_until(t0), Some(t0 + Duration::from_millis(900)));
+        assert_eq!(
+            s.delayed_until(t0),
+            Some(t0 + Duration::from_millis(900) + SEND_MARGIN)
+        );
     }
 
     #[test]

@@ -495,7 +495,7 @@ impl Scheduler {
             if entry.key.is_empty()
                 || !entry.queue.is_empty()
                 || entry.slot.active() > 0
-                || entry.last_seen + entry.slot.policy.delay + idle > now
+                || entry.last_seen + entry.slot.delay() + idle > now
             {
                 continue;
             }
