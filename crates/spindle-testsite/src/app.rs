@@ -24,11 +24,7 @@ pub struct HttpRequest {
 impl HttpRequest {
     /// The first value of a header (name in any case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_str())
+        find_header(&self.headers, name)
     }
 
     /// A cookie's value from the `Cookie` header.
@@ -52,6 +48,15 @@ impl HttpRequest {
     pub fn path_only(&self) -> &str {
         self.path.split('?').next().unwrap_or("")
     }
+}
+
+/// The first value of a header among lower-cased (name, value) pairs.
+pub(crate) fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    let name = name.to_ascii_lowercase();
+    headers
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.as_str())
 }
 
 fn decode_form(s: &str) -> String {

@@ -99,11 +99,7 @@ pub struct Record {
 impl Record {
     /// The first value of a request header (name in any case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_str())
+        app::find_header(&self.headers, name)
     }
 }
 
