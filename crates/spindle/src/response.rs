@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use bytes::Bytes;
-use reqwest::header::HeaderMap;
+use http::header::HeaderMap;
 use serde::de::DeserializeOwned;
 use url::Url;
 
@@ -56,7 +56,7 @@ impl Response {
     pub fn media_type(&self) -> Option<String> {
         let value = self
             .headers
-            .get(reqwest::header::CONTENT_TYPE)?
+            .get(http::header::CONTENT_TYPE)?
             .to_str()
             .ok()?;
         let media = value.split(';').next()?.trim().to_ascii_lowercase();
@@ -67,7 +67,7 @@ impl Response {
     pub fn charset(&self) -> Option<String> {
         let value = self
             .headers
-            .get(reqwest::header::CONTENT_TYPE)?
+            .get(http::header::CONTENT_TYPE)?
             .to_str()
             .ok()?;
         value.split(';').skip(1).find_map(|param| {
@@ -193,7 +193,7 @@ mod tests {
         let request = Request::get("http://a.test/dir/page.html").unwrap();
         let mut headers = HeaderMap::new();
         if let Some(ct) = content_type {
-            headers.insert(reqwest::header::CONTENT_TYPE, ct.parse().unwrap());
+            headers.insert(http::header::CONTENT_TYPE, ct.parse().unwrap());
         }
         Response {
             url: request.url.clone(),

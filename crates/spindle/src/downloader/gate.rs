@@ -69,17 +69,37 @@ impl SendGate {
     }
 
     /// Waits until this slot may send, then records the send and the gap
-    /// before the next one. Concurrent passers (tasks or processes) race on
-    /// one compare-and-swap, so exactly one of them goes at a time.
+    /// before the next one, both at once: for callers with no socket to
+    /// watch. The downloader itself reserves before the write and commits
+    /// after it (see `wire`), so that the spacing holds at the socket.
+    #[cfg(test)]
     pub async fn pass(&self, gap: Duration) {
+        loop {
+            match self.try_reserve(gap) {
+                Ok(()) => break,
+                Err(until) => {
+                    let now = monotonic_nanos();
+                    tokio::time::sleep(Duration::from_nanos(until.saturating_sub(now))).await;
+                }
+            }
+        }
+        self.commit(gap);
+    }
+
+    /// Claims the next send if the slot may send now; otherwise returns the
+    /// `CLOCK_MONOTONIC` nanosecond (see [`monotonic_nanos`]) to try again
+    /// at. Concurrent claimers (tasks or processes) race on one
+    /// compare-and-swap, so exactly one of them goes at a time. The claim
+    /// holds the slot for `gap` from now; [`SendGate::commit`] then moves
+    /// that to `gap` from when the bytes really left.
+    pub fn try_reserve(&self, gap: Duration) -> Result<(), u64> {
         let cells = self.cells.cells();
-        let gap = u64::try_from(gap.as_nanos()).unwrap_or(u64::MAX / 4);
+        let gap = nanos(gap);
         loop {
             let now = monotonic_nanos();
             let next = cells[NEXT].load(Ordering::Acquire);
             if next > now {
-                tokio::time::sleep(Duration::from_nanos(next - now)).await;
-                continue;
+                return Err(next);
             }
             if cells[NEXT]
                 .compare_exchange(
@@ -88,17 +108,27 @@ impl SendGate {
                     Ordering::AcqRel,
                     Ordering::Acquire,
                 )
-                .is_err()
+                .is_ok()
             {
-                continue;
+                return Ok(());
             }
-            let last = cells[LAST].swap(now, Ordering::AcqRel);
-            if last != NEVER {
-                // Stored as MAX - gap, so that zero-filled memory means "none"
-                // and the shortest gap is the largest value.
-                cells[MIN].fetch_max(u64::MAX - now.saturating_sub(last), Ordering::Relaxed);
-            }
-            return;
+        }
+    }
+
+    /// Records that the claimed send has just been written to its socket:
+    /// the next send comes no sooner than `gap` after now. Called after the
+    /// write returned, so "now" is no earlier than the moment the kernel
+    /// took the bytes, however long the thread was descheduled in between:
+    /// two sends are at least `gap` apart at the wire, with no margin.
+    pub fn commit(&self, gap: Duration) {
+        let cells = self.cells.cells();
+        let now = monotonic_nanos();
+        cells[NEXT].fetch_max(now.saturating_add(nanos(gap)), Ordering::AcqRel);
+        let last = cells[LAST].swap(now, Ordering::AcqRel);
+        if last != NEVER {
+            // Stored as MAX - gap, so that zero-filled memory means "none"
+            // and the shortest gap is the largest value.
+            cells[MIN].fetch_max(u64::MAX - now.saturating_sub(last), Ordering::Relaxed);
         }
     }
 
@@ -110,7 +140,7 @@ impl SendGate {
         if last == NEVER {
             return;
         }
-        let floor = u64::try_from(floor.as_nanos()).unwrap_or(u64::MAX / 4);
+        let floor = nanos(floor);
         cells[NEXT].fetch_max(last.saturating_add(floor), Ordering::AcqRel);
     }
 
@@ -124,9 +154,13 @@ impl SendGate {
     }
 }
 
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX / 4)
+}
+
 /// `CLOCK_MONOTONIC` in nanoseconds, + 1 so that 0 means "never". The same
 /// clock `Instant` and tokio's timers use, and the same in every process.
-fn monotonic_nanos() -> u64 {
+pub fn monotonic_nanos() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

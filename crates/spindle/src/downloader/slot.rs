@@ -9,19 +9,6 @@ use rand::Rng;
 pub use super::gate::SendGate;
 use serde::Serialize;
 
-/// Added to every delay gap. The gate sees a request leave for its socket,
-/// not reach it, and the hop between (reqwest, then hyper's connection task)
-/// varies. With the kernel stamping arrivals on loopback: on a machine with
-/// CPU to spare, two requests the gate spaced 250.37 ms apart reached the
-/// socket 249.54 ms apart (0.83 ms short); with both cores kept busy
-/// (`scripts/stress-timing.sh`, load 2–2.6), gaps the gate kept at 252.2 ms
-/// and more arrived 248.5 ms apart, and 202.5 ms ones 198.5 ms apart: up to
-/// 3.7 ms short. This margin covers that, for 2% of a 250 ms delay. It
-/// cannot cover a starved crawler (at loads of 10 to 25, one request took
-/// 11 to 18 ms longer than the next from gate to socket): only a gate at the
-/// socket write itself would hold there.
-pub const SEND_MARGIN: Duration = Duration::from_millis(5);
-
 /// How a slot behaves, fixed when the slot is created (as in Scrapy).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SlotPolicy {
@@ -60,6 +47,7 @@ pub struct Pacing {
 }
 
 impl Pacing {
+    #[cfg(test)]
     pub async fn pass(&self) {
         self.gate.pass(self.gap).await;
     }
@@ -163,13 +151,12 @@ impl Slot {
             return;
         }
         if let Some(last) = self.last_start {
-            // The drawn gap is scaled; the send margin added to it is not.
             let until = match self.next_start {
                 Some(next) if !old.is_zero() => {
-                    let drawn = next.duration_since(last).saturating_sub(SEND_MARGIN);
-                    last + drawn.mul_f64(delay.as_secs_f64() / old.as_secs_f64()) + SEND_MARGIN
+                    let drawn = next.duration_since(last);
+                    last + drawn.mul_f64(delay.as_secs_f64() / old.as_secs_f64())
                 }
-                _ => last + delay + SEND_MARGIN,
+                _ => last + delay,
             };
             self.pause_until(until);
         }
@@ -218,7 +205,7 @@ impl Slot {
             } else {
                 delay
             };
-            gap = gap.max(self.delay_floor) + SEND_MARGIN;
+            gap = gap.max(self.delay_floor);
             self.next_start = Some(now + gap);
         }
         Pacing {
@@ -233,9 +220,9 @@ impl Slot {
         self.delay_floor = floor;
         self.delay = self.delay.max(floor);
         if let Some(last) = self.last_start {
-            self.pause_until(last + floor + SEND_MARGIN);
+            self.pause_until(last + floor);
         }
-        self.gate.raise_floor(floor + SEND_MARGIN);
+        self.gate.raise_floor(floor);
     }
 
     /// A backoff or `Retry-After` pause: no request starts before `until`.
@@ -287,7 +274,7 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(s.delayed_until(t0), None);
         s.start(t0, &mut rng);
-        let next = t0 + Duration::from_millis(100) + SEND_MARGIN;
+        let next = t0 + Duration::from_millis(100);
         assert_eq!(s.delayed_until(t0), Some(next));
         assert_eq!(s.delayed_until(next), None);
     }
@@ -315,10 +302,7 @@ mod tests {
         s.pause_until(t0 + Duration::from_secs(1));
         assert_eq!(s.delayed_until(t0), Some(t0 + Duration::from_secs(2)));
         s.start(t0 + Duration::from_secs(2), &mut rng);
-        assert_eq!(
-            s.delayed_until(t0),
-            Some(t0 + Duration::from_millis(2100) + SEND_MARGIN)
-        );
+        assert_eq!(s.delayed_until(t0), Some(t0 + Duration::from_millis(2100)));
     }
 
     #[tokio::test]
@@ -363,10 +347,7 @@ mod tests {
         s.start(t0, &mut rng);
         // A raise applies to the gap already drawn.
         s.set_delay(Duration::from_millis(900));
-        assert_eq!(
-            s.delayed_until(t0),
-            Some(t0 + Duration::from_millis(900) + SEND_MARGIN)
-        );
+        assert_eq!(s.delayed_until(t0), Some(t0 + Duration::from_millis(900)));
     }
 
     #[test]
@@ -409,7 +390,7 @@ mod tests {
                 .unwrap()
                 .duration_since(t0)
                 .as_secs_f64();
-            let drawn = gap - SEND_MARGIN.as_secs_f64();
+            let drawn = gap;
             assert!((0.05..=0.15).contains(&drawn), "{drawn}");
             sum += drawn;
         }

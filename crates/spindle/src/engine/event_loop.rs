@@ -166,11 +166,11 @@ impl Engine {
     fn keep_alive_or_close(&mut self, slot: SlotId, request: &mut Request) {
         if self.scheduler.slot_count() > KEEP_ALIVE_SLOTS
             && !self.scheduler.expects_reuse(slot)
-            && !request.headers.contains_key(reqwest::header::CONNECTION)
+            && !request.headers.contains_key(http::header::CONNECTION)
         {
             request.headers.insert(
-                reqwest::header::CONNECTION,
-                reqwest::header::HeaderValue::from_static("close"),
+                http::header::CONNECTION,
+                http::header::HeaderValue::from_static("close"),
             );
         }
     }

@@ -785,7 +785,7 @@ mod tests {
         assert_eq!(host_of(&s.pop(now).unwrap().request), "slow");
         assert_eq!(host_of(&s.pop(now).unwrap().request), "fast");
         assert!(s.pop(now).is_none(), "slow waits for its delay");
-        let later = now + Duration::from_secs(1) + crate::downloader::slot::SEND_MARGIN;
+        let later = now + Duration::from_secs(1);
         assert_eq!(s.next_wakeup(), Some(later));
         assert_eq!(host_of(&s.pop(later).unwrap().request), "slow");
     }
