@@ -26,13 +26,13 @@ pub struct Response {
     /// The request this answers, with its data and callback label (carried
     /// through redirects).
     pub request: Request,
-    /// Time from sending the request until the body had arrived.
+    /// Time from writing the request until the body had arrived.
     pub latency: Duration,
     /// Time from sending the request until the response headers had arrived:
     /// the latency Scrapy's AutoThrottle uses (`download_latency`), and
-    /// spindle's too. Measured in the downloader, from just after the slot's
-    /// send gate (so the politeness wait is not counted) to reqwest's
-    /// `send()` returning.
+    /// spindle's too. Measured in the downloader, from the moment the
+    /// request's first bytes were written to its socket (after the slot's
+    /// send gate, so the politeness wait is not counted) to the head's arrival.
     pub headers_latency: Duration,
 }
 

@@ -86,6 +86,21 @@ impl SendGate {
         self.commit(gap);
     }
 
+    /// Waits until the slot could send, without claiming the send: the
+    /// downloader waits here before its timeout starts, so that a request's
+    /// `DOWNLOAD_TIMEOUT` counts from when it may go, then claims the send at
+    /// its socket (where, if another sender got there first, it waits again).
+    pub async fn ready(&self) {
+        loop {
+            let now = monotonic_nanos();
+            let next = self.cells.cells()[NEXT].load(Ordering::Acquire);
+            if next <= now {
+                return;
+            }
+            tokio::time::sleep(Duration::from_nanos(next - now)).await;
+        }
+    }
+
     /// Claims the next send if the slot may send now; otherwise returns the
     /// `CLOCK_MONOTONIC` nanosecond (see [`monotonic_nanos`]) to try again
     /// at. Concurrent claimers (tasks or processes) race on one

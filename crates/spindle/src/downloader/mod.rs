@@ -195,16 +195,23 @@ impl Downloader {
         request: Request,
         pacing: Option<Pacing>,
     ) -> Result<Response, (Request, DownloadError)> {
-        let started = Instant::now();
+        if let Some(pacing) = &pacing {
+            pacing.gate.ready().await;
+        }
+        let called = Instant::now();
         let timeout = request.timeout.unwrap_or(self.settings.download_timeout);
         let deadline = tokio::time::Instant::now() + timeout;
         let exchange = tokio::time::timeout_at(deadline, self.exchange(&request, pacing));
+        // Latencies count from the request's first write, so that the send
+        // gate's wait is not taken for the server's slowness (AutoThrottle).
+        let mut sent = called;
         let result = match exchange.await {
             Err(_) => Err(DownloadError::Timeout(timeout)),
             Ok(Err(e)) => Err(e),
             Ok(Ok((head, origin, conn))) => {
+                sent = conn.arming.sent_at().unwrap_or(called);
                 // AutoThrottle's latency, as Scrapy's: until the headers arrived.
-                let headers_latency = started.elapsed();
+                let headers_latency = sent.elapsed();
                 let read = self.read_body(head, origin, conn, timeout);
                 match tokio::time::timeout_at(deadline, read).await {
                     Err(_) => Err(DownloadError::Timeout(timeout)),
@@ -220,7 +227,7 @@ impl Downloader {
                 headers,
                 body,
                 request,
-                latency: started.elapsed(),
+                latency: sent.elapsed(),
                 headers_latency,
             }),
             Err(e) => Err((request, e)),

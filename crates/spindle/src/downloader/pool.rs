@@ -97,7 +97,7 @@ impl Pool {
         if conn.sender.is_closed() {
             return;
         }
-        conn.arming.arm(None);
+        conn.arming.disarm();
         let mut guard = self.inner.lock().expect("pool");
         let inner = &mut *guard;
         if inner.max_per_origin == 0 || inner.max_total == 0 {

@@ -20,7 +20,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -28,18 +28,45 @@ use super::gate::monotonic_nanos;
 use super::slot::Pacing;
 
 /// Where the pool leaves the pacing of the request about to be sent on a
-/// connection; the connection's stream takes it at its next write.
+/// connection; the connection's stream takes it at its next write, and
+/// notes when that write went out.
 #[derive(Default)]
-pub struct Arming(Mutex<Option<Pacing>>);
+pub struct Arming(Mutex<ArmState>);
+
+#[derive(Default)]
+struct ArmState {
+    /// The next write starts a request; with its pacing, if it has one.
+    next: Option<Option<Pacing>>,
+    /// When the armed request's first write returned.
+    sent: Option<Instant>,
+}
 
 impl Arming {
-    /// The next request on this connection passes `pacing`'s gate.
+    /// The next write on this connection starts a request, which passes
+    /// `pacing`'s gate if it has one.
     pub fn arm(&self, pacing: Option<Pacing>) {
-        *self.0.lock().expect("arming") = pacing;
+        let mut state = self.0.lock().expect("arming");
+        state.next = Some(pacing);
+        state.sent = None;
     }
 
-    fn take(&self) -> Option<Pacing> {
-        self.0.lock().expect("arming").take()
+    /// Nothing is armed (the connection goes back to the pool).
+    pub fn disarm(&self) {
+        self.0.lock().expect("arming").next = None;
+    }
+
+    /// When the armed request's first bytes were written, once they were:
+    /// latencies count from here, not from before the gate's wait.
+    pub fn sent_at(&self) -> Option<Instant> {
+        self.0.lock().expect("arming").sent
+    }
+
+    fn take(&self) -> Option<Option<Pacing>> {
+        self.0.lock().expect("arming").next.take()
+    }
+
+    fn wrote(&self) {
+        self.0.lock().expect("arming").sent = Some(Instant::now());
     }
 }
 
@@ -47,8 +74,9 @@ impl Arming {
 pub struct GatedStream<T> {
     io: T,
     arming: Arc<Arming>,
-    /// The pacing taken for the write in progress, and whether its gate was claimed.
-    current: Option<(Pacing, bool)>,
+    /// The request whose first write is pending: its pacing, if any, and
+    /// whether its gate was claimed.
+    current: Option<(Option<Pacing>, bool)>,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
@@ -68,7 +96,7 @@ impl<T> GatedStream<T> {
         if self.current.is_none() {
             self.current = self.arming.take().map(|p| (p, false));
         }
-        let Some((pacing, claimed)) = &mut self.current else {
+        let Some((Some(pacing), claimed)) = &mut self.current else {
             return Poll::Ready(());
         };
         while !*claimed {
@@ -97,8 +125,11 @@ impl<T> GatedStream<T> {
     fn wrote(&mut self, result: &Poll<io::Result<usize>>) {
         if let Poll::Ready(Ok(n)) = result {
             if *n > 0 {
-                if let Some((pacing, true)) = self.current.take() {
-                    pacing.gate.commit(pacing.gap);
+                if let Some((pacing, _)) = self.current.take() {
+                    if let Some(pacing) = pacing {
+                        pacing.gate.commit(pacing.gap);
+                    }
+                    self.arming.wrote();
                 }
             }
         }
