@@ -448,4 +448,34 @@ mod tests {
             assert!(pair[1] - pair[0] >= Duration::from_millis(40), "{starts:?}");
         }
     }
+
+    #[tokio::test]
+    async fn a_plain_http_proxy_gets_the_absolute_form() {
+        let server = TestServer::builder()
+            .host("a.test", [127, 0, 0, 1], Site::generated(10))
+            .start()
+            .unwrap();
+        // No mapping for a.test: only the proxy's address is ever connected to.
+        let downloader = Downloader::new(
+            Arc::new(Settings::default()),
+            Arc::new(Resolver::with_fixed(HashMap::new())),
+        );
+        let addr = server.addr_of("a.test");
+        let mut request = Request::get(&server.url("a.test", "/?via=proxy")).unwrap();
+        request.proxy = Some(format!("http://user:p%40ss@{addr}").parse().unwrap());
+        let response = downloader
+            .fetch(request, None)
+            .await
+            .map_err(|(_, e)| e)
+            .unwrap();
+        assert_eq!(response.status, 200);
+        let records = server.records();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].host, "a.test");
+        assert_eq!(records[0].path, "/?via=proxy");
+        assert_eq!(
+            connect::proxy_authorization(&"http://user:p%40ss@x".parse().unwrap()).unwrap(),
+            "Basic dXNlcjpwQHNz"
+        );
+    }
 }
