@@ -247,6 +247,7 @@ impl Crawler {
         let resolver = Arc::new(Resolver::new(self.resolved.clone(), &settings));
         let (events_tx, events) = mpsc::unbounded_channel();
         let mut scheduler = Scheduler::new(SlotPolicies::from_settings(&settings));
+        scheduler.set_robots_budget(settings.robots_budget());
         let (executor, parse_pool) = match self.launcher {
             Some(launcher) => {
                 // Workers pass their slot's gate themselves, in shared memory.
