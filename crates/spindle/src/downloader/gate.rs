@@ -86,19 +86,13 @@ impl SendGate {
         self.commit(gap);
     }
 
-    /// Waits until the slot could send, without claiming the send: the
-    /// downloader waits here before its timeout starts, so that a request's
-    /// `DOWNLOAD_TIMEOUT` counts from when it may go, then claims the send at
-    /// its socket (where, if another sender got there first, it waits again).
-    pub async fn ready(&self) {
-        loop {
-            let now = monotonic_nanos();
-            let next = self.cells.cells()[NEXT].load(Ordering::Acquire);
-            if next <= now {
-                return;
-            }
-            tokio::time::sleep(Duration::from_nanos(next - now)).await;
-        }
+    /// How long until the slot could send, as far as is known now. The
+    /// downloader adds it to a request's `DOWNLOAD_TIMEOUT`, which counts
+    /// from when the request may go, and waits for the gate at the socket
+    /// itself, so that the write follows the gate's opening at once.
+    pub fn wait_hint(&self) -> Duration {
+        let next = self.cells.cells()[NEXT].load(Ordering::Acquire);
+        Duration::from_nanos(next.saturating_sub(monotonic_nanos()))
     }
 
     /// Claims the next send if the slot may send now; otherwise returns the
