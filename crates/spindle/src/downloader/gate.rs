@@ -42,6 +42,15 @@ const MIN: usize = 2;
 /// A cell value that means "never": zero-filled shared memory reads as fresh.
 const NEVER: u64 = 0;
 
+/// A send's place at the gate, from [`SendGate::try_claim`] to [`SendGate::commit`].
+#[derive(Debug, Clone, Copy)]
+pub struct Claim {
+    /// When the send was due (`CLOCK_MONOTONIC` ns).
+    due: u64,
+    /// The value the claim put in the "next" cell.
+    held: u64,
+}
+
 /// One slot's send gate; cloning shares it.
 #[derive(Clone)]
 pub struct SendGate {
@@ -70,20 +79,19 @@ impl SendGate {
 
     /// Waits until this slot may send, then records the send and the gap
     /// before the next one, both at once: for callers with no socket to
-    /// watch. The downloader itself reserves before the write and commits
+    /// watch. The downloader itself claims before the write and commits
     /// after it (see `wire`), so that the spacing holds at the socket.
     #[cfg(test)]
     pub async fn pass(&self, gap: Duration) {
         loop {
-            match self.try_reserve(gap) {
-                Ok(()) => break,
+            match self.try_claim(gap) {
+                Ok(claim) => return self.commit(claim, gap, gap),
                 Err(until) => {
                     let now = monotonic_nanos();
                     tokio::time::sleep(Duration::from_nanos(until.saturating_sub(now))).await;
                 }
             }
         }
-        self.commit(gap);
     }
 
     /// How long until the slot could send, as far as is known now. The
@@ -99,9 +107,9 @@ impl SendGate {
     /// `CLOCK_MONOTONIC` nanosecond (see [`monotonic_nanos`]) to try again
     /// at. Concurrent claimers (tasks or processes) race on one
     /// compare-and-swap, so exactly one of them goes at a time. The claim
-    /// holds the slot for `gap` from now; [`SendGate::commit`] then moves
-    /// that to `gap` from when the bytes really left.
-    pub fn try_reserve(&self, gap: Duration) -> Result<(), u64> {
+    /// holds the slot for `gap` from now until [`SendGate::commit`] sets
+    /// the next opening from when the bytes really left.
+    pub fn try_claim(&self, gap: Duration) -> Result<Claim, u64> {
         let cells = self.cells.cells();
         let gap = nanos(gap);
         loop {
@@ -110,29 +118,50 @@ impl SendGate {
             if next > now {
                 return Err(next);
             }
+            let held = now.saturating_add(gap);
             if cells[NEXT]
-                .compare_exchange(
-                    next,
-                    now.saturating_add(gap),
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                )
+                .compare_exchange(next, held, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
             {
-                return Ok(());
+                // A send that comes less than a gap after the gate opened was
+                // due then, and late (a starved runtime, a timer that fired
+                // late): its gap counts from the opening, so that lateness
+                // does not add up from one send to the next. Later than that,
+                // the slot was idle, and the gap counts from now.
+                let due = if next != NEVER && now - next < gap {
+                    next
+                } else {
+                    now
+                };
+                return Ok(Claim { due, held });
             }
         }
     }
 
-    /// Records that the claimed send has just been written to its socket:
-    /// the next send comes no sooner than `gap` after now. Called after the
-    /// write returned, so "now" is no earlier than the moment the kernel
-    /// took the bytes, however long the thread was descheduled in between:
-    /// two sends are at least `gap` apart at the wire, with no margin.
-    pub fn commit(&self, gap: Duration) {
+    /// Records that the claimed send has just been written to its socket.
+    /// The next send may come `gap` after this one was due, and never
+    /// sooner than `floor` after now. Called after the write returned, so
+    /// "now" is no earlier than the moment the kernel took the bytes,
+    /// however long the thread was descheduled in between: two sends are at
+    /// least `floor` apart at the wire, with no margin. With a fixed delay
+    /// the floor is the gap itself; with a randomized one it is half the
+    /// delay (Scrapy's lowest draw), and a late send's successor may use up
+    /// the lateness down to it, so that the mean gap stays the delay.
+    pub fn commit(&self, claim: Claim, gap: Duration, floor: Duration) {
         let cells = self.cells.cells();
         let now = monotonic_nanos();
-        cells[NEXT].fetch_max(now.saturating_add(nanos(gap)), Ordering::AcqRel);
+        let next = claim
+            .due
+            .saturating_add(nanos(gap))
+            .max(now.saturating_add(nanos(floor)));
+        // Replace the hold the claim put in place; a raise made meanwhile
+        // (`raise_floor`) is kept.
+        if cells[NEXT]
+            .compare_exchange(claim.held, next, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            cells[NEXT].fetch_max(next, Ordering::AcqRel);
+        }
         let last = cells[LAST].swap(now, Ordering::AcqRel);
         if last != NEVER {
             // Stored as MAX - gap, so that zero-filled memory means "none"
@@ -223,6 +252,45 @@ mod tests {
             assert!(pair[1] - pair[0] >= Duration::from_millis(30), "{times:?}");
         }
         assert!(t0.elapsed() >= Duration::from_millis(90));
+    }
+
+    #[test]
+    fn a_late_send_is_made_up_down_to_the_floor_and_a_fixed_gap_never_is() {
+        // Long enough that a busy machine's oversleeping (tens of ms) cannot
+        // turn the late send into one after an idle slot (a gap late).
+        let gap = Duration::from_millis(1000);
+        let floor = Duration::from_millis(500);
+        let gate = SendGate::default();
+        let claim = gate.try_claim(gap).unwrap();
+        gate.commit(claim, gap, floor);
+        let opened = gate.try_claim(gap).unwrap_err();
+        // This send goes 30 ms after the gate opened (a late wake-up).
+        while monotonic_nanos() < opened + 30_000_000 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let claim = gate.try_claim(gap).unwrap();
+        assert_eq!(claim.due, opened, "it was due at the opening");
+        let sent = monotonic_nanos();
+        gate.commit(claim, gap, floor);
+        let next = gate.try_claim(gap).unwrap_err();
+        // The next opening counts from when it was due, not from the send,
+        // and is never less than the floor after the send.
+        assert!(next >= sent + 500_000_000, "floor held");
+        assert_eq!(next, opened + 1_000_000_000, "counted from the opening");
+        assert!(next < sent + 1_000_000_000, "lateness made up");
+
+        // With a fixed delay the floor is the gap: nothing is made up.
+        let fixed = SendGate::default();
+        let claim = fixed.try_claim(gap).unwrap();
+        fixed.commit(claim, gap, gap);
+        let opened = fixed.try_claim(gap).unwrap_err();
+        while monotonic_nanos() < opened + 30_000_000 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let claim = fixed.try_claim(gap).unwrap();
+        let sent = monotonic_nanos();
+        fixed.commit(claim, gap, gap);
+        assert!(fixed.try_claim(gap).unwrap_err() >= sent + 1_000_000_000);
     }
 
     #[tokio::test]

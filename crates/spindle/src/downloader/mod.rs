@@ -438,6 +438,7 @@ mod tests {
         let pacing = Pacing {
             gate: gate.clone(),
             gap: Duration::from_millis(40),
+            floor: Duration::from_millis(40),
         };
         for i in 0..3 {
             let url = server.url("a.test", &format!("/?visit={i}"));

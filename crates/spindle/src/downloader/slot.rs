@@ -39,11 +39,15 @@ pub struct Slot {
     pub stats: SlotStats,
 }
 
-/// What a started request carries to its download task: the slot's gate and the gap after it.
+/// What a started request carries to its download task: the slot's gate,
+/// the gap drawn after it, and the shortest gap allowed at the wire (the
+/// gap itself with a fixed delay; half the delay, or the `Crawl-delay`, with
+/// a randomized one).
 #[derive(Debug, Clone)]
 pub struct Pacing {
     pub gate: SendGate,
     pub gap: Duration,
+    pub floor: Duration,
 }
 
 impl Pacing {
@@ -199,6 +203,7 @@ impl Slot {
         self.last_start = Some(now);
         let delay = self.delay;
         let mut gap = Duration::ZERO;
+        let mut floor = Duration::ZERO;
         if !delay.is_zero() {
             gap = if self.policy.randomize_delay {
                 delay.mul_f64(rng.gen_range(0.5..=1.5))
@@ -206,11 +211,25 @@ impl Slot {
                 delay
             };
             gap = gap.max(self.delay_floor);
-            self.next_start = Some(now + gap);
+            floor = if self.policy.randomize_delay {
+                (delay / 2).max(self.delay_floor).min(gap)
+            } else {
+                gap
+            };
+            // A start that came late (the loop woke late) but less than a
+            // gap after it was due counts from when it was due, down to the
+            // floor, so lateness does not add up from start to start: the
+            // send gate does the same at the socket.
+            let base = match self.next_start {
+                Some(due) if due <= now && now - due < gap => due,
+                _ => now,
+            };
+            self.next_start = Some((base + gap).max(now + floor));
         }
         Pacing {
             gate: self.gate.clone(),
             gap,
+            floor,
         }
     }
 
@@ -265,6 +284,28 @@ mod tests {
             },
             SendGate::default(),
         )
+    }
+
+    #[test]
+    fn a_late_start_counts_from_when_it_was_due_only_with_a_randomized_delay() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let t0 = Instant::now();
+        let late = Duration::from_millis(20);
+        // Fixed: the next start is a whole delay after the late one.
+        let mut fixed = slot(100, false);
+        fixed.start(t0, &mut rng);
+        let due = t0 + Duration::from_millis(100);
+        let p = fixed.start(due + late, &mut rng);
+        assert_eq!(p.floor, p.gap);
+        assert_eq!(fixed.delayed_until(due), Some(due + late + p.gap));
+        // Randomized: a gap after it was due, never under half the delay after it.
+        let mut random = slot(100, true);
+        let p0 = random.start(t0, &mut rng);
+        let due = t0 + p0.gap;
+        let p = random.start(due + late, &mut rng);
+        assert_eq!(p.floor, Duration::from_millis(50));
+        let expected = (due + p.gap).max(due + late + p.floor);
+        assert_eq!(random.delayed_until(due), Some(expected));
     }
 
     #[test]

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::gate::monotonic_nanos;
+use super::gate::{monotonic_nanos, Claim};
 use super::slot::Pacing;
 
 /// Where the pool leaves the pacing of the request about to be sent on a
@@ -75,8 +75,8 @@ pub struct GatedStream<T> {
     io: T,
     arming: Arc<Arming>,
     /// The request whose first write is pending: its pacing, if any, and
-    /// whether its gate was claimed.
-    current: Option<(Option<Pacing>, bool)>,
+    /// its claim on the gate once made.
+    current: Option<(Option<Pacing>, Option<Claim>)>,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
@@ -94,15 +94,15 @@ impl<T> GatedStream<T> {
     /// Ready once this write may go: no pacing, or its gate claimed.
     fn poll_gate(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if self.current.is_none() {
-            self.current = self.arming.take().map(|p| (p, false));
+            self.current = self.arming.take().map(|p| (p, None));
         }
-        let Some((Some(pacing), claimed)) = &mut self.current else {
+        let Some((Some(pacing), claim)) = &mut self.current else {
             return Poll::Ready(());
         };
-        while !*claimed {
-            match pacing.gate.try_reserve(pacing.gap) {
-                Ok(()) => {
-                    *claimed = true;
+        while claim.is_none() {
+            match pacing.gate.try_claim(pacing.gap) {
+                Ok(c) => {
+                    *claim = Some(c);
                     self.sleep = None;
                 }
                 Err(until) => {
@@ -125,9 +125,9 @@ impl<T> GatedStream<T> {
     fn wrote(&mut self, result: &Poll<io::Result<usize>>) {
         if let Poll::Ready(Ok(n)) = result {
             if *n > 0 {
-                if let Some((pacing, _)) = self.current.take() {
-                    if let Some(pacing) = pacing {
-                        pacing.gate.commit(pacing.gap);
+                if let Some((pacing, claim)) = self.current.take() {
+                    if let (Some(pacing), Some(claim)) = (pacing, claim) {
+                        pacing.gate.commit(claim, pacing.gap, pacing.floor);
                     }
                     self.arming.wrote();
                 }
@@ -198,6 +198,7 @@ mod tests {
         let pacing = Pacing {
             gate: gate.clone(),
             gap: Duration::from_millis(80),
+            floor: Duration::from_millis(80),
         };
         let (client, mut server) = tokio::io::duplex(1 << 16);
         let arming = Arc::new(Arming::default());
@@ -217,15 +218,16 @@ mod tests {
         arming.arm(Some(Pacing {
             gate: gate.clone(),
             gap: Duration::from_secs(3600),
+            floor: Duration::from_secs(3600),
         }));
         stream.write_all(b"x").await.unwrap();
-        let before = gate.try_reserve(Duration::ZERO).unwrap_err();
+        let before = gate.try_claim(Duration::ZERO).unwrap_err();
         let unarmed = stream.write_all(b"unarmed");
         tokio::time::timeout(Duration::from_secs(30), unarmed)
             .await
             .expect("an unarmed write does not wait")
             .unwrap();
-        assert_eq!(gate.try_reserve(Duration::ZERO).unwrap_err(), before);
+        assert_eq!(gate.try_claim(Duration::ZERO).unwrap_err(), before);
         drop(stream);
         let mut all = Vec::new();
         server.read_to_end(&mut all).await.unwrap();

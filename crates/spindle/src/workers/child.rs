@@ -106,13 +106,9 @@ pub fn worker_main<S: Spider + DeserializeOwned>(args: WorkerArgs) {
         let replies = replies.clone();
         let parses = parses.clone();
         let counters = counters.clone();
-        let gate = gates.at(job.ticket.gate);
+        let pacing = gates.pacing(&job.ticket);
         runtime.spawn(async move {
             // The slot's spacing holds at this worker's socket, across all workers.
-            let pacing = Pacing {
-                gate,
-                gap: std::time::Duration::from_nanos(job.ticket.gap_ns),
-            };
             run_job(job, pacing, &downloader, &replies, &parses, &counters).await;
         });
     }
