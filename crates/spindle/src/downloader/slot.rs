@@ -216,12 +216,11 @@ impl Slot {
             } else {
                 gap
             };
-            // A start that came late (the loop woke late) but less than a
-            // gap after it was due counts from when it was due, down to the
-            // floor, so lateness does not add up from start to start: the
-            // send gate does the same at the socket.
+            // A start that came late (the loop woke late) counts from when
+            // it was due, down to the floor, so lateness does not add up
+            // from start to start: the send gate does the same at the socket.
             let base = match self.next_start {
-                Some(due) if due <= now && now - due < gap => due,
+                Some(due) if due <= now && now - due < super::gate::catch_up_window(floor) => due,
                 _ => now,
             };
             self.next_start = Some((base + gap).max(now + floor));

@@ -100,7 +100,7 @@ impl<T> GatedStream<T> {
             return Poll::Ready(());
         };
         while claim.is_none() {
-            match pacing.gate.try_claim(pacing.gap) {
+            match pacing.gate.try_claim(pacing.gap, pacing.floor) {
                 Ok(c) => {
                     *claim = Some(c);
                     self.sleep = None;
@@ -221,13 +221,16 @@ mod tests {
             floor: Duration::from_secs(3600),
         }));
         stream.write_all(b"x").await.unwrap();
-        let before = gate.try_claim(Duration::ZERO).unwrap_err();
+        let before = gate.try_claim(Duration::ZERO, Duration::ZERO).unwrap_err();
         let unarmed = stream.write_all(b"unarmed");
         tokio::time::timeout(Duration::from_secs(30), unarmed)
             .await
             .expect("an unarmed write does not wait")
             .unwrap();
-        assert_eq!(gate.try_claim(Duration::ZERO).unwrap_err(), before);
+        assert_eq!(
+            gate.try_claim(Duration::ZERO, Duration::ZERO).unwrap_err(),
+            before
+        );
         drop(stream);
         let mut all = Vec::new();
         server.read_to_end(&mut all).await.unwrap();
