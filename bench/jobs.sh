@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # JOBDIR against the in-memory frontier, on this machine:
-#  1. speed: the Python docs (528 pages) and 60 copies of them (31,800 pages) served by nginx on
-#     loopback, crawled with and without --job, alternating, RUNS times each;
+#  1. speed: the Python docs (528 pages), the Rust docs (Debian's rust-doc) and 60 copies of the
+#     Python docs (31,800 pages) served by nginx on loopback, crawled with and without --job,
+#     alternating, RUNS times each (HOSTS picks the sites: docs.test rust.test big.test);
 #  2. memory: `spindle bench --links 100` (each page links to 100 new pages of a 10^9-page site)
 #     for MEM_SECONDS, with and without JOBDIR, RSS sampled every 5 s with the queue length.
 #
 #   bench/jobs.sh                      # RUNS=5 MEM_SECONDS=120 by default; SKIP=speed or SKIP=memory
 #
-# Needs nginx and python3-doc (bench/python-docs.sh installs them) and a release build.
+# Needs nginx, python3-doc (bench/python-docs.sh installs them) and rust-doc
+# (`apt-get install rust-doc`), and a release build.
 # Uses its own nginx (port 8093, config and pid under $WORK); leaves any other nginx alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +23,7 @@ cargo build --release -q -p spindle-cli
 
 if [[ ${SKIP:-} != *speed* ]]; then
   DOCS=$(readlink -f /usr/share/doc/python3/html)
+  RUSTDOCS=$(readlink -f /usr/share/doc/rust-doc/html)
   BIG=$WORK/bigsite
   mkdir -p "$BIG"
   {
@@ -44,6 +47,7 @@ http {
   gzip off;
   server { listen 127.0.0.1:$PORT; server_name docs.test; root $DOCS; index index.html; }
   server { listen 127.0.0.1:$PORT; server_name big.test; root $BIG; index index.html; }
+  server { listen 127.0.0.1:$PORT; server_name rust.test; root $RUSTDOCS; index index.html; }
 }
 CONF
   [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null && sleep 0.5
@@ -67,7 +71,7 @@ n, t = s["response_received_count"], s["elapsed_time_seconds"]
 print(f"{n / t:.0f} {n} {t:.3f} {rss:.0f}")
 PY
   }
-  for host in docs.test big.test; do
+  for host in ${HOSTS:-docs.test rust.test big.test}; do
     for n in $(seq "$RUNS"); do
       for mode in mem job; do
         echo "$host $mode $n $(crawl "$host" "$mode" "$n")  load $(cut -d' ' -f1 /proc/loadavg)"
