@@ -4,7 +4,9 @@
 #     Python docs (31,800 pages) served by nginx on loopback, crawled with and without --job,
 #     alternating, RUNS times each (HOSTS picks the sites: docs.test rust.test big.test);
 #  2. memory: `spindle bench --links 100` (each page links to 100 new pages of a 10^9-page site)
-#     for MEM_SECONDS, with and without JOBDIR, RSS sampled every 5 s with the queue length.
+#     for MEM_SECONDS with JOBDIR and MEM_SECONDS_INMEMORY (default 10) without, RSS sampled every
+#     5 s with the queue length. Without a job RSS grows by about 2 GB every 10 s: keep that one short.
+#     20 million queued URLs with a job take about 300 s on this machine: MEM_SECONDS=400.
 #
 #   bench/jobs.sh                      # RUNS=5 MEM_SECONDS=120 by default; SKIP=speed or SKIP=memory
 #
@@ -16,6 +18,7 @@ cd "$(dirname "$0")/.."
 WORK=${WORK:-/tmp/jobs-bench}
 RUNS=${RUNS:-5}
 MEM_SECONDS=${MEM_SECONDS:-120}
+MEM_SECONDS_INMEMORY=${MEM_SECONDS_INMEMORY:-10}
 PORT=8093
 BIN=$PWD/target/release/spindle
 mkdir -p "$WORK"
@@ -85,7 +88,9 @@ if [[ ${SKIP:-} != *memory* ]]; then
     rm -rf "$WORK/mem-job"
     set=()
     [ "$mode" = job ] && set=(-s "JOBDIR=$WORK/mem-job")
-    "$BIN" bench --links 100 --pages 1000000000 --seconds "$MEM_SECONDS" "${set[@]}" \
+    seconds=$MEM_SECONDS_INMEMORY
+    [ "$mode" = job ] && seconds=$MEM_SECONDS
+    "$BIN" bench --links 100 --pages 1000000000 --seconds "$seconds" "${set[@]}" \
       --stats "$WORK/mem-$mode.json" 2>/dev/null &
     pid=$!
     start=$(date +%s)
@@ -104,6 +109,6 @@ print(f"{sys.argv[2]}: {s['response_received_count']} pages in {s['elapsed_time_
       f"{s['scheduler/enqueued']} queued in all, {q} still queued at the end, "
       f"memusage/max {s.get('memusage/max', 0) / 2**20:.0f} MB")
 PY
-    [ "$mode" = job ] && du -sh "$WORK/mem-job"
+    if [ "$mode" = job ]; then du -sh "$WORK/mem-job"; rm -rf "$WORK/mem-job"; fi
   done | tee "$WORK/memory.txt"
 fi
