@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
 # JOBDIR against the in-memory frontier, on this machine:
-#  1. speed: the Python docs (528 pages) and 60 copies of them (31,800 pages) served by nginx on
-#     loopback, crawled with and without --job, alternating, RUNS times each;
+#  1. speed: the Python docs (528 pages), the Rust docs (Debian's rust-doc) and 60 copies of the
+#     Python docs (31,800 pages) served by nginx on loopback, crawled with and without --job,
+#     alternating, RUNS times each (HOSTS picks the sites: docs.test rust.test big.test);
 #  2. memory: `spindle bench --links 100` (each page links to 100 new pages of a 10^9-page site)
-#     for MEM_SECONDS, with and without JOBDIR, RSS sampled every 5 s with the queue length.
+#     for MEM_SECONDS with JOBDIR and MEM_SECONDS_INMEMORY (default 10) without, RSS sampled every
+#     5 s with the queue length. Without a job RSS grows by about 2 GB every 10 s: keep that one short.
+#     20 million queued URLs with a job take about 300 s on this machine: MEM_SECONDS=400.
 #
 #   bench/jobs.sh                      # RUNS=5 MEM_SECONDS=120 by default; SKIP=speed or SKIP=memory
 #
-# Needs nginx and python3-doc (bench/python-docs.sh installs them) and a release build.
+# Needs nginx, python3-doc (bench/python-docs.sh installs them) and rust-doc
+# (`apt-get install rust-doc`), and a release build.
 # Uses its own nginx (port 8093, config and pid under $WORK); leaves any other nginx alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${WORK:-/tmp/jobs-bench}
 RUNS=${RUNS:-5}
 MEM_SECONDS=${MEM_SECONDS:-120}
+MEM_SECONDS_INMEMORY=${MEM_SECONDS_INMEMORY:-10}
 PORT=8093
 BIN=$PWD/target/release/spindle
 mkdir -p "$WORK"
@@ -21,6 +26,7 @@ cargo build --release -q -p spindle-cli
 
 if [[ ${SKIP:-} != *speed* ]]; then
   DOCS=$(readlink -f /usr/share/doc/python3/html)
+  RUSTDOCS=$(readlink -f /usr/share/doc/rust-doc/html)
   BIG=$WORK/bigsite
   mkdir -p "$BIG"
   {
@@ -44,6 +50,7 @@ http {
   gzip off;
   server { listen 127.0.0.1:$PORT; server_name docs.test; root $DOCS; index index.html; }
   server { listen 127.0.0.1:$PORT; server_name big.test; root $BIG; index index.html; }
+  server { listen 127.0.0.1:$PORT; server_name rust.test; root $RUSTDOCS; index index.html; }
 }
 CONF
   [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null && sleep 0.5
@@ -67,7 +74,7 @@ n, t = s["response_received_count"], s["elapsed_time_seconds"]
 print(f"{n / t:.0f} {n} {t:.3f} {rss:.0f}")
 PY
   }
-  for host in docs.test big.test; do
+  for host in ${HOSTS:-docs.test rust.test big.test}; do
     for n in $(seq "$RUNS"); do
       for mode in mem job; do
         echo "$host $mode $n $(crawl "$host" "$mode" "$n")  load $(cut -d' ' -f1 /proc/loadavg)"
@@ -81,7 +88,9 @@ if [[ ${SKIP:-} != *memory* ]]; then
     rm -rf "$WORK/mem-job"
     set=()
     [ "$mode" = job ] && set=(-s "JOBDIR=$WORK/mem-job")
-    "$BIN" bench --links 100 --pages 1000000000 --seconds "$MEM_SECONDS" "${set[@]}" \
+    seconds=$MEM_SECONDS_INMEMORY
+    [ "$mode" = job ] && seconds=$MEM_SECONDS
+    "$BIN" bench --links 100 --pages 1000000000 --seconds "$seconds" "${set[@]}" \
       --stats "$WORK/mem-$mode.json" 2>/dev/null &
     pid=$!
     start=$(date +%s)
@@ -100,6 +109,6 @@ print(f"{sys.argv[2]}: {s['response_received_count']} pages in {s['elapsed_time_
       f"{s['scheduler/enqueued']} queued in all, {q} still queued at the end, "
       f"memusage/max {s.get('memusage/max', 0) / 2**20:.0f} MB")
 PY
-    [ "$mode" = job ] && du -sh "$WORK/mem-job"
+    if [ "$mode" = job ]; then du -sh "$WORK/mem-job"; rm -rf "$WORK/mem-job"; fi
   done | tee "$WORK/memory.txt"
 fi

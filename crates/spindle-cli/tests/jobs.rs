@@ -303,3 +303,86 @@ fn a_resumed_job_keeps_its_robots_txt_rules_without_fetching_them_again() {
     }
     assert_eq!(got, want);
 }
+
+/// Counters that count each page, item or request once (see docs/jobs.md,
+/// "Stats"): a job killed and resumed ends with the same as one run.
+/// (`request_depth_max` is left out: the depth a page is first found at
+/// depends on the order of the crawl, which a resume changes.)
+const JOB_WIDE: &[&str] = &[
+    "item_scraped_count",
+    "response_received_count",
+    "downloader/request_count",
+    "downloader/request_method_count/GET",
+    "downloader/response_count",
+    "downloader/response_status_count/200",
+    "downloader/response_bytes",
+    "scheduler/enqueued",
+    "scheduler/dequeued",
+    "dupefilter/filtered",
+];
+
+fn counters(dir: &Path) -> BTreeMap<&'static str, u64> {
+    let text = std::fs::read_to_string(dir.join("stats.json")).expect("the last run's stats");
+    let stats: Value = serde_json::from_str(&text).unwrap();
+    JOB_WIDE
+        .iter()
+        .map(|k| (*k, stats[*k].as_u64().unwrap_or(0)))
+        .collect()
+}
+
+/// Runs the job once whole, and once killed with SIGKILL at 3 random
+/// instants and rerun to its end, and compares the counters.
+fn counters_across_kills(extra: &[&str]) {
+    let site = Site::generated(500)
+        .links_per_page(5)
+        .latency(Duration::from_millis(25));
+    let (server, _) = serve(&site);
+    let mut args = vec!["--job", "job"];
+    args.extend_from_slice(extra);
+
+    let whole = tempfile::tempdir().unwrap();
+    let mut child = background(&server, whole.path(), &args, &[]);
+    assert_eq!(wait(&mut child, LIMIT), 0);
+    let want = counters(whole.path());
+    assert!(want["response_received_count"] > 500, "{want:?}");
+    assert!(want["dupefilter/filtered"] > 0, "{want:?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng::new();
+    let mut kills = 0;
+    for _ in 0..3 {
+        let mut child = background(&server, dir.path(), &args, &[]);
+        std::thread::sleep(Duration::from_millis(150 + rng.below(900)));
+        if child.try_wait().unwrap().is_none() {
+            kills += 1;
+        }
+        kill(&mut child);
+    }
+    let mut child = background(&server, dir.path(), &args, &[]);
+    assert_eq!(wait(&mut child, LIMIT), 0);
+    let fetches = common::pages(server.records()).len();
+    let got = counters(dir.path());
+    eprintln!("{kills} kills; {fetches} page fetches in all; counters {got:?}");
+    assert!(kills > 0, "no run was killed mid-crawl");
+    // The kills made the server answer some pages twice, yet the job counted each once.
+    assert!(
+        fetches > 2 * want["response_received_count"] as usize,
+        "{fetches} fetches"
+    );
+    assert_eq!(got, want, "job-wide counters after kills and reruns");
+
+    // A finished job's rerun fetches nothing and reports the same counters.
+    let mut child = background(&server, dir.path(), &args, &[]);
+    assert_eq!(wait(&mut child, LIMIT), 0);
+    assert_eq!(counters(dir.path()), want);
+}
+
+#[test]
+fn counters_after_sigkills_and_reruns_equal_one_uninterrupted_run() {
+    counters_across_kills(&[]);
+}
+
+#[test]
+fn counters_across_kills_with_worker_processes() {
+    counters_across_kills(&["--processes", "3"]);
+}

@@ -47,6 +47,50 @@ impl Stats {
     pub fn counters(&self) -> &BTreeMap<String, u64> {
         &self.counters
     }
+
+    /// Takes `other`'s counters away from these (never below zero).
+    pub fn subtract(&mut self, other: &Stats) {
+        for (key, n) in &other.counters {
+            if let Some(v) = self.counters.get_mut(key) {
+                *v = v.saturating_sub(*n);
+            }
+        }
+    }
+
+    /// Adds the counters of a job's earlier runs: sums, except maxima, which
+    /// stay maxima. Counters of one run only ([`is_per_run`]) are left out.
+    pub fn add_job(&mut self, earlier: &Stats) {
+        for (key, n) in &earlier.counters {
+            if is_per_run(key) {
+                continue;
+            }
+            if key.ends_with("_max") || key.ends_with("/max") {
+                self.max(key, *n);
+            } else {
+                self.inc_by(key, *n);
+            }
+        }
+    }
+
+    /// The counters as a JSON object, as a job's store keeps them.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&self.counters).expect("a map of numbers serializes")
+    }
+
+    /// Counters from [`Stats::to_json`].
+    pub fn from_json(json: &str) -> Result<Stats, serde_json::Error> {
+        Ok(Stats {
+            counters: serde_json::from_str(json)?,
+        })
+    }
+}
+
+/// Whether a counter describes one run (the process) rather than the job:
+/// a resumed job starts these from zero. The process's memory is one run's.
+/// (The report's times, `finish_reason` and the per-slot table are per run
+/// too, but they are not counters.)
+pub fn is_per_run(key: &str) -> bool {
+    key.starts_with("memusage/")
 }
 
 /// Live figures for a progress display, updated by the engine and readable from any thread.
@@ -298,6 +342,27 @@ fn is_no_slots(t: &SlotTotals) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_job_adds_sums_keeps_maxima_and_leaves_out_one_runs_counters() {
+        let mut earlier = Stats::default();
+        earlier.inc_by("item_scraped_count", 10);
+        earlier.max("request_depth_max", 7);
+        earlier.max("memusage/max", 1 << 30);
+        let earlier = Stats::from_json(&earlier.to_json()).unwrap();
+        let mut now = Stats::default();
+        now.inc_by("item_scraped_count", 5);
+        now.max("request_depth_max", 3);
+        now.max("memusage/max", 1 << 20);
+        now.add_job(&earlier);
+        assert_eq!(now.get("item_scraped_count"), 15);
+        assert_eq!(now.get("request_depth_max"), 7);
+        assert_eq!(now.get("memusage/max"), 1 << 20, "this run's memory only");
+        let mut open = Stats::default();
+        open.inc_by("item_scraped_count", 20);
+        now.subtract(&open);
+        assert_eq!(now.get("item_scraped_count"), 0, "never below zero");
+    }
 
     fn slot(requests: u64, errors: u64, wait: f64) -> SlotStats {
         SlotStats {

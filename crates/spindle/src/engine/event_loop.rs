@@ -7,6 +7,15 @@ use tracing::info;
 use super::*;
 use crate::scheduler::Dispatch;
 
+/// How often, at most, the engine sends a job its counters (see [`Engine::send_job_stats`]).
+const JOB_STATS_EVERY: Duration = Duration::from_millis(20);
+
+/// When the engine last sent a job its counters, and whether records came since.
+pub(super) struct JobStatsClock {
+    pub(super) last: Instant,
+    pub(super) pending: bool,
+}
+
 impl Engine {
     pub(super) async fn run(
         &mut self,
@@ -17,9 +26,11 @@ impl Engine {
         for request in std::mem::take(&mut self.resume) {
             self.admit(request, Source::Resume);
         }
+        self.scheduler.count_duplicates(!self.resumed);
         for request in self.spider.start_requests() {
             self.admit(request, Source::Start);
         }
+        self.scheduler.count_duplicates(true);
         let interval = self.settings.logstats_interval;
         let mut logstats = (!interval.is_zero()).then(|| {
             let mut t = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
@@ -42,15 +53,22 @@ impl Engine {
 
         loop {
             self.dispatch();
+            let now = Instant::now();
+            self.send_job_stats(Some(now));
             self.publish_progress();
             if self.is_done() {
                 break;
             }
-            let now = Instant::now();
-            let mut wakeup = match (self.scheduler.next_wakeup(), self.downloads.hold_until(now)) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let mut wakeup = [
+                self.scheduler.next_wakeup(),
+                self.downloads.hold_until(now),
+                self.job_stats
+                    .pending
+                    .then_some(self.job_stats.last + JOB_STATS_EVERY),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             if self.items.needs_backout() {
                 // The job's store is behind: look again soon, events or not.
                 wakeup = Some(now + Duration::from_millis(10));
@@ -93,6 +111,42 @@ impl Engine {
             .unwrap_or_else(|| "finished".to_string());
         info!(reason = %reason, "spider closed");
         reason
+    }
+
+    /// With a job, after job records were sent: the counters as of now, to
+    /// be committed with those records. They leave out what the requests not
+    /// yet done added (a resumed run fetches those again), and the counters
+    /// of one run only; the item thread adds its own.
+    pub(super) fn send_job_stats(&mut self, now: Option<Instant>) {
+        self.job_stats.pending |= self.items.job_ops_sent();
+        if !self.job_stats.pending {
+            return;
+        }
+        if let Some(now) = now {
+            // Not after every batch of events: a snapshot merges every part's
+            // counters, and on the Rust docs one per batch cost more CPU than
+            // the store did. A commit waits this much longer at most.
+            if now < self.job_stats.last + JOB_STATS_EVERY {
+                return;
+            }
+            self.job_stats.last = now;
+        }
+        self.job_stats.pending = false;
+        let mut stats = Stats::default();
+        stats.add_job(&self.job_base);
+        for part in [
+            &self.scheduler.stats,
+            &self.downloads.stats,
+            &self.scraper.stats,
+            &self.throttle.stats,
+            &self.admission.stats,
+            &self.mw_stats,
+            &self.health.stats,
+        ] {
+            stats.merge(part);
+        }
+        stats.subtract(&self.scheduler.open_charges());
+        self.items.send_job_stats(stats);
     }
 
     pub(super) fn is_done(&self) -> bool {
@@ -149,10 +203,19 @@ impl Engine {
                 continue;
             };
             self.keep_alive_or_close(slot, &mut request);
+            // What `Downloads::start` counts, charged to a job's request (see `Scheduler::charge`).
+            let charge = (request.job != 0).then(|| {
+                let method = format!("downloader/request_method_count/{}", request.method);
+                (request.job, method)
+            });
             if !self.downloads.start(slot, request, pacing, &self.events_tx) {
                 self.left_wire(slot, robots, now);
                 self.close("workers_failed");
                 return;
+            }
+            if let Some((id, method)) = charge {
+                self.scheduler.charge(id, "downloader/request_count", 1);
+                self.scheduler.charge(id, &method, 1);
             }
         }
     }

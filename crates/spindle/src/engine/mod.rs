@@ -43,7 +43,7 @@ use crate::response::Response;
 use crate::scheduler::disk::DiskStore;
 use crate::scheduler::store::{FrontierStore, PendingReader, StoreError};
 use crate::scheduler::window::{Window, WINDOW};
-use crate::scheduler::{JobLog, Scheduler, SlotId, SlotPolicies};
+use crate::scheduler::{DupeFilter, JobLog, Scheduler, SlotId, SlotPolicies};
 use crate::settings::Settings;
 use crate::spider::{Output, Spider};
 use crate::stats::{CrawlReport, Progress, Stats};
@@ -283,6 +283,11 @@ impl Crawler {
             job.as_mut().map(|j| j.take_store()),
         );
         let (mut resume, mut slot_states) = (Vec::new(), Vec::new());
+        let job_base = job
+            .as_mut()
+            .map(|j| std::mem::take(&mut j.stats))
+            .unwrap_or_default();
+        let resumed = job.as_ref().is_some_and(|j| j.resumed);
         if let Some(job) = job {
             (resume, slot_states) =
                 job.restore(&mut scheduler, items.job_sink(), items.committed())?;
@@ -312,6 +317,12 @@ impl Crawler {
             export_failed: false,
             memusage: memusage::MemoryUsage::default(),
             pages_received: 0,
+            job_base,
+            resumed,
+            job_stats: event_loop::JobStatsClock {
+                last: Instant::now(),
+                pending: false,
+            },
         };
         engine.restore_slot_states(slot_states);
         let started = (SystemTime::now(), Instant::now());
@@ -337,9 +348,12 @@ impl Crawler {
             .fleet()
             .map(|fleet| fleet.shutdown())
             .unwrap_or_default();
-        // Each part kept its own counters; the report is their sum.
+        // Each part kept its own counters; the report is their sum, and a
+        // resumed job's counters carry on from its earlier runs.
+        engine.send_job_stats(None);
         let (item_stats, written) = engine.items.finish(reason == "finished");
         let mut stats = Stats::default();
+        stats.add_job(&engine.job_base);
         for part in [
             &engine.scheduler.stats,
             &engine.downloads.stats,
@@ -385,8 +399,12 @@ struct Job {
     on_disk: Vec<(String, u64, usize)>,
     output_len: Option<u64>,
     next_id: u64,
-    seen: Vec<u64>,
+    seen: DupeFilter,
     pending: Vec<Request>,
+    /// The counters as of the last commit.
+    stats: Stats,
+    /// Whether an earlier run committed anything.
+    resumed: bool,
     /// Per slot or origin: robots.txt answers and pauses.
     slot_states: SlotStates,
 }
@@ -401,8 +419,12 @@ impl Job {
         let window_size = if per_ip { usize::MAX } else { WINDOW };
         let store = DiskStore::open(dir)?;
         let state = store.state()?;
-        let mut seen = Vec::with_capacity(state.seen as usize);
-        store.for_each_seen(&mut |fp| seen.push(fp))?;
+        // Straight into the set: a list of every fingerprint first would
+        // cost 8 more bytes per URL while the job opens.
+        let mut seen = DupeFilter::default();
+        store.for_each_seen(&mut |fp| {
+            seen.insert_fingerprint(fp);
+        })?;
         // Each queue's oldest requests come back to memory; the rest stay on
         // disk behind the scheduler's window.
         let mut pending = Vec::new();
@@ -434,7 +456,16 @@ impl Job {
         }
         let reader = store.pending_reader();
         let slot_states = store.slot_states()?;
+        let stats = match &state.stats {
+            Some(json) => Stats::from_json(json).map_err(|e| StoreError::Corrupt {
+                path: dir.display().to_string(),
+                message: format!("stats: {e}"),
+            })?,
+            None => Stats::default(),
+        };
         Ok(Job {
+            stats,
+            resumed: state.last_commit > 0.0,
             slot_states,
             store: Some(Box::new(store)),
             reader: Some(reader),
@@ -458,10 +489,13 @@ impl Job {
         sink: Box<dyn FnMut(crate::scheduler::JobOp) + Send>,
         committed: Arc<std::sync::atomic::AtomicU64>,
     ) -> Result<(Vec<Request>, SlotStates), StoreError> {
-        for fp in self.seen {
-            scheduler.restore_seen(fp);
-        }
+        scheduler.restore_seen(self.seen);
         scheduler.set_job(JobLog::new(self.next_id, sink));
+        // Everything the store holds was committed by an earlier run.
+        committed.fetch_max(
+            self.next_id.saturating_sub(1),
+            std::sync::atomic::Ordering::Release,
+        );
         let reader = self.reader.take().expect("taken once");
         let mut window = Window::new(reader, committed);
         for (queue, cursor, n) in self.on_disk {
@@ -589,4 +623,10 @@ struct Engine {
     memusage: memusage::MemoryUsage,
     /// Page responses, robots.txt left out (for `CLOSESPIDER_PAGECOUNT`).
     pages_received: u64,
+    /// A job's counters as of its last commit before this run (see
+    /// [`Engine::send_job_stats`]); empty without a job or on its first run.
+    job_base: Stats,
+    /// Whether this run resumes a job (its start requests are seen already).
+    resumed: bool,
+    job_stats: event_loop::JobStatsClock,
 }

@@ -20,6 +20,19 @@ impl Engine {
         body_len: u64,
     ) -> Option<Response> {
         self.downloads.count_response(&response, body_len);
+        let id = response.request.job;
+        if id != 0 {
+            // What `count_response` counted, charged to the job's request (see `Scheduler::charge`).
+            let status = format!("downloader/response_status_count/{}", response.status);
+            for (key, n) in [
+                ("downloader/response_count", 1),
+                (status.as_str(), 1),
+                ("downloader/response_bytes", body_len),
+                ("response_received_count", 1),
+            ] {
+                self.scheduler.charge(id, key, n);
+            }
+        }
         self.throttle
             .on_response(slot, &response, body_len, &mut self.scheduler);
         self.report_response(slot, &response);

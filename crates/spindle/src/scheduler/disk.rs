@@ -21,6 +21,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use fjall::{Config, Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode};
 
@@ -29,8 +31,6 @@ use super::store::{Commit, FrontierStore, JobState, Pending, PendingReader, Stor
 /// A job's state in a directory on disk.
 pub struct DiskStore {
     path: PathBuf,
-    /// Held (flock) while the store is open, so no second process opens the job.
-    _lock: std::fs::File,
     keyspace: Keyspace,
     pending: PartitionHandle,
     seen: PartitionHandle,
@@ -38,6 +38,11 @@ pub struct DiskStore {
     meta: PartitionHandle,
     state: JobState,
     backlog: HashMap<String, u64>,
+    /// Held (flock) while the store is open, so no second opener gets the
+    /// job. Shared with the readers and the last field, so it is let go only
+    /// once fjall is closed: the store may be closed on a thread of its own
+    /// after the crawl returns (see `engine::items`).
+    _lock: Arc<std::fs::File>,
 }
 
 fn pending_key(queue: &str, id: u64) -> Vec<u8> {
@@ -66,22 +71,31 @@ impl DiskStore {
             .write(true)
             .open(dir.join("lock"))
             .map_err(os)?;
-        // SAFETY: flock on a descriptor this function owns.
-        if unsafe {
-            libc::flock(
-                std::os::fd::AsRawFd::as_raw_fd(&lock),
-                libc::LOCK_EX | libc::LOCK_NB,
-            )
-        } != 0
-        {
+        // A store closed by this process a moment ago may still be closing
+        // (fjall joins its threads in up to 250 ms): wait that long before
+        // calling the job busy.
+        let deadline = Instant::now() + Duration::from_millis(600);
+        loop {
+            // SAFETY: flock on a descriptor this function owns.
+            if unsafe {
+                libc::flock(
+                    std::os::fd::AsRawFd::as_raw_fd(&lock),
+                    libc::LOCK_EX | libc::LOCK_NB,
+                )
+            } == 0
+            {
+                break;
+            }
             let error = std::io::Error::last_os_error();
-            return Err(if error.kind() == std::io::ErrorKind::WouldBlock {
-                StoreError::Busy {
+            if error.kind() != std::io::ErrorKind::WouldBlock {
+                return Err(os(error));
+            }
+            if Instant::now() >= deadline {
+                return Err(StoreError::Busy {
                     path: dir.display().to_string(),
-                }
-            } else {
-                os(error)
-            });
+                });
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
         // A small cache and small write buffers: the frontier is read in
         // order and written once, so memory spent here buys little, and the
@@ -91,23 +105,28 @@ impl DiskStore {
             .max_write_buffer_size(16 * 1024 * 1024)
             .open()
             .map_err(io)?;
-        let part = |name| {
-            keyspace
-                .open_partition(
-                    name,
-                    PartitionCreateOptions::default().max_memtable_size(4 * 1024 * 1024),
-                )
-                .map_err(io)
+        let part = |name, bloom| {
+            let options = PartitionCreateOptions::default().max_memtable_size(4 * 1024 * 1024);
+            // A bloom filter costs 10 bits of RAM per key for as long as the
+            // segment lives, and only speeds up point reads. `pending` is
+            // only read by range and `seen` only whole (on resume), so there
+            // they would cost 2.5 bytes per URL for nothing.
+            let options = if bloom {
+                options
+            } else {
+                options.bloom_filter_bits(None)
+            };
+            keyspace.open_partition(name, options).map_err(io)
         };
         let (pending, seen, slots, meta) = (
-            part("pending")?,
-            part("seen")?,
-            part("slots")?,
-            part("meta")?,
+            part("pending", false)?,
+            part("seen", false)?,
+            part("slots", true)?,
+            part("meta", true)?,
         );
         let mut store = DiskStore {
             path: dir.to_path_buf(),
-            _lock: lock,
+            _lock: Arc::new(lock),
             keyspace,
             pending,
             seen,
@@ -133,6 +152,7 @@ impl DiskStore {
         Box::new(DiskReader {
             path: self.path.clone(),
             pending: self.pending.clone(),
+            _lock: self._lock.clone(),
         })
     }
 
@@ -314,6 +334,8 @@ fn read_pending(
 struct DiskReader {
     path: PathBuf,
     pending: PartitionHandle,
+    /// The store's lock, let go after this reader's hold on fjall.
+    _lock: Arc<std::fs::File>,
 }
 
 impl PendingReader for DiskReader {

@@ -5,7 +5,7 @@
 //! port dropped — the last by the `url` crate's parser, which also lower-cases
 //! the scheme and host and normalizes percent-encoding), then reduced to a
 //! 64-bit XXH3 fingerprint. Storing 8-byte fingerprints instead of URL strings
-//! keeps the seen-set small: 9–14 bytes per URL in a compact table
+//! keeps the seen-set small: 7–9 bytes per URL in a compact table
 //! (`fpset`; Scrapy keeps ~1 KB per URL, #5307); the chance of
 //! any collision among 10 million URLs is about 3 in a million.
 
@@ -79,7 +79,7 @@ impl DupeFilter {
         self.seen.contains(fp)
     }
 
-    /// Heap bytes of the seen-set: at most 16 per URL (see `fpset`).
+    /// Heap bytes of the seen-set: about 7–9 per URL (see `fpset`).
     pub fn heap_bytes(&self) -> usize {
         self.seen.heap_bytes()
     }

@@ -201,6 +201,8 @@ pub struct Scheduler {
     retired_floors: HashMap<String, Duration>,
     /// Slots given up after `SLOT_MAX_EXCEPTIONS`: requests for them are dropped.
     given_up: HashSet<String>,
+    /// Whether `dupefilter/filtered` counts duplicates (see [`Scheduler::count_duplicates`]).
+    count_duplicates: bool,
     /// `scheduler/enqueued`, `scheduler/dequeued`, `dupefilter/filtered`.
     pub stats: Stats,
     /// Makes each new slot's send gate: its own, or cells in memory shared
@@ -228,7 +230,14 @@ pub const PAUSE_STATE: &str = "pause ";
 /// The scheduler's end of a job: request numbers and the way to the store.
 pub struct JobLog {
     next_id: u64,
+    /// The first number of this run: lower ones were admitted by an earlier run.
+    first_id: u64,
     sink: Box<dyn FnMut(JobOp) + Send>,
+    /// What each request dequeued and not yet done has added to the
+    /// counters. A snapshot of the counters stored with a commit leaves these
+    /// out: such a request is still pending in the store, so a resumed run
+    /// fetches it again and counts it then, once.
+    open: HashMap<u64, Stats>,
 }
 
 impl JobLog {
@@ -236,7 +245,9 @@ impl JobLog {
     pub fn new(next_id: u64, sink: Box<dyn FnMut(JobOp) + Send>) -> Self {
         JobLog {
             next_id: next_id.max(1),
+            first_id: next_id.max(1),
             sink,
+            open: HashMap::new(),
         }
     }
 }
@@ -263,6 +274,7 @@ impl Scheduler {
             retired: SlotTable::default(),
             retired_floors: HashMap::new(),
             given_up: HashSet::new(),
+            count_duplicates: true,
             stats: Stats::default(),
             gates: None,
         }
@@ -285,9 +297,35 @@ impl Scheduler {
         self.window = Some(window);
     }
 
-    /// Marks a fingerprint seen, as a resumed job's seen set says.
-    pub fn restore_seen(&mut self, fp: u64) {
-        self.dupefilter.insert_fingerprint(fp);
+    /// Adds to a job request's counters, while it is open, what it just added
+    /// to the crawl's (see [`JobLog`]'s `open`).
+    pub fn charge(&mut self, id: u64, key: &str, n: u64) {
+        if let Some(open) = self.job.as_mut().and_then(|job| job.open.get_mut(&id)) {
+            open.inc_by(key, n);
+        }
+    }
+
+    /// The counters added by the job's requests that are not done yet.
+    pub fn open_charges(&self) -> Stats {
+        let mut all = Stats::default();
+        if let Some(job) = &self.job {
+            for open in job.open.values() {
+                all.merge(open);
+            }
+        }
+        all
+    }
+
+    /// Whether `dupefilter/filtered` counts the duplicates from now on. A
+    /// resumed job's start requests are seen already; counting them again
+    /// would count them once per run.
+    pub fn count_duplicates(&mut self, count: bool) {
+        self.count_duplicates = count;
+    }
+
+    /// Takes a resumed job's seen set, in place of the one it has.
+    pub fn restore_seen(&mut self, seen: DupeFilter) {
+        self.dupefilter = seen;
     }
 
     /// Records the request's fingerprint (method, canonical URL, body) as
@@ -297,7 +335,9 @@ impl Scheduler {
         let fp = (!request.dont_filter).then(|| request.fingerprint());
         let new = fp.is_none_or(|fp| self.dupefilter.insert_fingerprint(fp));
         if !new {
-            self.stats.inc("dupefilter/filtered");
+            if self.count_duplicates {
+                self.stats.inc("dupefilter/filtered");
+            }
             return false;
         }
         if let Some(job) = &mut self.job {
@@ -338,6 +378,7 @@ impl Scheduler {
     /// [`Scheduler::done`] by queue and number.
     pub fn done_id(&mut self, queue: String, id: u64, page: bool) {
         if let Some(job) = &mut self.job {
+            job.open.remove(&id);
             (job.sink)(JobOp::Done(queue, id, page));
         }
     }
@@ -350,17 +391,33 @@ impl Scheduler {
     /// Queues an admitted request in the named slot, creating the slot if needed.
     pub fn push(&mut self, slot_key: &str, request: Request, now: Instant) {
         let id = self.slot_id(slot_key);
-        self.stats.inc("scheduler/enqueued");
-        if let Some(window) = &mut self.window {
+        match self.job.as_mut().filter(|_| request.job != 0) {
+            Some(job) => {
+                if let Some(open) = job.open.get_mut(&request.job) {
+                    // Back after a retry, or from a dead worker.
+                    open.inc("scheduler/enqueued");
+                    self.stats.inc("scheduler/enqueued");
+                } else if request.job >= job.first_id {
+                    self.stats.inc("scheduler/enqueued");
+                }
+                // Else a request an earlier run admitted (and counted) comes back.
+            }
+            None => self.stats.inc("scheduler/enqueued"),
+        }
+        let request = match &mut self.window {
             // A per-IP slot gathers several hosts' queues: those stay whole in memory.
-            if request.job != 0 && request.queue_key() == slot_key {
+            Some(window) if request.job != 0 && request.queue_key() == slot_key => {
                 let in_memory = self.slots[id].queue.len();
-                if window.spill(slot_key, request.job, in_memory) {
-                    self.stats.inc("scheduler/enqueued/disk");
-                    return;
+                match window.spill(slot_key, request, in_memory) {
+                    Some(request) => request,
+                    None => {
+                        self.stats.inc("scheduler/enqueued/disk");
+                        return;
+                    }
                 }
             }
-        }
+            _ => request,
+        };
         self.seq += 1;
         self.slots[id].last_seen = now;
         self.slots[id].queue.push(Queued {
@@ -404,6 +461,13 @@ impl Scheduler {
         let pacing = entry.slot.start(now, &mut self.rng);
         self.queued -= 1;
         self.stats.inc("scheduler/dequeued");
+        let job_id = queued.request.job;
+        if let Some(job) = self.job.as_mut().filter(|_| job_id != 0) {
+            job.open
+                .entry(job_id)
+                .or_default()
+                .inc("scheduler/dequeued");
+        }
         if self.slots[id].queue.len() < window::WINDOW / 2 {
             self.top_up(id, now);
         }
