@@ -37,6 +37,9 @@ pub enum SettingsError {
     /// A settings file that is not valid TOML: where and what.
     #[error("not valid TOML: {0}")]
     File(String),
+    /// Settings that cannot go together, or one that needs another.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// Per-slot overrides, as in Scrapy's `DOWNLOAD_SLOTS`.
@@ -131,6 +134,12 @@ pub struct Settings {
     pub(crate) autothrottle_mode: ThrottleMode,
     /// `JOBDIR`: the directory that keeps the job (frontier, seen set, progress) across runs.
     pub(crate) jobdir: Option<std::path::PathBuf>,
+    /// `REDIS_URL`: the Redis that holds a distributed job's shared state (scrapy-redis's name).
+    pub(crate) redis_url: Option<String>,
+    /// `JOB_NAME`: the distributed job's name; every worker of one crawl gives the same.
+    pub(crate) job_name: Option<String>,
+    /// `REDIS_LEASE_SECONDS`: how long a worker's hold on a request lasts unless renewed.
+    pub(crate) redis_lease: Duration,
     /// `MEMUSAGE_ENABLED`: watch this process's memory.
     pub(crate) memusage_enabled: bool,
     /// `MEMUSAGE_LIMIT_MB`: close the crawl past this resident size; 0 = off.
@@ -226,6 +235,9 @@ impl Default for Settings {
             autothrottle_debug: false,
             autothrottle_mode: ThrottleMode::Delay,
             jobdir: None,
+            redis_url: None,
+            job_name: None,
+            redis_lease: Duration::from_secs(30),
             memusage_enabled: true,
             memusage_limit_mb: 0,
             memusage_warning_mb: 0,
@@ -280,6 +292,9 @@ pub const SETTING_NAMES: &[&str] = &[
     "AUTOTHROTTLE_DEBUG",
     "AUTOTHROTTLE_MODE",
     "JOBDIR",
+    "REDIS_URL",
+    "JOB_NAME",
+    "REDIS_LEASE_SECONDS",
     "MEMUSAGE_ENABLED",
     "MEMUSAGE_LIMIT_MB",
     "MEMUSAGE_WARNING_MB",
@@ -373,6 +388,34 @@ impl Settings {
                 }
             }
             "JOBDIR" => self.jobdir = (!v.is_empty()).then(|| v.into()),
+            "REDIS_URL" => {
+                if !v.is_empty() {
+                    redis::IntoConnectionInfo::into_connection_info(v).map_err(|e| {
+                        invalid(
+                            name,
+                            v,
+                            &format!("a Redis URL such as redis://127.0.0.1:6379/0 ({e})"),
+                        )
+                    })?;
+                }
+                self.redis_url = (!v.is_empty()).then(|| v.to_string());
+            }
+            "JOB_NAME" => {
+                if v.chars().any(|c| c.is_control() || "{}".contains(c)) {
+                    return Err(invalid(
+                        name,
+                        v,
+                        "a name without braces or control characters, for example shop-2026",
+                    ));
+                }
+                self.job_name = (!v.is_empty()).then(|| v.to_string());
+            }
+            "REDIS_LEASE_SECONDS" => match parse_seconds(name, v)? {
+                t if t < Duration::from_secs(1) => {
+                    return Err(invalid(name, v, "at least 1 second"));
+                }
+                t => self.redis_lease = t,
+            },
             "MEMUSAGE_ENABLED" => self.memusage_enabled = parse_bool(name, v)?,
             "MEMUSAGE_LIMIT_MB" => self.memusage_limit_mb = parse_count(name, v)?,
             "MEMUSAGE_WARNING_MB" => self.memusage_warning_mb = parse_count(name, v)?,
@@ -450,6 +493,9 @@ impl Settings {
                 .as_ref()
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
+            "REDIS_URL" => self.redis_url.clone().unwrap_or_default(),
+            "JOB_NAME" => self.job_name.clone().unwrap_or_default(),
+            "REDIS_LEASE_SECONDS" => secs(&self.redis_lease),
             "MEMUSAGE_ENABLED" => self.memusage_enabled.to_string(),
             "MEMUSAGE_LIMIT_MB" => self.memusage_limit_mb.to_string(),
             "MEMUSAGE_WARNING_MB" => self.memusage_warning_mb.to_string(),
@@ -573,6 +619,21 @@ impl Settings {
     /// `JOBDIR`: the directory of the job this crawl keeps, if any.
     pub fn jobdir(&self) -> Option<&std::path::Path> {
         self.jobdir.as_deref()
+    }
+
+    /// `REDIS_URL` and `JOB_NAME`: the distributed job this crawl works on,
+    /// if any. Fails when only one of them is given, or with `JOBDIR` too.
+    pub fn distributed(&self) -> Result<Option<(&str, &str)>, SettingsError> {
+        match (&self.redis_url, &self.job_name, &self.jobdir) {
+            (None, _, _) => Ok(None),
+            (Some(url), None, _) => Err(SettingsError::Conflict(format!(
+                "REDIS_URL={url} needs JOB_NAME too: every worker of one crawl gives the same name (-s JOB_NAME=NAME)"
+            ))),
+            (Some(_), Some(_), Some(_)) => Err(SettingsError::Conflict(
+                "REDIS_URL and JOBDIR cannot be used together: a distributed job keeps its state in Redis".into(),
+            )),
+            (Some(url), Some(job), None) => Ok(Some((url, job))),
+        }
     }
 }
 

@@ -1,0 +1,469 @@
+//! Distributed crawls (REDIS_URL): several real `spindle crawl` processes
+//! on one job in a real `redis-server` (started here, on a free loopback
+//! port, in a temporary directory), judged from the test server's records
+//! and from `spindle export`.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::reachable;
+use serde_json::Value;
+use spindle_testsite::{max_in_flight, max_in_flight_by_ip, normalize_path, Site, TestServer};
+
+const LIMIT: Duration = Duration::from_secs(90);
+
+/// A `redis-server` of our own, with append-only persistence that syncs every
+/// write (`appendfsync always`), so a restart keeps everything acknowledged.
+struct Redis {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut redis = Redis {
+            port,
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        redis.run();
+        redis
+    }
+
+    fn run(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/test installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.pings() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn pings(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        if s.write_all(b"PING\r\n").is_err() {
+            return false;
+        }
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).is_ok() && line.starts_with("+PONG")
+    }
+
+    /// SIGKILL: the harshest stop; the append-only file keeps the data.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One worker: `spindle crawl` on the job, logs to a file in `dir`.
+fn worker(
+    server: &TestServer,
+    redis: &Redis,
+    job: &str,
+    dir: &Path,
+    n: usize,
+    args: &[&str],
+) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_spindle"));
+    cmd.arg("crawl").arg(server.url("a.test", "/"));
+    for r in server.resolve_args() {
+        cmd.args(["--resolve", &r]);
+    }
+    let log = std::fs::File::create(dir.join(format!("worker{n}.log"))).unwrap();
+    cmd.args(["-s", &format!("REDIS_URL={}", redis.url())])
+        .args(["-s", &format!("JOB_NAME={job}")])
+        .arg("--stats")
+        .arg(dir.join(format!("stats{n}.json")))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    cmd.spawn().expect("start spindle")
+}
+
+fn workers(
+    server: &TestServer,
+    redis: &Redis,
+    job: &str,
+    dir: &Path,
+    count: usize,
+    args: &[&str],
+) -> Vec<Child> {
+    (0..count)
+        .map(|n| worker(server, redis, job, dir, n, args))
+        .collect()
+}
+
+fn log(dir: &Path, n: usize) -> String {
+    let mut s = String::new();
+    if let Ok(mut f) = std::fs::File::open(dir.join(format!("worker{n}.log"))) {
+        let _ = f.read_to_string(&mut s);
+    }
+    s
+}
+
+/// Waits for every worker; each must exit 0.
+fn wait_all(children: &mut [Child], dir: &Path, skip: &[usize]) {
+    for (n, child) in children.iter_mut().enumerate() {
+        if skip.contains(&n) {
+            continue;
+        }
+        let code = common::wait(child, LIMIT);
+        assert_eq!(code, 0, "worker {n} failed:\n{}", log(dir, n));
+    }
+}
+
+/// `spindle export` of the job to `dir/items.jsonl`; the items' paths.
+fn export(redis: &Redis, job: &str, dir: &Path, origin: &str) -> Vec<String> {
+    let out: PathBuf = dir.join("items.jsonl");
+    let status = Command::new(env!("CARGO_BIN_EXE_spindle"))
+        .args(["export", "-s", &format!("REDIS_URL={}", redis.url())])
+        .args(["-s", &format!("JOB_NAME={job}"), "-o"])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success(), "spindle export");
+    std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("JSON lines");
+            normalize_path(v["url"].as_str().unwrap().strip_prefix(origin).unwrap())
+        })
+        .collect()
+}
+
+/// Every reachable page exactly once.
+#[track_caller]
+fn assert_exactly_once(items: &[String], site: &Site, origin: &str) {
+    let mut count: BTreeMap<&str, usize> = BTreeMap::new();
+    for p in items {
+        *count.entry(p).or_default() += 1;
+    }
+    let twice: Vec<_> = count.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "items committed more than once: {twice:?}"
+    );
+    let got: BTreeSet<String> = items.iter().cloned().collect();
+    let want = reachable(site, origin, None);
+    let lost: Vec<_> = want.difference(&got).collect();
+    assert!(lost.is_empty(), "{} pages lost: {lost:?}", lost.len());
+    assert_eq!(got, want);
+}
+
+/// Every reachable page fetched, and none twice.
+#[track_caller]
+fn assert_fetched_once(records: &[spindle_testsite::Record], site: &Site, origin: &str) {
+    let mut paths: Vec<String> = records.iter().map(|r| normalize_path(&r.path)).collect();
+    paths.sort();
+    let n = paths.len();
+    paths.dedup();
+    assert_eq!(n, paths.len(), "a page was fetched twice");
+    let got: BTreeSet<String> = paths.into_iter().collect();
+    assert_eq!(got, reachable(site, origin, None));
+}
+
+fn ip(last: u8) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, 0, last)
+}
+
+fn serve(site: &Site) -> (TestServer, String) {
+    let server = TestServer::builder()
+        .host("a.test", ip(2), site.clone())
+        .start()
+        .unwrap();
+    let origin = server.url("a.test", "");
+    (server, origin.trim_end_matches('/').to_string())
+}
+
+/// Start-to-start gaps of the server's records, sorted by arrival.
+fn gaps(records: &[spindle_testsite::Record]) -> Vec<Duration> {
+    spindle_testsite::start_gaps(records)
+}
+
+#[test]
+fn per_domain_cap_holds_across_three_workers_and_every_page_is_exported_once() {
+    let redis = Redis::start();
+    let site = Site::generated(60)
+        .links_per_page(6)
+        .latency(Duration::from_millis(80));
+    let (server, origin) = serve(&site);
+    let dir = tempfile::tempdir().unwrap();
+    let mut children = workers(
+        &server,
+        &redis,
+        "cap",
+        dir.path(),
+        3,
+        &["-s", "CONCURRENT_REQUESTS_PER_DOMAIN=2"],
+    );
+    wait_all(&mut children, dir.path(), &[]);
+    let records = server.records();
+    assert_eq!(
+        max_in_flight(&records),
+        2,
+        "the per-domain cap of 2 holds across three workers, and is reached"
+    );
+    // Each worker fetched some of the pages: the job was shared.
+    let shared = (0..3)
+        .filter(|n| {
+            let stats: Value = serde_json::from_str(
+                &std::fs::read_to_string(dir.path().join(format!("stats{n}.json"))).unwrap(),
+            )
+            .unwrap();
+            stats["downloader/request_count"].as_u64().unwrap_or(0) > 0
+        })
+        .count();
+    assert!(shared >= 2, "only {shared} worker(s) fetched anything");
+    // robots.txt was fetched once for the whole job, through the same slot.
+    let robots = records.iter().filter(|r| r.path == "/robots.txt").count();
+    assert_eq!(robots, 1, "one robots.txt fetch for the job");
+    let items = export(&redis, "cap", dir.path(), &origin);
+    assert_exactly_once(&items, &site, &origin);
+}
+
+#[test]
+fn fixed_delay_holds_across_three_workers() {
+    let redis = Redis::start();
+    let site = Site::generated(25).links_per_page(5);
+    let (server, origin) = serve(&site);
+    let dir = tempfile::tempdir().unwrap();
+    let delay = Duration::from_millis(150);
+    let mut children = workers(
+        &server,
+        &redis,
+        "delay",
+        dir.path(),
+        3,
+        &[
+            "-s",
+            "DOWNLOAD_DELAY=0.15",
+            "-s",
+            "RANDOMIZE_DOWNLOAD_DELAY=false",
+            "-s",
+            "CONCURRENT_REQUESTS_PER_DOMAIN=4",
+            "-s",
+            "ROBOTSTXT_OBEY=false",
+        ],
+    );
+    wait_all(&mut children, dir.path(), &[]);
+    let records = server.records();
+    assert_fetched_once(&records, &site, &origin);
+    let closest = gaps(&records).into_iter().min().unwrap();
+    // No slack: the slot's gap is taken in Redis by Redis's clock, plus the
+    // 5 ms send margin every gate adds for the way from the gate to the socket.
+    assert!(
+        closest >= delay,
+        "two requests reached the server {closest:?} apart, under the {delay:?} delay"
+    );
+    eprintln!("fixed delay 150 ms across 3 workers: closest start-to-start gap {closest:?}");
+    let items = export(&redis, "delay", dir.path(), &origin);
+    assert_exactly_once(&items, &site, &origin);
+}
+
+#[test]
+fn randomized_delay_and_per_ip_cap_hold_across_three_workers() {
+    let redis = Redis::start();
+    let site = || {
+        Site::generated(30)
+            .links_per_page(5)
+            .latency(Duration::from_millis(60))
+    };
+    // a.test and b.test share one address: one per-IP slot.
+    let server = TestServer::builder()
+        .host("a.test", ip(2), site())
+        .host("b.test", ip(2), site())
+        .start()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let b = server.url("b.test", "/");
+    let args = [
+        b.as_str(),
+        "-s",
+        "CONCURRENT_REQUESTS_PER_IP=2",
+        "-s",
+        "DOWNLOAD_DELAY=0.1",
+        "-s",
+        "ROBOTSTXT_OBEY=false",
+    ];
+    let mut children = workers(&server, &redis, "perip", dir.path(), 3, &args);
+    wait_all(&mut children, dir.path(), &[]);
+    let records = server.records();
+    let want = reachable(&site(), &server.url("a.test", ""), None).len();
+    assert_eq!(
+        records.len(),
+        2 * want,
+        "both hosts crawled whole, each page once"
+    );
+    let by_ip = max_in_flight_by_ip(&records);
+    assert_eq!(
+        by_ip[&std::net::IpAddr::from(ip(2))],
+        2,
+        "a.test + b.test share one cap of 2 across three workers: {by_ip:?}"
+    );
+    // Randomized delay: each gap is drawn from 0.5–1.5 × 100 ms (+ the 5 ms margin).
+    let all = gaps(&records);
+    let closest = all.iter().min().unwrap();
+    assert!(
+        *closest >= Duration::from_millis(50),
+        "gap {closest:?} under half the 100 ms delay"
+    );
+    let mean = all.iter().sum::<Duration>() / all.len() as u32;
+    eprintln!(
+        "randomized 100 ms delay, per-IP cap 2, 3 workers: closest gap {closest:?}, mean {mean:?}"
+    );
+}
+
+#[test]
+fn a_worker_killed_mid_crawl_loses_nothing() {
+    let redis = Redis::start();
+    let site = Site::generated(80)
+        .links_per_page(6)
+        .latency(Duration::from_millis(50));
+    let (server, origin) = serve(&site);
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "-s",
+        "CONCURRENT_REQUESTS_PER_DOMAIN=4",
+        "-s",
+        "REDIS_LEASE_SECONDS=2",
+    ];
+    let mut children = workers(&server, &redis, "kill", dir.path(), 3, &args);
+    // Kill worker 0 once the crawl is under way.
+    let deadline = Instant::now() + LIMIT;
+    while server.records().len() < 15 {
+        assert!(Instant::now() < deadline, "the crawl did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    children[0].kill().unwrap();
+    children[0].wait().unwrap();
+    let killed_at = server.records().len();
+    wait_all(&mut children, dir.path(), &[0]);
+    let items = export(&redis, "kill", dir.path(), &origin);
+    assert_exactly_once(&items, &site, &origin);
+    eprintln!(
+        "worker 0 SIGKILLed after {killed_at} requests; {} pages exported once each",
+        items.len()
+    );
+}
+
+#[test]
+fn redis_stopped_for_five_seconds_mid_crawl_loses_nothing() {
+    let mut redis = Redis::start();
+    let site = Site::generated(60)
+        .links_per_page(6)
+        .latency(Duration::from_millis(100));
+    let (server, origin) = serve(&site);
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["-s", "CONCURRENT_REQUESTS_PER_DOMAIN=2"];
+    let mut children = workers(&server, &redis, "outage", dir.path(), 3, &args);
+    let deadline = Instant::now() + LIMIT;
+    while server.records().len() < 10 {
+        assert!(Instant::now() < deadline, "the crawl did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    redis.kill();
+    let stopped_at = server.records().len();
+    std::thread::sleep(Duration::from_secs(5));
+    // Nothing new was started while Redis was away.
+    let during = server.records().len();
+    assert!(
+        during <= stopped_at + 6,
+        "{} requests started while Redis was down",
+        during - stopped_at
+    );
+    redis.run();
+    wait_all(&mut children, dir.path(), &[]);
+    let items = export(&redis, "outage", dir.path(), &origin);
+    assert_exactly_once(&items, &site, &origin);
+    let logged = (0..3).any(|n| log(dir.path(), n).contains("Redis unavailable"));
+    assert!(logged, "the outage was logged");
+    assert!(
+        (0..3).any(|n| log(dir.path(), n).contains("Redis is back")),
+        "the recovery was logged"
+    );
+}
+
+#[test]
+fn bad_settings_fail_before_any_fetch() {
+    let server = TestServer::builder()
+        .host("a.test", ip(2), Site::generated(3))
+        .start()
+        .unwrap();
+    let url = server.url("a.test", "/");
+    let run = common::spindle(
+        &["crawl", &url, "-s", "REDIS_URL=redis://127.0.0.1:1/0"],
+        LIMIT,
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("needs JOB_NAME"), "{}", run.stderr);
+    let run = common::spindle(
+        &[
+            "crawl",
+            &url,
+            "-s",
+            "REDIS_URL=http://nope",
+            "-s",
+            "JOB_NAME=x",
+        ],
+        LIMIT,
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("REDIS_URL"), "{}", run.stderr);
+    let run = common::spindle(
+        &[
+            "crawl",
+            &url,
+            "-s",
+            "REDIS_URL=redis://127.0.0.1:1/0",
+            "-s",
+            "JOB_NAME=x",
+            "-o",
+            "items.jsonl",
+        ],
+        LIMIT,
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("spindle export"), "{}", run.stderr);
+    assert!(server.records().is_empty(), "nothing was fetched");
+}
