@@ -161,6 +161,11 @@ pub fn plan(args: CrawlArgs) -> anyhow::Result<Plan> {
     }
     add_headers(&mut settings, &args.headers)?;
     let distributed = settings.distributed()?.is_some();
+    if distributed && args.processes > 1 {
+        bail!(
+            "--processes cannot be used with REDIS_URL: start more `spindle crawl` workers on the job instead"
+        );
+    }
     if distributed && (args.output.is_some() || args.overwrite_output.is_some()) {
         bail!(
             "a distributed crawl (REDIS_URL) keeps its items in Redis, committed with their page: \

@@ -18,6 +18,15 @@ use spindle_testsite::{max_in_flight, max_in_flight_by_ip, normalize_path, Site,
 
 const LIMIT: Duration = Duration::from_secs(90);
 
+/// One test at a time: each runs three crawlers, a Redis and a site on a
+/// machine of two cores, and the timing checks judge the crawlers, not the
+/// load the other tests would add.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A `redis-server` of our own, with append-only persistence that syncs every
 /// write (`appendfsync always`), so a restart keeps everything acknowledged.
 struct Redis {
@@ -133,6 +142,28 @@ fn workers(
         .collect()
 }
 
+/// A counter summed over the workers' stats.
+fn stat(dir: &Path, workers: usize, name: &str) -> u64 {
+    (0..workers)
+        .map(|n| {
+            let text = std::fs::read_to_string(dir.join(format!("stats{n}.json"))).unwrap();
+            let stats: Value = serde_json::from_str(&text).unwrap();
+            stats[name].as_u64().unwrap_or(0)
+        })
+        .sum()
+}
+
+/// How many workers sent at least one request.
+fn workers_that_fetched(dir: &Path, workers: usize) -> usize {
+    (0..workers)
+        .filter(|n| {
+            let text = std::fs::read_to_string(dir.join(format!("stats{n}.json"))).unwrap();
+            let stats: Value = serde_json::from_str(&text).unwrap();
+            stats["downloader/request_count"].as_u64().unwrap_or(0) > 0
+        })
+        .count()
+}
+
 fn log(dir: &Path, n: usize) -> String {
     let mut s = String::new();
     if let Ok(mut f) = std::fs::File::open(dir.join(format!("worker{n}.log"))) {
@@ -223,6 +254,7 @@ fn gaps(records: &[spindle_testsite::Record]) -> Vec<Duration> {
 
 #[test]
 fn per_domain_cap_holds_across_three_workers_and_every_page_is_exported_once() {
+    let _serial = serial();
     let redis = Redis::start();
     let site = Site::generated(60)
         .links_per_page(6)
@@ -235,7 +267,14 @@ fn per_domain_cap_holds_across_three_workers_and_every_page_is_exported_once() {
         "cap",
         dir.path(),
         3,
-        &["-s", "CONCURRENT_REQUESTS_PER_DOMAIN=2"],
+        // One request at a time per worker: three workers would put three
+        // on the site without the shared cap.
+        &[
+            "-s",
+            "CONCURRENT_REQUESTS_PER_DOMAIN=2",
+            "-s",
+            "CONCURRENT_REQUESTS=1",
+        ],
     );
     wait_all(&mut children, dir.path(), &[]);
     let records = server.records();
@@ -245,25 +284,24 @@ fn per_domain_cap_holds_across_three_workers_and_every_page_is_exported_once() {
         "the per-domain cap of 2 holds across three workers, and is reached"
     );
     // Each worker fetched some of the pages: the job was shared.
-    let shared = (0..3)
-        .filter(|n| {
-            let stats: Value = serde_json::from_str(
-                &std::fs::read_to_string(dir.path().join(format!("stats{n}.json"))).unwrap(),
-            )
-            .unwrap();
-            stats["downloader/request_count"].as_u64().unwrap_or(0) > 0
-        })
-        .count();
+    let shared = workers_that_fetched(dir.path(), 3);
     assert!(shared >= 2, "only {shared} worker(s) fetched anything");
     // robots.txt was fetched once for the whole job, through the same slot.
     let robots = records.iter().filter(|r| r.path == "/robots.txt").count();
     assert_eq!(robots, 1, "one robots.txt fetch for the job");
     let items = export(&redis, "cap", dir.path(), &origin);
     assert_exactly_once(&items, &site, &origin);
+    let trips = stat(dir.path(), 3, "distributed/redis_round_trips");
+    eprintln!(
+        "cap 2 across 3 workers: {} pages, {trips} Redis round trips ({:.2} a page)",
+        items.len(),
+        trips as f64 / items.len() as f64
+    );
 }
 
 #[test]
 fn fixed_delay_holds_across_three_workers() {
+    let _serial = serial();
     let redis = Redis::start();
     let site = Site::generated(25).links_per_page(5);
     let (server, origin) = serve(&site);
@@ -289,6 +327,10 @@ fn fixed_delay_holds_across_three_workers() {
     wait_all(&mut children, dir.path(), &[]);
     let records = server.records();
     assert_fetched_once(&records, &site, &origin);
+    assert!(
+        workers_that_fetched(dir.path(), 3) >= 2,
+        "the job was shared"
+    );
     let closest = gaps(&records).into_iter().min().unwrap();
     // No slack: the slot's gap is taken in Redis by Redis's clock, plus the
     // 5 ms send margin every gate adds for the way from the gate to the socket.
@@ -296,13 +338,18 @@ fn fixed_delay_holds_across_three_workers() {
         closest >= delay,
         "two requests reached the server {closest:?} apart, under the {delay:?} delay"
     );
-    eprintln!("fixed delay 150 ms across 3 workers: closest start-to-start gap {closest:?}");
+    eprintln!(
+        "fixed delay 150 ms across 3 workers: closest start-to-start gap {closest:?}; \
+         {} requests returned as too late to send",
+        stat(dir.path(), 3, "distributed/late_returned")
+    );
     let items = export(&redis, "delay", dir.path(), &origin);
     assert_exactly_once(&items, &site, &origin);
 }
 
 #[test]
 fn randomized_delay_and_per_ip_cap_hold_across_three_workers() {
+    let _serial = serial();
     let redis = Redis::start();
     let site = || {
         Site::generated(30)
@@ -335,6 +382,10 @@ fn randomized_delay_and_per_ip_cap_hold_across_three_workers() {
         2 * want,
         "both hosts crawled whole, each page once"
     );
+    assert!(
+        workers_that_fetched(dir.path(), 3) >= 2,
+        "the job was shared"
+    );
     let by_ip = max_in_flight_by_ip(&records);
     assert_eq!(
         by_ip[&std::net::IpAddr::from(ip(2))],
@@ -354,8 +405,42 @@ fn randomized_delay_and_per_ip_cap_hold_across_three_workers() {
     );
 }
 
+/// `spindle job status --json` of the job.
+fn status(redis: &Redis, job: &str) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_spindle"))
+        .args([
+            "job",
+            "status",
+            "--json",
+            "-s",
+            &format!("REDIS_URL={}", redis.url()),
+        ])
+        .args(["-s", &format!("JOB_NAME={job}")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("status is JSON")
+}
+
+/// Waits until the server has seen `n` requests.
+fn until_records(server: &TestServer, n: usize) {
+    let deadline = Instant::now() + LIMIT;
+    while server.records().len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "the crawl did not get to {n} requests"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 #[test]
 fn a_worker_killed_mid_crawl_loses_nothing() {
+    let _serial = serial();
     let redis = Redis::start();
     let site = Site::generated(80)
         .links_per_page(6)
@@ -368,27 +453,78 @@ fn a_worker_killed_mid_crawl_loses_nothing() {
         "-s",
         "REDIS_LEASE_SECONDS=2",
     ];
-    let mut children = workers(&server, &redis, "kill", dir.path(), 3, &args);
-    // Kill worker 0 once the crawl is under way.
-    let deadline = Instant::now() + LIMIT;
-    while server.records().len() < 15 {
-        assert!(Instant::now() < deadline, "the crawl did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    children[0].kill().unwrap();
-    children[0].wait().unwrap();
+    // Worker 0 alone at first, so it surely holds requests when it dies.
+    let mut first = worker(&server, &redis, "kill", dir.path(), 0, &args);
+    until_records(&server, 12);
+    first.kill().unwrap();
+    first.wait().unwrap();
     let killed_at = server.records().len();
-    wait_all(&mut children, dir.path(), &[0]);
+    let mut rest: Vec<Child> = (1..3)
+        .map(|n| worker(&server, &redis, "kill", dir.path(), n, &args))
+        .collect();
+    for (n, child) in rest.iter_mut().enumerate() {
+        let code = common::wait(child, LIMIT);
+        assert_eq!(
+            code,
+            0,
+            "worker {} failed:\n{}",
+            n + 1,
+            log(dir.path(), n + 1)
+        );
+    }
+    let st = status(&redis, "kill");
+    let reaped = st["reaped"].as_u64().unwrap();
+    assert!(
+        reaped >= 1,
+        "the dead worker's requests were taken back: {st}"
+    );
+    assert_eq!(st["leases"], 0, "{st}");
+    assert_eq!(st["queued"], 0, "{st}");
     let items = export(&redis, "kill", dir.path(), &origin);
     assert_exactly_once(&items, &site, &origin);
+    assert_eq!(st["items"].as_u64().unwrap() as usize, items.len());
     eprintln!(
-        "worker 0 SIGKILLed after {killed_at} requests; {} pages exported once each",
+        "worker 0 SIGKILLed after {killed_at} requests holding {reaped} (taken back); {} pages exported once each",
         items.len()
     );
 }
 
 #[test]
+fn a_worker_stopped_past_its_lease_is_fenced_off() {
+    let _serial = serial();
+    let redis = Redis::start();
+    let site = Site::generated(60)
+        .links_per_page(6)
+        .latency(Duration::from_millis(50));
+    let (server, origin) = serve(&site);
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "-s",
+        "CONCURRENT_REQUESTS_PER_DOMAIN=3",
+        "-s",
+        "REDIS_LEASE_SECONDS=1",
+    ];
+    // Worker 0 is frozen (as if cut off by a partition) while it holds
+    // requests, for longer than its lease; the others take them back.
+    let mut children = vec![worker(&server, &redis, "fence", dir.path(), 0, &args)];
+    until_records(&server, 10);
+    common::signal("-STOP", children[0].id());
+    children.extend((1..3).map(|n| worker(&server, &redis, "fence", dir.path(), n, &args)));
+    std::thread::sleep(Duration::from_secs(3));
+    common::signal("-CONT", children[0].id());
+    wait_all(&mut children, dir.path(), &[]);
+    let fenced = log(dir.path(), 0);
+    assert!(
+        fenced.contains("lease lost") || fenced.contains("finish refused"),
+        "the frozen worker learned that its leases were gone:\n{fenced}"
+    );
+    let items = export(&redis, "fence", dir.path(), &origin);
+    assert_exactly_once(&items, &site, &origin);
+}
+
+#[test]
 fn redis_stopped_for_five_seconds_mid_crawl_loses_nothing() {
+    let _serial = serial();
     let mut redis = Redis::start();
     let site = Site::generated(60)
         .links_per_page(6)

@@ -27,6 +27,8 @@ pub(crate) struct Taken {
     pub token: u64,
     pub slot: String,
     pub bytes: Vec<u8>,
+    /// The gap the take set before the slot's next start (µs); 0 without a delay.
+    pub gap_us: u64,
 }
 
 /// What a take found besides the requests.
@@ -71,12 +73,21 @@ pub(crate) struct JobConn {
     pub conn: ConnectionManager,
     pub prefix: String,
     scripts: std::sync::Arc<Scripts>,
+    /// Commands sent (round trips), by this connection and its clones.
+    pub calls: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
-fn push_args(inv: &mut redis::ScriptInvocation<'_>, pushes: &[Push]) {
-    inv.arg(pushes.len());
+/// A fingerprint as the duplicate filter files it: its bucket (the top 16
+/// bits, in hex) and its value as a signed integer, which Redis stores in
+/// an intset.
+pub(crate) fn seen_member(fp: u64) -> String {
+    format!("{:x}:{}", fp >> 48, fp as i64)
+}
+
+fn push_args(cmd: &mut redis::Cmd, pushes: &[Push]) {
+    cmd.arg(pushes.len());
     for p in pushes {
-        inv.arg(p.fp.map(|fp| fp.to_string()).unwrap_or_default())
+        cmd.arg(p.fp.map(seen_member).unwrap_or_default())
             .arg(&p.slot)
             // Scores are -priority * 2^32 + id in a double: keep them exact.
             .arg(p.priority.clamp(-(1 << 20), 1 << 20))
@@ -87,7 +98,91 @@ fn push_args(inv: &mut redis::ScriptInvocation<'_>, pushes: &[Push]) {
     }
 }
 
+fn finish_args(cmd: &mut redis::Cmd, f: &Finish) {
+    cmd.arg(f.id)
+        .arg(f.token)
+        .arg(f.pause_us)
+        .arg(f.retry.as_deref().unwrap_or_default())
+        .arg(u8::from(f.page));
+    match &f.robots {
+        Some((origin, answer, delay)) => cmd.arg(origin).arg(&answer[..]).arg(*delay),
+        None => cmd.arg("").arg("").arg(0),
+    };
+    cmd.arg(f.items.len());
+    for item in &f.items {
+        cmd.arg(item);
+    }
+    push_args(cmd, &f.pushes);
+}
+
+fn parse_take(reply: &Value) -> RedisResult<TakeResult> {
+    let reply: Vec<Value> = redis::from_redis_value(reply)?;
+    let int = |v: &Value| -> RedisResult<i64> { redis::from_redis_value(v) };
+    let mut it = reply.iter();
+    let (Some(wait), Some(leases)) = (it.next(), it.next()) else {
+        return Err(bad_reply("take"));
+    };
+    let wait = int(wait)?;
+    let mut taken = Vec::new();
+    let rest: Vec<&Value> = it.collect();
+    for chunk in rest.chunks(5) {
+        let [id, token, slot, bytes, gap] = chunk else {
+            return Err(bad_reply("take"));
+        };
+        taken.push(Taken {
+            id: int(id)? as u64,
+            token: int(token)? as u64,
+            slot: redis::from_redis_value(*slot)?,
+            bytes: redis::from_redis_value(*bytes)?,
+            gap_us: int(gap)?.max(0) as u64,
+        });
+    }
+    Ok(TakeResult {
+        wait_us: u64::try_from(wait).ok(),
+        leases: int(leases)? as u64,
+        taken,
+    })
+}
+
+/// What a take asks for.
+pub(crate) struct TakeArgs<'a> {
+    pub worker: &'a str,
+    pub lease_us: u64,
+    pub max: usize,
+    pub margin_us: u64,
+    /// How many expired leases the take returns to the frontier first.
+    pub reap: usize,
+}
+
 impl JobConn {
+    fn count(&self) {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// `EVALSHA` of a script with the job's prefix as its one key.
+    fn evalsha(&self, script: &redis::Script) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(script.get_hash()).arg(1).arg(&self.prefix);
+        cmd
+    }
+
+    /// Sends `pipe` in one round trip; when Redis lost its scripts (a
+    /// restart), loads them and sends it again.
+    async fn send(&mut self, pipe: &redis::Pipeline) -> RedisResult<Vec<Value>> {
+        self.count();
+        match pipe.query_async(&mut self.conn).await {
+            Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
+                for script in self.scripts.all() {
+                    script.prepare_invoke().load_async(&mut self.conn).await?;
+                }
+                self.count();
+                pipe.query_async(&mut self.conn).await
+            }
+            other => other,
+        }
+    }
+
     /// Connects to `url` for job `job`. Commands that get no answer within
     /// `timeout` fail (and the caller backs off) rather than hang.
     pub async fn connect(
@@ -106,76 +201,62 @@ impl JobConn {
             conn,
             prefix: prefix(job),
             scripts: std::sync::Arc::new(Scripts::new()),
+            calls: Default::default(),
         })
     }
 
     /// Admits requests; returns how many were new to the duplicate filter.
     pub async fn seed(&mut self, pushes: &[Push]) -> RedisResult<u64> {
-        let mut inv = self.scripts.seed.key(&self.prefix);
-        push_args(&mut inv, pushes);
-        inv.invoke_async(&mut self.conn).await
+        let mut cmd = self.evalsha(&self.scripts.seed);
+        push_args(&mut cmd, pushes);
+        let mut pipe = redis::pipe();
+        pipe.add_command(cmd);
+        let reply = self.send(&pipe).await?;
+        redis::from_redis_value(reply.first().ok_or_else(|| bad_reply("seed"))?)
     }
 
-    /// Takes up to `max` requests whose slots allow one now.
-    pub async fn take(
+    /// In one round trip: commits `finishes` (each `true` when committed,
+    /// `false` when its lease was lost, and then nothing of it was
+    /// committed), then, with `take`, reaps expired leases and takes what
+    /// the slots allow.
+    pub async fn finish_and_take(
         &mut self,
-        worker: &str,
-        lease_us: u64,
-        max: usize,
-        margin_us: u64,
-    ) -> RedisResult<TakeResult> {
-        let mut inv = self.scripts.take.key(&self.prefix);
-        inv.arg(worker).arg(lease_us).arg(max).arg(margin_us);
-        for _ in 0..max {
-            inv.arg(rand::random::<f64>());
+        finishes: &[Finish],
+        take: Option<TakeArgs<'_>>,
+    ) -> RedisResult<(Vec<bool>, Option<TakeResult>)> {
+        let mut pipe = redis::pipe();
+        for f in finishes {
+            let mut cmd = self.evalsha(&self.scripts.finish);
+            finish_args(&mut cmd, f);
+            pipe.add_command(cmd);
         }
-        let reply: Vec<Value> = inv.invoke_async(&mut self.conn).await?;
-        let int = |v: &Value| -> RedisResult<i64> { redis::from_redis_value(v) };
-        let mut it = reply.iter();
-        let (Some(wait), Some(leases)) = (it.next(), it.next()) else {
-            return Err(bad_reply("take"));
+        if let Some(t) = &take {
+            let mut cmd = self.evalsha(&self.scripts.take);
+            cmd.arg(t.worker)
+                .arg(t.lease_us)
+                .arg(t.max)
+                .arg(t.margin_us)
+                .arg(t.reap);
+            for _ in 0..t.max {
+                cmd.arg(rand::random::<f64>());
+            }
+            pipe.add_command(cmd);
+        }
+        if finishes.is_empty() && take.is_none() {
+            return Ok((Vec::new(), None));
+        }
+        let reply = self.send(&pipe).await?;
+        let mut done = Vec::with_capacity(finishes.len());
+        for v in &reply[..finishes.len().min(reply.len())] {
+            let n: i64 = redis::from_redis_value(v)?;
+            done.push(n == 1);
+        }
+        let taken = match (&take, reply.get(finishes.len())) {
+            (Some(_), Some(v)) => Some(parse_take(v)?),
+            (Some(_), None) => return Err(bad_reply("take")),
+            (None, _) => None,
         };
-        let wait = int(wait)?;
-        let mut taken = Vec::new();
-        let rest: Vec<&Value> = it.collect();
-        for chunk in rest.chunks(4) {
-            let [id, token, slot, bytes] = chunk else {
-                return Err(bad_reply("take"));
-            };
-            taken.push(Taken {
-                id: int(id)? as u64,
-                token: int(token)? as u64,
-                slot: redis::from_redis_value(slot)?,
-                bytes: redis::from_redis_value(bytes)?,
-            });
-        }
-        Ok(TakeResult {
-            wait_us: u64::try_from(wait).ok(),
-            leases: int(leases)? as u64,
-            taken,
-        })
-    }
-
-    /// Commits a finished request; `false` when its lease was lost (then
-    /// nothing was committed).
-    pub async fn finish(&mut self, f: &Finish) -> RedisResult<bool> {
-        let mut inv = self.scripts.finish.key(&self.prefix);
-        inv.arg(f.id)
-            .arg(f.token)
-            .arg(f.pause_us)
-            .arg(f.retry.as_deref().unwrap_or_default())
-            .arg(u8::from(f.page));
-        match &f.robots {
-            Some((origin, answer, delay)) => inv.arg(origin).arg(&answer[..]).arg(*delay),
-            None => inv.arg("").arg("").arg(0),
-        };
-        inv.arg(f.items.len());
-        for item in &f.items {
-            inv.arg(item);
-        }
-        push_args(&mut inv, &f.pushes);
-        let done: i64 = inv.invoke_async(&mut self.conn).await?;
-        Ok(done == 1)
+        Ok((done, taken))
     }
 
     /// Renews the leases of `held` (id, token); returns the ids whose lease is lost.
@@ -185,26 +266,20 @@ impl JobConn {
         lease_us: u64,
         held: &[(u64, u64)],
     ) -> RedisResult<Vec<u64>> {
-        let mut inv = self.scripts.renew.key(&self.prefix);
-        inv.arg(worker).arg(lease_us);
+        let mut cmd = self.evalsha(&self.scripts.renew);
+        cmd.arg(worker).arg(lease_us);
         for (id, token) in held {
-            inv.arg(*id).arg(*token);
+            cmd.arg(*id).arg(*token);
         }
-        inv.invoke_async(&mut self.conn).await
-    }
-
-    /// Returns up to `max` expired leases' requests to the frontier.
-    pub async fn reap(&mut self, max: usize) -> RedisResult<u64> {
-        self.scripts
-            .reap
-            .key(&self.prefix)
-            .arg(max)
-            .invoke_async(&mut self.conn)
-            .await
+        let mut pipe = redis::pipe();
+        pipe.add_command(cmd);
+        let reply = self.send(&pipe).await?;
+        redis::from_redis_value(reply.first().ok_or_else(|| bad_reply("renew"))?)
     }
 
     /// An origin's robots.txt answer, once some worker fetched it.
     pub async fn robots(&mut self, origin: &str) -> RedisResult<Option<Vec<u8>>> {
+        self.count();
         self.conn
             .hget(format!("{}robots", self.prefix), origin)
             .await

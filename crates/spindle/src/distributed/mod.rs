@@ -90,7 +90,6 @@ pub async fn status(url: &str, job: &str) -> Result<JobStatus, DistributedError>
     let con = &mut c.conn;
     let queued: u64 = con.hlen(format!("{p}req")).await?;
     let leases: u64 = con.zcard(format!("{p}leases")).await?;
-    let seen: u64 = con.scard(format!("{p}seen")).await?;
     let items: u64 = con.llen(format!("{p}items")).await?;
     let stats: std::collections::HashMap<String, u64> = con.hgetall(format!("{p}stats")).await?;
     let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(con).await?;
@@ -119,7 +118,7 @@ pub async fn status(url: &str, job: &str) -> Result<JobStatus, DistributedError>
         // `req` also holds requests in flight.
         queued: queued.saturating_sub(leases),
         leases,
-        seen,
+        seen: stats.get("seen").copied().unwrap_or(0),
         items,
         pages: stats.get("pages").copied().unwrap_or(0),
         reaped: stats.get("reaped").copied().unwrap_or(0),

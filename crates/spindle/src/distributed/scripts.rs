@@ -14,7 +14,10 @@
 //!   under their cap, scored by their `next`;
 //! - `lease`: hash, request id → `token|slot|score|worker` of the request's
 //!   current holder; `leases`: sorted set, request id → lease expiry (µs);
-//! - `seen`: set of 64-bit fingerprints (the duplicate filter);
+//! - `seen:<bucket>`: the duplicate filter, as 65,536 sets of 64-bit
+//!   fingerprints (as signed integers) by their top 16 bits: Redis keeps a
+//!   small set of integers as an intset, 8 bytes an entry, while one big set
+//!   is a hash table at about 80 bytes an entry (measured, docs/distributed.md);
 //! - `items`: list of the job's items, one JSON object each;
 //! - `robots`: hash, origin → robots.txt answer (`status` newline body);
 //! - `slots`: set of every slot's name;
@@ -41,10 +44,14 @@ local function refile(slot)
     redis.call('ZREM', p .. 'ready', slot)
   end
 end
--- Admits one request unless its fingerprint was seen ('' skips the filter).
+-- Admits one request unless its fingerprint ('<bucket hex>:<i64>') was seen ('' skips the filter).
 local function push(fp, slot, prio, bytes, cap, delay, rnd)
-  if fp ~= '' and redis.call('SADD', p .. 'seen', fp) == 0 then
-    return 0
+  if fp ~= '' then
+    local bucket, value = string.match(fp, '^(%x+):(.+)$')
+    if redis.call('SADD', p .. 'seen:' .. bucket, value) == 0 then
+      return 0
+    end
+    redis.call('HINCRBY', p .. 'stats', 'seen', 1)
   end
   local id = redis.call('INCR', p .. 'nextid')
   redis.call('HSET', p .. 'req', id, bytes)
@@ -56,6 +63,26 @@ local function push(fp, slot, prio, bytes, cap, delay, rnd)
   end
   refile(slot)
   return 1
+end
+-- Returns requests whose lease expired to their slot's queue, and releases
+-- their place under the slot's cap; at most `max`. Returns how many.
+local function reap(now, max)
+  local expired = redis.call('ZRANGEBYSCORE', p .. 'leases', '-inf', now, 'LIMIT', 0, max)
+  for _, id in ipairs(expired) do
+    local held = redis.call('HGET', p .. 'lease', id)
+    redis.call('ZREM', p .. 'leases', id)
+    redis.call('HDEL', p .. 'lease', id)
+    if held then
+      local lease = {}
+      for part in string.gmatch(held, '([^|]+)') do lease[#lease + 1] = part end
+      local slot = lease[2]
+      redis.call('ZADD', p .. 'q:' .. slot, lease[3], id)
+      redis.call('HINCRBY', p .. 'slot:' .. slot, 'inflight', -1)
+      redis.call('HINCRBY', p .. 'stats', 'reaped', 1)
+      refile(slot)
+    end
+  end
+  return #expired
 end
 local function split(s)
   local out = {}
@@ -79,13 +106,15 @@ end
 return added
 "#;
 
-/// Takes up to `max` requests whose slots allow one now. ARGV: worker,
-/// lease µs, max, send margin µs, then `max` random numbers in [0, 1) for
-/// randomized delays. Per request taken: the slot's in-flight count goes
+/// Takes up to `max` requests whose slots allow one now, after returning up
+/// to `reap` expired leases' requests to the frontier (so a dead worker's
+/// requests come back without a round trip of their own). ARGV: worker,
+/// lease µs, max, send margin µs, reap, then `max` random numbers in [0, 1)
+/// for randomized delays. Per request taken: the slot's in-flight count goes
 /// up, its `next` becomes now + its delay (+ margin), and a lease with a
 /// fresh fencing token is recorded. Returns {wait µs until the next slot is
-/// ready (-1: none), leases held anywhere, then id, token, slot, request per
-/// request taken}.
+/// ready (-1: none), leases held anywhere, then id, token, slot, request and
+/// the gap set after it (µs) per request taken}.
 const TAKE: &str = r#"
 local now = now_us()
 local worker = ARGV[1]
@@ -93,6 +122,7 @@ local lease = tonumber(ARGV[2])
 local max = tonumber(ARGV[3])
 local margin = tonumber(ARGV[4])
 redis.call('ZADD', p .. 'workers', now, worker)
+reap(now, tonumber(ARGV[5]))
 local out = {}
 local n = 0
 while n < max do
@@ -107,7 +137,7 @@ while n < max do
   local s = redis.call('HMGET', sk, 'delay', 'rnd')
   local delay = tonumber(s[1]) or 0
   if tonumber(s[2]) == 1 then
-    delay = delay * (0.5 + tonumber(ARGV[5 + n]))
+    delay = delay * (0.5 + tonumber(ARGV[6 + n]))
   end
   local gap = 0
   if delay > 0 then gap = math.floor(delay + margin) end
@@ -122,6 +152,7 @@ while n < max do
   out[#out + 1] = token
   out[#out + 1] = slot
   out[#out + 1] = redis.call('HGET', p .. 'req', id)
+  out[#out + 1] = gap
 end
 local head = redis.call('ZRANGE', p .. 'ready', 0, 0, 'WITHSCORES')
 local wait = -1
@@ -209,27 +240,6 @@ end
 return lost
 "#;
 
-/// Returns requests whose lease expired to their slot's queue, and releases
-/// their place under the slot's cap. ARGV: max. Returns how many.
-const REAP: &str = r#"
-local now = now_us()
-local expired = redis.call('ZRANGEBYSCORE', p .. 'leases', '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
-for _, id in ipairs(expired) do
-  local held = redis.call('HGET', p .. 'lease', id)
-  redis.call('ZREM', p .. 'leases', id)
-  redis.call('HDEL', p .. 'lease', id)
-  if held then
-    local lease = split(held)
-    local slot = lease[2]
-    redis.call('ZADD', p .. 'q:' .. slot, lease[3], id)
-    redis.call('HINCRBY', p .. 'slot:' .. slot, 'inflight', -1)
-    redis.call('HINCRBY', p .. 'stats', 'reaped', 1)
-    refile(slot)
-  end
-end
-return #expired
-"#;
-
 /// The scripts, compiled once (EVALSHA, with EVAL when Redis lost its
 /// script cache, e.g. after a restart).
 pub(crate) struct Scripts {
@@ -237,7 +247,6 @@ pub(crate) struct Scripts {
     pub take: redis::Script,
     pub finish: redis::Script,
     pub renew: redis::Script,
-    pub reap: redis::Script,
 }
 
 impl Scripts {
@@ -248,7 +257,11 @@ impl Scripts {
             take: with(TAKE),
             finish: with(FINISH),
             renew: with(RENEW),
-            reap: with(REAP),
         }
+    }
+
+    /// Every script, to load them again into a Redis that lost them.
+    pub fn all(&self) -> [&redis::Script; 4] {
+        [&self.seed, &self.take, &self.finish, &self.renew]
     }
 }

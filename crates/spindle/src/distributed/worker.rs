@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::conn::{Finish, JobConn, Push, Taken};
+use super::conn::{Finish, JobConn, Push, TakeArgs, Taken};
 use super::{DistributedError, COMMAND_TIMEOUT};
 use crate::downloader::dns::Resolver;
 use crate::downloader::slot::SEND_MARGIN;
@@ -31,8 +31,6 @@ use crate::stats::{CrawlReport, Progress, Stats};
 const POLL: Duration = Duration::from_millis(50);
 /// Backoff after a failed Redis command: from the first to the last, doubling.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
-/// How often a worker returns expired leases to the frontier.
-const REAP_EVERY: Duration = Duration::from_secs(1);
 /// robots.txt requests go first in their slot.
 const ROBOTS_PRIORITY: i32 = 1 << 20;
 
@@ -53,6 +51,11 @@ enum Event {
     },
     Forbidden {
         id: u64,
+    },
+    /// Too late to send without shortening its slot's gap: goes back.
+    Late {
+        id: u64,
+        bytes: Vec<u8>,
     },
     Parsed {
         id: u64,
@@ -168,6 +171,10 @@ pub(crate) async fn run(parts: Parts) -> Result<CrawlReport, CrawlError> {
     }
     let reason = w.run_loop(&mut rx, &parts.shutdown).await;
     info!(reason = %reason, "worker closed");
+    w.stats.inc_by(
+        "distributed/redis_round_trips",
+        w.conn.calls.load(std::sync::atomic::Ordering::Relaxed),
+    );
     let mut stats = std::mem::take(&mut w.stats);
     stats.merge(&w.mw_stats);
     Ok(CrawlReport::new(
@@ -228,27 +235,33 @@ impl Worker {
         let cr = self.settings.concurrent_requests.max(1);
         let renew_every = Duration::from_micros(self.lease_us / 3);
         let mut last_renew = Instant::now();
-        let mut last_reap = Instant::now() - REAP_EVERY;
+        let mut idle = 0u32;
         loop {
             let up = self.down.is_none_or(|(_, _, next)| Instant::now() >= next);
             let mut wait = POLL;
-            if up {
-                if self
-                    .redis_step(&mut last_renew, &mut last_reap, renew_every)
-                    .await
-                {
-                    // Redis answered every call of this step.
-                    if let Some(result) = self.take_step(cr).await {
-                        if self.held.is_empty()
-                            && self.finishes.is_empty()
-                            && result.0.is_none()
-                            && result.1 == 0
-                        {
-                            return "finished".into();
-                        }
-                        if let Some(us) = result.0 {
-                            wait = wait.min(Duration::from_micros(us));
-                        }
+            // A worker with no free place and nothing to commit has nothing
+            // to ask Redis until a download ends (or a renewal is due).
+            let full = self.held.len() >= cr && self.finishes.is_empty();
+            if full {
+                wait = renew_every.saturating_sub(last_renew.elapsed());
+            }
+            if up && self.renew(&mut last_renew, renew_every).await && !full {
+                if let Some((next, leases, took)) = self.step(cr).await {
+                    if self.held.is_empty()
+                        && self.finishes.is_empty()
+                        && next.is_none()
+                        && leases == 0
+                    {
+                        return "finished".into();
+                    }
+                    // Nothing to do here while other workers hold the
+                    // slots: ask less often, up to 8 polls apart.
+                    idle = if took { 0 } else { (idle + 1).min(3) };
+                    if self.held.is_empty() {
+                        wait = POLL * (1 << idle);
+                    }
+                    if let Some(us) = next {
+                        wait = wait.min(Duration::from_micros(us));
                     }
                 }
             }
@@ -277,42 +290,59 @@ impl Worker {
         }
     }
 
-    /// Commits waiting finishes, renews leases and reaps expired ones when due.
+    /// Renews this worker's leases when due, and first thing after an
+    /// outage, so no other worker takes back what this one still holds.
     /// Returns false when Redis failed.
-    async fn redis_step(
-        &mut self,
-        last_renew: &mut Instant,
-        last_reap: &mut Instant,
-        renew_every: Duration,
-    ) -> bool {
-        if self.down.is_some() || last_renew.elapsed() >= renew_every {
-            // After an outage, renew before anything else, so no other
-            // worker reaps what this one still holds.
-            let held: Vec<(u64, u64)> = self.held.iter().map(|(id, h)| (*id, h.token)).collect();
-            match self.conn.renew(&self.id, self.lease_us, &held).await {
-                Ok(lost) => {
-                    self.redis_back();
-                    *last_renew = Instant::now();
-                    for id in lost {
-                        // Reaped while this worker was away: another will
-                        // fetch it; this one's answer would be refused.
-                        if self.held.remove(&id).is_some() {
-                            warn!(id, "lease lost; the request went back to the frontier");
-                            self.stats.inc("distributed/lease_lost");
-                        }
+    async fn renew(&mut self, last_renew: &mut Instant, renew_every: Duration) -> bool {
+        if self.down.is_none() && last_renew.elapsed() < renew_every {
+            return true;
+        }
+        let held: Vec<(u64, u64)> = self.held.iter().map(|(id, h)| (*id, h.token)).collect();
+        match self.conn.renew(&self.id, self.lease_us, &held).await {
+            Ok(lost) => {
+                self.redis_back();
+                *last_renew = Instant::now();
+                for id in lost {
+                    // Taken back while this worker was away: another will
+                    // fetch it, and this one's answer would be refused.
+                    if self.held.remove(&id).is_some() {
+                        warn!(id, "lease lost; the request went back to the frontier");
+                        self.stats.inc("distributed/lease_lost");
                     }
                 }
-                Err(e) => {
-                    self.redis_failed(&e);
-                    return false;
-                }
+                self.finishes.retain(|f| self.held.contains_key(&f.id));
+                true
+            }
+            Err(e) => {
+                self.redis_failed(&e);
+                false
             }
         }
-        while let Some(f) = self.finishes.front() {
-            match self.conn.finish(f).await {
-                Ok(committed) => {
-                    self.redis_back();
-                    let f = self.finishes.pop_front().expect("front");
+    }
+
+    /// One round trip: commits the finished requests, takes back expired
+    /// leases, and takes what the slots allow, up to this worker's free
+    /// places. Returns (µs until the next slot is ready, leases anywhere,
+    /// whether anything was taken), or `None` when Redis failed.
+    async fn step(&mut self, cr: usize) -> Option<(Option<u64>, u64, bool)> {
+        let batch: Vec<Finish> = self.finishes.drain(..self.finishes.len().min(64)).collect();
+        let free = if self.closing.is_some() {
+            0
+        } else {
+            cr.saturating_sub(self.held.len())
+        };
+        let take = TakeArgs {
+            worker: &self.id,
+            lease_us: self.lease_us,
+            max: free,
+            margin_us: SEND_MARGIN.as_micros() as u64,
+            reap: 100,
+        };
+        let asked = Instant::now();
+        match self.conn.finish_and_take(&batch, Some(take)).await {
+            Ok((done, taken)) => {
+                self.redis_back();
+                for (f, committed) in batch.into_iter().zip(done) {
                     self.held.remove(&f.id);
                     if committed {
                         self.stats
@@ -328,52 +358,19 @@ impl Worker {
                         self.stats.inc("distributed/finish_refused");
                     }
                 }
-                Err(e) => {
-                    self.redis_failed(&e);
-                    return false;
+                let taken = taken?;
+                let took = !taken.taken.is_empty();
+                for t in taken.taken {
+                    self.start(t, asked);
                 }
-            }
-        }
-        if last_reap.elapsed() >= REAP_EVERY {
-            match self.conn.reap(100).await {
-                Ok(n) => {
-                    *last_reap = Instant::now();
-                    if n > 0 {
-                        info!(
-                            requests = n,
-                            "took back requests whose worker's lease expired"
-                        );
-                        self.stats.inc_by("distributed/reaped", n);
-                    }
-                }
-                Err(e) => {
-                    self.redis_failed(&e);
-                    return false;
-                }
-            }
-        }
-        true
-    }
-
-    /// Takes what the slots allow, up to this worker's free places. Returns
-    /// (µs until the next slot is ready, leases anywhere), or `None` when
-    /// Redis failed.
-    async fn take_step(&mut self, cr: usize) -> Option<(Option<u64>, u64)> {
-        let free = if self.closing.is_some() {
-            0
-        } else {
-            cr.saturating_sub(self.held.len())
-        };
-        let margin = SEND_MARGIN.as_micros() as u64;
-        match self.conn.take(&self.id, self.lease_us, free, margin).await {
-            Ok(result) => {
-                self.redis_back();
-                for taken in result.taken {
-                    self.start(taken);
-                }
-                Some((result.wait_us, result.leases))
+                Some((taken.wait_us, taken.leases, took))
             }
             Err(e) => {
+                // Nothing is known to be committed: all of it is sent again
+                // (a finish that did commit is then refused, harmlessly).
+                for f in batch.into_iter().rev() {
+                    self.finishes.push_front(f);
+                }
                 self.redis_failed(&e);
                 None
             }
@@ -408,8 +405,9 @@ impl Worker {
         }
     }
 
-    /// Starts a request taken from the shared frontier.
-    fn start(&mut self, taken: Taken) {
+    /// Starts a request taken from the shared frontier. `asked` is when the
+    /// take was sent: Redis timed the slot's gap at some instant after it.
+    fn start(&mut self, taken: Taken, asked: Instant) {
         let Ok(mut request) = postcard::from_bytes::<Request>(&taken.bytes) else {
             warn!(id = taken.id, "a request in Redis cannot be read; dropped");
             self.held.insert(
@@ -453,11 +451,24 @@ impl Worker {
         let wait_robots = (self.settings.robotstxt_obey && request.purpose == Purpose::Page)
             .then(|| (self.conn.clone(), self.robots.clone()));
         let agent = self.settings.user_agent.clone();
+        // Redis spaced this request's start from the slot's previous one by
+        // the delay plus the send margin, as of the take. Sent later than the
+        // margin after the take was asked for (this process starved of CPU,
+        // or waiting for robots.txt), it could reach the site closer than the
+        // delay to the slot's next request, taken meanwhile by another
+        // worker: then it goes back to the frontier instead.
+        let send_by = (taken.gap_us > 0).then(|| (asked + SEND_MARGIN, taken.bytes));
         tokio::spawn(async move {
             if let Some((conn, cache)) = wait_robots {
                 let rules = robots_for(conn, cache, &request.url, &agent).await;
                 if !rules.allows(&request.url) {
                     let _ = events.send(Event::Forbidden { id });
+                    return;
+                }
+            }
+            if let Some((by, bytes)) = send_by {
+                if Instant::now() > by {
+                    let _ = events.send(Event::Late { id, bytes });
                     return;
                 }
             }
@@ -524,6 +535,21 @@ impl Worker {
 
     async fn handle(&mut self, event: Event) {
         match event {
+            Event::Late { id, bytes } => {
+                self.progress
+                    .in_flight
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                self.stats.inc("distributed/late_returned");
+                debug!(id, "too late to send within the slot's delay; returned");
+                if let Some(held) = self.held.get(&id) {
+                    self.finishes.push_back(Finish {
+                        id,
+                        token: held.token,
+                        retry: Some(bytes),
+                        ..Finish::default()
+                    });
+                }
+            }
             Event::Forbidden { id } => {
                 self.progress
                     .in_flight
