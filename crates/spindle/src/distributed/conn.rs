@@ -132,8 +132,8 @@ fn parse_take(reply: &Value) -> RedisResult<TakeResult> {
         taken.push(Taken {
             id: int(id)? as u64,
             token: int(token)? as u64,
-            slot: redis::from_redis_value(*slot)?,
-            bytes: redis::from_redis_value(*bytes)?,
+            slot: redis::from_redis_value(slot)?,
+            bytes: redis::from_redis_value(bytes)?,
             gap_us: int(gap)?.max(0) as u64,
         });
     }
