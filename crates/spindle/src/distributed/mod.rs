@@ -14,6 +14,8 @@
 
 mod conn;
 mod scripts;
+#[cfg(test)]
+mod tests;
 mod worker;
 
 use std::path::Path;
