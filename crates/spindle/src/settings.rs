@@ -389,12 +389,15 @@ impl Settings {
             }
             "JOBDIR" => self.jobdir = (!v.is_empty()).then(|| v.into()),
             "REDIS_URL" => {
-                if !v.is_empty() {
-                    redis::IntoConnectionInfo::into_connection_info(v).map_err(|e| {
+                // One URL, or a Redis Cluster's nodes separated by commas.
+                for node in v.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+                    redis::IntoConnectionInfo::into_connection_info(node).map_err(|e| {
                         invalid(
                             name,
                             v,
-                            &format!("a Redis URL such as redis://127.0.0.1:6379/0 ({e})"),
+                            &format!(
+                                "a Redis URL such as redis://127.0.0.1:6379/0, or a cluster's node URLs separated by commas ({e})"
+                            ),
                         )
                     })?;
                 }

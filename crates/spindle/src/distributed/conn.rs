@@ -67,10 +67,55 @@ pub(crate) fn prefix(job: &str) -> String {
     format!("spindle:{{{job}}}:")
 }
 
+/// A connection to one Redis, or to a Redis Cluster (REDIS_URL with several
+/// comma-separated node URLs), where each command goes to the shard of its
+/// keys: for the scripts, the job's hash tag.
+#[derive(Clone)]
+pub(crate) enum Conn {
+    Single(ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// The node URLs of a `REDIS_URL`: one, or several (a Redis Cluster) separated by commas.
+pub fn nodes(url: &str) -> Vec<&str> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect()
+}
+
 /// The job in Redis, through an auto-reconnecting connection.
 #[derive(Clone)]
 pub(crate) struct JobConn {
-    pub conn: ConnectionManager,
+    pub conn: Conn,
     pub prefix: String,
     scripts: std::sync::Arc<Scripts>,
     /// Commands sent (round trips), by this connection and its clones.
@@ -190,13 +235,23 @@ impl JobConn {
         job: &str,
         timeout: std::time::Duration,
     ) -> Result<Self, DistributedError> {
-        let client = redis::Client::open(url)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(timeout)
-            .set_response_timeout(timeout)
-            .set_number_of_retries(1)
-            .set_max_delay(1000);
-        let conn = client.get_connection_manager_with_config(config).await?;
+        let nodes = nodes(url);
+        let conn = if nodes.len() > 1 {
+            let client = redis::cluster::ClusterClient::builder(nodes)
+                .connection_timeout(timeout)
+                .response_timeout(timeout)
+                .retries(1)
+                .build()?;
+            Conn::Cluster(client.get_async_connection().await?)
+        } else {
+            let client = redis::Client::open(url)?;
+            let config = redis::aio::ConnectionManagerConfig::new()
+                .set_connection_timeout(timeout)
+                .set_response_timeout(timeout)
+                .set_number_of_retries(1)
+                .set_max_delay(1000);
+            Conn::Single(client.get_connection_manager_with_config(config).await?)
+        };
         Ok(JobConn {
             conn,
             prefix: prefix(job),

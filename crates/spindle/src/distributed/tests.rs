@@ -21,7 +21,14 @@ impl Redis {
             .port();
         let dir = tempfile::tempdir().unwrap();
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
             .arg("--dir")
             .arg(dir.path())
             .stdout(Stdio::null())
@@ -130,9 +137,15 @@ async fn the_cap_holds_and_a_stale_finish_is_refused_after_its_lease_is_taken_ba
         .unwrap();
     assert_eq!(status.items, 1, "only B's item: {status:?}");
     assert_eq!(status.reaped, 1);
-    assert_eq!(status.queued, 2, "request 2, and 4 from B's page (2 was seen)");
+    assert_eq!(
+        status.queued, 2,
+        "request 2, and 4 from B's page (2 was seen)"
+    );
     assert_eq!(status.leases, 0);
-    assert_eq!(status.seen, 3, "fingerprints 1, 2 and 4; A's 3 never got in");
+    assert_eq!(
+        status.seen, 3,
+        "fingerprints 1, 2 and 4; A's 3 never got in"
+    );
     assert_eq!(status.slots, [("s".to_string(), 2, 0)]);
 }
 
@@ -207,7 +220,9 @@ async fn one_redis_carries_thousands_of_pages_a_second() {
                             .map(|k| {
                                 // One new URL in five; the rest were seen.
                                 let new = (k == 0)
-                                    .then(|| found.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                                    .then(|| {
+                                        found.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                                    })
                                     .filter(|n| *n < PAGES);
                                 let fp = new.map_or(k, |n| SLOTS + n);
                                 push(fp, &format!("site{}", fp % SLOTS), 8, 0)
