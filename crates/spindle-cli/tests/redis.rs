@@ -456,9 +456,11 @@ fn randomized_delay_and_per_ip_cap_hold_across_three_workers() {
     let _serial = serial();
     let redis = Redis::start();
     let site = || {
+        // Pages take 200 ms, longer than any two gaps (0.5–1.5 × 100 ms + 5 ms
+        // each): without the shared cap, three would overlap.
         Site::generated(30)
             .links_per_page(5)
-            .latency(Duration::from_millis(60))
+            .latency(Duration::from_millis(200))
     };
     // a.test and b.test share one address: one per-IP slot.
     let server = TestServer::builder()
@@ -741,7 +743,10 @@ fn on_a_three_node_cluster_the_cap_and_delay_hold_and_a_killed_worker_loses_noth
         "REDIS_LEASE_SECONDS=2",
     ];
     let mut first = worker(&server, &cluster, "cl", dir.path(), 0, &args);
+    // Records land when a response ends; half a page's latency later the
+    // worker is in the middle of its next request (its delay is shorter).
     until_records(&server, 8);
+    std::thread::sleep(Duration::from_millis(60));
     first.kill().unwrap();
     first.wait().unwrap();
     let mut rest: Vec<Child> = (1..4)
@@ -774,6 +779,54 @@ fn on_a_three_node_cluster_the_cap_and_delay_hold_and_a_killed_worker_loses_noth
     assert_exactly_once(&items, &site, &origin);
     eprintln!(
         "3-node cluster: closest gap {closest:?}, {} pages exported once each after a SIGKILL",
+        items.len()
+    );
+}
+
+#[test]
+fn robots_txt_is_fetched_once_for_the_job_and_its_rules_and_crawl_delay_bind_every_worker() {
+    let _serial = serial();
+    let redis = Redis::start();
+    let site = Site::generated(20)
+        .links_per_page(5)
+        .robots_txt("User-agent: *\nDisallow: /p/1\nCrawl-delay: 0.1\n");
+    let (server, origin) = serve(&site);
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["-s", "CONCURRENT_REQUESTS_PER_DOMAIN=4"];
+    let mut children = workers(&server, &redis, "robots", dir.path(), 3, &args);
+    wait_all(&mut children, dir.path(), &[]);
+    let records = server.records();
+    let robots: Vec<_> = records.iter().filter(|r| r.path == "/robots.txt").collect();
+    assert_eq!(robots.len(), 1, "one robots.txt fetch for the whole job");
+    let pages = common::pages(records.clone());
+    assert!(
+        pages.iter().all(|r| !r.path.starts_with("/p/1")),
+        "a disallowed page was fetched"
+    );
+    assert!(
+        pages.iter().all(|r| r.start > robots[0].end),
+        "no page before robots.txt was answered"
+    );
+    // Crawl-delay 0.1 s is the floor under the randomized gaps (0.5–1.5 × 0)
+    // of every worker.
+    let closest = gaps(&pages).into_iter().min().unwrap();
+    assert!(
+        closest >= Duration::from_millis(100),
+        "pages {closest:?} apart under the 0.1 s Crawl-delay"
+    );
+    assert!(
+        workers_that_fetched(dir.path(), 3) >= 2,
+        "the job was shared"
+    );
+    let forbidden = stat(dir.path(), 3, "robotstxt/forbidden");
+    assert!(forbidden >= 1, "disallowed links were counted");
+    let items = export(&redis, "robots", dir.path(), &origin);
+    let got: BTreeSet<String> = items.iter().cloned().collect();
+    assert_eq!(got.len(), items.len(), "each page once");
+    let want: BTreeSet<String> = pages.iter().map(|r| normalize_path(&r.path)).collect();
+    assert_eq!(got, want, "an item for every page fetched");
+    eprintln!(
+        "robots.txt: {} pages, closest gap {closest:?} under Crawl-delay 0.1 s, {forbidden} disallowed",
         items.len()
     );
 }

@@ -8,7 +8,8 @@
 //! - `q:<slot>`: sorted set of the slot's waiting request ids, scored
 //!   `-priority * 2^32 + id` (higher priority first, then oldest first);
 //! - `slot:<slot>`: hash with the slot's `cap`, `delay` (µs), `rnd` (1 when
-//!   the delay is randomized), `inflight` and `next` (the Redis time in µs
+//!   the delay is randomized), `floor` (robots.txt Crawl-delay, µs: no drawn
+//!   gap goes under it), `inflight` and `next` (the Redis time in µs
 //!   before which the slot starts nothing);
 //! - `ready`: sorted set of the slots that have requests waiting and room
 //!   under their cap, scored by their `next`;
@@ -134,11 +135,13 @@ while n < max do
   local id, score = first[1], first[2]
   redis.call('ZREM', q, id)
   local sk = p .. 'slot:' .. slot
-  local s = redis.call('HMGET', sk, 'delay', 'rnd')
+  local s = redis.call('HMGET', sk, 'delay', 'rnd', 'floor')
   local delay = tonumber(s[1]) or 0
   if tonumber(s[2]) == 1 then
     delay = delay * (0.5 + tonumber(ARGV[6 + n]))
   end
+  -- robots.txt Crawl-delay is a floor under the drawn gap, as in one process.
+  delay = math.max(delay, tonumber(s[3]) or 0)
   local gap = 0
   if delay > 0 then gap = math.floor(delay + margin) end
   redis.call('HINCRBY', sk, 'inflight', 1)
@@ -165,7 +168,8 @@ return out
 /// Finishes a request, if its lease is still this token's. ARGV: id, token,
 /// pause µs (the slot starts nothing before now + pause), the request to
 /// put back in its slot ('' when done: a retry keeps its id), whether it was
-/// a page (1/0), robots origin ('' for none) and answer, n items then the
+/// a page (1/0), robots origin ('' for none), answer and Crawl-delay µs (the
+/// slot's delay floor from then on), n items then the
 /// items, n pushes then 7 fields each (as SEED). Returns 1, or 0 when the
 /// lease was lost (expired and reaped): then nothing is changed, so a page
 /// is never committed twice.
@@ -196,9 +200,9 @@ end
 if ARGV[5] == '1' then redis.call('HINCRBY', p .. 'stats', 'pages', 1) end
 if ARGV[6] ~= '' then
   redis.call('HSET', p .. 'robots', ARGV[6], ARGV[7])
-  local delay = tonumber(ARGV[8])
-  if delay > (tonumber(redis.call('HGET', sk, 'delay')) or 0) then
-    redis.call('HSET', sk, 'delay', delay)
+  local floor = tonumber(ARGV[8])
+  if floor > (tonumber(redis.call('HGET', sk, 'floor')) or 0) then
+    redis.call('HSET', sk, 'floor', floor)
   end
 end
 local i = 9

@@ -52,10 +52,12 @@ enum Event {
     Forbidden {
         id: u64,
     },
-    /// Too late to send without shortening its slot's gap: goes back.
-    Late {
+    /// Not sent (too late for its slot's gap, or taken before its
+    /// robots.txt was known here): goes back to the frontier, counted in `why`.
+    Returned {
         id: u64,
         bytes: Vec<u8>,
+        why: &'static str,
     },
     Parsed {
         id: u64,
@@ -70,7 +72,9 @@ struct Held {
     slot: String,
 }
 
-type RobotsCache = Arc<Mutex<HashMap<String, Arc<RobotsRules>>>>;
+/// robots.txt rules per origin, with the instant each answer was read from
+/// Redis (the slot's Crawl-delay was in force there by then).
+type RobotsCache = Arc<Mutex<HashMap<String, (Arc<RobotsRules>, Instant)>>>;
 
 struct Worker {
     id: String,
@@ -326,10 +330,12 @@ impl Worker {
     /// whether anything was taken), or `None` when Redis failed.
     async fn step(&mut self, cr: usize) -> Option<(Option<u64>, u64, bool)> {
         let batch: Vec<Finish> = self.finishes.drain(..self.finishes.len().min(64)).collect();
+        // The requests finished in this round trip are no longer held
+        // after it, committed or refused: their places are free for the take.
         let free = if self.closing.is_some() {
             0
         } else {
-            cr.saturating_sub(self.held.len())
+            cr.saturating_sub(self.held.len().saturating_sub(batch.len()))
         };
         let take = TakeArgs {
             worker: &self.id,
@@ -453,24 +459,46 @@ impl Worker {
         let agent = self.settings.user_agent.clone();
         // Redis spaced this request's start from the slot's previous one by
         // the delay plus the send margin, as of the take. Sent later than the
-        // margin after the take was asked for (this process starved of CPU,
-        // or waiting for robots.txt), it could reach the site closer than the
-        // delay to the slot's next request, taken meanwhile by another
-        // worker: then it goes back to the frontier instead.
-        let send_by = (taken.gap_us > 0).then(|| (asked + SEND_MARGIN, taken.bytes));
+        // margin after the take was asked for (this process starved of CPU),
+        // it could reach the site closer than the delay to the slot's next
+        // request, taken meanwhile by another worker: then it goes back to
+        // the frontier instead. So does a page taken before this worker knew
+        // its origin's robots.txt: that answer may forbid it, or raise the
+        // slot's delay (Crawl-delay) past the gap its take was given.
+        let send_by = (taken.gap_us > 0).then_some(asked + SEND_MARGIN);
+        let bytes = taken.bytes;
         tokio::spawn(async move {
             if let Some((conn, cache)) = wait_robots {
-                let rules = robots_for(conn, cache, &request.url, &agent).await;
+                let origin = robots::origin(&request.url);
+                // Known before the take was asked for: the take then saw
+                // the slot's delay as the answer set it.
+                let known = cache
+                    .lock()
+                    .expect("robots cache")
+                    .get(&origin)
+                    .filter(|(_, read)| *read < asked)
+                    .map(|(rules, _)| rules.clone());
+                let Some(rules) = known else {
+                    robots_for(conn, cache, &request.url, &agent).await;
+                    let _ = events.send(Event::Returned {
+                        id,
+                        bytes,
+                        why: "distributed/robots_returned",
+                    });
+                    return;
+                };
                 if !rules.allows(&request.url) {
                     let _ = events.send(Event::Forbidden { id });
                     return;
                 }
             }
-            if let Some((by, bytes)) = send_by {
-                if Instant::now() > by {
-                    let _ = events.send(Event::Late { id, bytes });
-                    return;
-                }
+            if send_by.is_some_and(|by| Instant::now() > by) {
+                let _ = events.send(Event::Returned {
+                    id,
+                    bytes,
+                    why: "distributed/late_returned",
+                });
+                return;
             }
             let result = downloader.fetch(request).await;
             let _ = events.send(Event::Downloaded {
@@ -535,12 +563,12 @@ impl Worker {
 
     async fn handle(&mut self, event: Event) {
         match event {
-            Event::Late { id, bytes } => {
+            Event::Returned { id, bytes, why } => {
                 self.progress
                     .in_flight
                     .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-                self.stats.inc("distributed/late_returned");
-                debug!(id, "too late to send within the slot's delay; returned");
+                self.stats.inc(why);
+                debug!(id, why, "not sent; returned to the frontier");
                 if let Some(held) = self.held.get(&id) {
                     self.finishes.push_back(Finish {
                         id,
@@ -790,7 +818,7 @@ async fn robots_for(
     let origin = robots::origin(url);
     let mut wait = Duration::from_millis(5);
     loop {
-        if let Some(rules) = cache.lock().expect("robots cache").get(&origin) {
+        if let Some((rules, _)) = cache.lock().expect("robots cache").get(&origin) {
             return rules.clone();
         }
         if let Ok(Some(answer)) = conn.robots(&origin).await {
@@ -806,7 +834,8 @@ async fn robots_for(
             cache
                 .lock()
                 .expect("robots cache")
-                .insert(origin.clone(), rules.clone());
+                .entry(origin.clone())
+                .or_insert_with(|| (rules.clone(), Instant::now()));
             return rules;
         }
         tokio::time::sleep(wait).await;
