@@ -295,3 +295,54 @@ async fn redis_cpu(c: &mut JobConn) -> f64 {
         })
         .sum()
 }
+
+/// The duplicate filter's memory, from `INFO memory`: half a million
+/// fingerprints filed as the scripts file them (65,536 sets by their top 16
+/// bits, values as signed integers, so each set is an intset) cost at most 32
+/// bytes each; one set of them would cost about 80.
+#[tokio::test]
+async fn the_duplicate_filter_costs_at_most_32_bytes_a_url() {
+    let redis = Redis::start();
+    let mut c = redis.conn("mem").await;
+    let used = |info: String| -> u64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("used_memory")
+    };
+    let before = used(
+        redis::cmd("INFO")
+            .arg("memory")
+            .query_async(&mut c.conn)
+            .await
+            .unwrap(),
+    );
+    const N: u64 = 500_000;
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    for _ in 0..N / 5_000 {
+        let mut pipe = redis::pipe();
+        for _ in 0..5_000 {
+            // xorshift: well spread 64-bit values, as xxh3 fingerprints are.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let member = super::conn::seen_member(x);
+            let (bucket, value) = member.split_once(':').unwrap();
+            pipe.cmd("SADD")
+                .arg(format!("{}seen:{bucket}", c.prefix))
+                .arg(value)
+                .ignore();
+        }
+        let () = pipe.query_async(&mut c.conn).await.unwrap();
+    }
+    let after = used(
+        redis::cmd("INFO")
+            .arg("memory")
+            .query_async(&mut c.conn)
+            .await
+            .unwrap(),
+    );
+    let per_url = (after - before) as f64 / N as f64;
+    eprintln!("duplicate filter: {per_url:.1} bytes a URL at {N} URLs (INFO memory)");
+    assert!(per_url <= 32.0, "{per_url:.1} bytes a URL");
+}
