@@ -2,6 +2,9 @@
 //! slots allow, downloads and parses them here, and commits each page's
 //! items and links in the step that finishes it.
 
+mod admission;
+mod responses;
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -10,13 +13,13 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::conn::{Finish, JobConn, Push, TakeArgs, Taken};
+use super::conn::{Finish, JobConn, TakeArgs, Taken};
 use super::{DistributedError, COMMAND_TIMEOUT};
 use crate::downloader::dns::Resolver;
 use crate::downloader::slot::SEND_MARGIN;
 use crate::downloader::{DownloadError, Downloader};
 use crate::engine::{CrawlError, ShutdownHandle};
-use crate::middleware::{Action, Context, DownloaderMiddleware};
+use crate::middleware::{Action, DownloaderMiddleware};
 use crate::offsite::OffsiteFilter;
 use crate::request::{Purpose, Request};
 use crate::response::Response;
@@ -479,7 +482,7 @@ impl Worker {
                     .filter(|(_, read)| *read < asked)
                     .map(|(rules, _)| rules.clone());
                 let Some(rules) = known else {
-                    robots_for(conn, cache, &request.url, &agent).await;
+                    admission::robots_for(conn, cache, &request.url, &agent).await;
                     let _ = events.send(Event::Returned {
                         id,
                         bytes,
@@ -506,339 +509,5 @@ impl Worker {
                 result: Box::new(result),
             });
         });
-    }
-
-    /// Runs one hook of each middleware in order until one decides; returns
-    /// the decision and any slot pause asked for.
-    fn run_middlewares(
-        &mut self,
-        slot: &str,
-        mut hook: impl FnMut(&mut dyn DownloaderMiddleware, &mut Context<'_>) -> Action,
-    ) -> (Action, Option<Duration>) {
-        let mut cx = Context::new(&mut self.mw_stats, slot, self.closing.is_some());
-        let mut action = Action::Continue;
-        for mw in &mut self.middlewares {
-            action = hook(mw.as_mut(), &mut cx);
-            if action != Action::Continue {
-                break;
-            }
-        }
-        let pause = cx.take_pause();
-        (action, pause)
-    }
-
-    /// Carries out a middleware's decision on a held request.
-    fn act(&mut self, id: u64, request: Request, action: Action, pause: Option<Duration>) {
-        let Some(held) = self.held.get(&id) else {
-            return;
-        };
-        let mut finish = Finish {
-            id,
-            token: held.token,
-            pause_us: pause.map_or(0, |d| d.as_micros() as u64),
-            ..Finish::default()
-        };
-        match action {
-            Action::Continue | Action::Drop => {
-                if let Some(origin) = request.robots_origin() {
-                    // As the one-process engine: a robots.txt that cannot be had allows all.
-                    finish.robots = Some((origin.to_string(), b"404\n".to_vec(), 0));
-                }
-            }
-            Action::Retry(again) => match postcard::to_allocvec(&again) {
-                Ok(bytes) => finish.retry = Some(bytes),
-                Err(e) => warn!(error = %e, "cannot serialize a retry; dropped"),
-            },
-            Action::Follow(next) => {
-                // A redirect: admitted like a link (offsite, duplicates).
-                let depth = request.depth;
-                let mut next = next;
-                next.depth = depth;
-                let pushes = self.admit_sync(next, None);
-                finish.pushes = pushes;
-            }
-        }
-        self.finishes.push_back(finish);
-    }
-
-    async fn handle(&mut self, event: Event) {
-        match event {
-            Event::Returned { id, bytes, why } => {
-                self.progress
-                    .in_flight
-                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-                self.stats.inc(why);
-                debug!(id, why, "not sent; returned to the frontier");
-                if let Some(held) = self.held.get(&id) {
-                    self.finishes.push_back(Finish {
-                        id,
-                        token: held.token,
-                        retry: Some(bytes),
-                        ..Finish::default()
-                    });
-                }
-            }
-            Event::Forbidden { id } => {
-                self.progress
-                    .in_flight
-                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-                self.stats.inc("robotstxt/forbidden");
-                if let Some(held) = self.held.get(&id) {
-                    self.finishes.push_back(Finish {
-                        id,
-                        token: held.token,
-                        ..Finish::default()
-                    });
-                }
-            }
-            Event::Downloaded { id, result } => {
-                self.progress
-                    .in_flight
-                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(slot) = self.held.get(&id).map(|h| h.slot.clone()) else {
-                    return;
-                };
-                match *result {
-                    Ok(mut response) => {
-                        self.stats.inc("response_received_count");
-                        self.stats.inc(&format!(
-                            "downloader/response_status_count/{}",
-                            response.status
-                        ));
-                        if response.request.robots_origin().is_none() {
-                            self.progress
-                                .pages
-                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        }
-                        let (action, pause) = self.run_middlewares(&slot, |mw, cx| {
-                            mw.process_response(&mut response, cx)
-                        });
-                        if action != Action::Continue {
-                            let request = response.request.clone();
-                            self.act(id, request, action, pause);
-                            return;
-                        }
-                        if let Some(origin) = response.request.robots_origin() {
-                            self.robots_answered(id, origin.to_string(), &response, pause);
-                            return;
-                        }
-                        let spider = self.spider.clone();
-                        let events = self.events.clone();
-                        let depth = response.depth();
-                        tokio::task::spawn_blocking(move || {
-                            let result =
-                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                                    spider.parse(&response)
-                                }));
-                            let result = match result {
-                                Ok(Ok(output)) => Ok(output),
-                                Ok(Err(e)) => Err(e.to_string()),
-                                Err(panic) => Err(crate::engine::panic_message(&panic)),
-                            };
-                            let _ = events.send(Event::Parsed { id, depth, result });
-                        });
-                    }
-                    Err((request, error)) => {
-                        self.stats
-                            .inc(&format!("downloader/exception_type_count/{}", error.kind()));
-                        let (action, pause) = self.run_middlewares(&slot, |mw, cx| {
-                            mw.process_exception(&request, &error, cx)
-                        });
-                        if action == Action::Continue {
-                            warn!(url = %request.url, error = %error, "download failed");
-                        }
-                        self.act(id, request, action, pause);
-                    }
-                }
-            }
-            Event::Parsed { id, depth, result } => {
-                let Some(held) = self.held.get(&id) else {
-                    return;
-                };
-                let mut finish = Finish {
-                    id,
-                    token: held.token,
-                    page: true,
-                    ..Finish::default()
-                };
-                match result {
-                    Ok(output) => {
-                        for item in &output.items {
-                            match serde_json::to_string(item) {
-                                Ok(text) => finish.items.push(text),
-                                Err(e) => warn!(error = %e, "item cannot be serialized; dropped"),
-                            }
-                        }
-                        for (key, n) in output.stats {
-                            self.stats.inc_by(key, n);
-                        }
-                        for request in output.requests {
-                            let pushes = self.admit(request, Some(depth)).await;
-                            finish.pushes.extend(pushes);
-                        }
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "spider error");
-                        self.stats.inc("spider_exceptions/count");
-                    }
-                }
-                self.finishes.push_back(finish);
-            }
-        }
-    }
-
-    fn robots_answered(
-        &mut self,
-        id: u64,
-        origin: String,
-        response: &Response,
-        pause: Option<Duration>,
-    ) {
-        self.stats.inc("robotstxt/response_count");
-        let rules =
-            RobotsRules::from_response(response.status, &response.body, &self.settings.user_agent);
-        let delay = rules
-            .crawl_delay()
-            .map(|d| d.min(self.settings.robotstxt_crawl_delay_max));
-        if let Some(delay) = delay {
-            info!(origin = %origin, ?delay, "robots.txt Crawl-delay applied");
-        }
-        let mut answer = format!("{}\n", response.status).into_bytes();
-        answer.extend_from_slice(&response.body);
-        let Some(held) = self.held.get(&id) else {
-            return;
-        };
-        self.finishes.push_back(Finish {
-            id,
-            token: held.token,
-            pause_us: pause.map_or(0, |d| d.as_micros() as u64),
-            robots: Some((origin, answer, delay.map_or(0, |d| d.as_micros() as u64))),
-            ..Finish::default()
-        });
-    }
-
-    /// The filters a new request passes (crawlable URL, offsite, depth), its
-    /// slot, and the robots.txt request its origin needs first; what to push.
-    /// `parent` is the depth of the page it came from (`None`: a start request).
-    async fn admit(&mut self, mut request: Request, parent: Option<u32>) -> Vec<Push> {
-        if parent.is_some()
-            && self.settings.concurrent_requests_per_ip > 0
-            && request.slot.is_none()
-        {
-            // Per-IP slots: the key is the host's address, resolved here.
-            let host = request.url.host_str().unwrap_or_default().to_string();
-            match self.resolver.lookup(&host).await {
-                Ok(ips) if !ips.is_empty() => request.slot = Some(ip_slot(ips[0])),
-                Ok(_) => {}
-                Err(e) => {
-                    warn!(host = %host, error = %e, "DNS lookup failed; request dropped");
-                    self.stats.inc("distributed/dns_error");
-                    return Vec::new();
-                }
-            }
-        } else if parent.is_none()
-            && self.settings.concurrent_requests_per_ip > 0
-            && request.slot.is_none()
-        {
-            let host = request.url.host_str().unwrap_or_default().to_string();
-            if let Ok(ips) = self.resolver.lookup(&host).await {
-                if let Some(ip) = ips.first() {
-                    request.slot = Some(ip_slot(*ip));
-                }
-            }
-        }
-        self.admit_sync(request, parent)
-    }
-
-    fn admit_sync(&mut self, mut request: Request, parent: Option<u32>) -> Vec<Push> {
-        if crate::request::check_crawlable(&request.url).is_err() {
-            return Vec::new();
-        }
-        if let Some(depth) = parent {
-            request.depth = depth + 1;
-            if !self.offsite.allows(&request.url) {
-                self.stats.inc("offsite/filtered");
-                return Vec::new();
-            }
-            let limit = self.settings.depth_limit;
-            if limit > 0 && request.depth > limit {
-                return Vec::new();
-            }
-        }
-        let slot = request.slot.clone().unwrap_or_else(|| {
-            request
-                .url
-                .host_str()
-                .unwrap_or_default()
-                .to_ascii_lowercase()
-        });
-        let policy = self.policies.for_key(&slot);
-        let push = |fp: Option<u64>, r: &Request| -> Option<Push> {
-            Some(Push {
-                fp,
-                slot: slot.clone(),
-                priority: r.priority,
-                bytes: postcard::to_allocvec(r).ok()?,
-                cap: policy.concurrency,
-                delay_us: policy.delay.as_micros() as u64,
-                randomize: policy.randomize_delay,
-            })
-        };
-        let mut out = Vec::new();
-        if self.settings.robotstxt_obey && request.purpose == Purpose::Page {
-            let origin = robots::origin(&request.url);
-            if self.robots_pushed.insert(origin.clone()) {
-                let mut fetch = Request::new(robots::robots_url(&request.url));
-                fetch.purpose = Purpose::Robots { origin };
-                fetch.priority = ROBOTS_PRIORITY;
-                fetch.slot = request.slot.clone();
-                fetch.dont_filter = true;
-                self.stats.inc("robotstxt/request_count");
-                out.extend(push(Some(fetch.fingerprint()), &fetch));
-            }
-        }
-        let fp = (!request.dont_filter).then(|| request.fingerprint());
-        out.extend(push(fp, &request));
-        out
-    }
-}
-
-fn ip_slot(ip: IpAddr) -> String {
-    ip.to_string()
-}
-
-/// An origin's robots.txt rules: from this worker's cache, else from Redis
-/// once some worker fetched them (waiting for that, holding the lease).
-async fn robots_for(
-    mut conn: JobConn,
-    cache: RobotsCache,
-    url: &url::Url,
-    agent: &str,
-) -> Arc<RobotsRules> {
-    let origin = robots::origin(url);
-    let mut wait = Duration::from_millis(5);
-    loop {
-        if let Some((rules, _)) = cache.lock().expect("robots cache").get(&origin) {
-            return rules.clone();
-        }
-        if let Ok(Some(answer)) = conn.robots(&origin).await {
-            let (status, body) = match answer.iter().position(|b| *b == b'\n') {
-                Some(nl) => (&answer[..nl], &answer[nl + 1..]),
-                None => (&answer[..], &[][..]),
-            };
-            let status = std::str::from_utf8(status)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(404);
-            let rules = Arc::new(RobotsRules::from_response(status, body, agent));
-            cache
-                .lock()
-                .expect("robots cache")
-                .entry(origin.clone())
-                .or_insert_with(|| (rules.clone(), Instant::now()));
-            return rules;
-        }
-        tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(Duration::from_millis(100));
     }
 }
