@@ -33,10 +33,16 @@ struct Redis {
     port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Arguments added to redis-server's.
+    extra: Vec<String>,
 }
 
 impl Redis {
     fn start() -> Redis {
+        Redis::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Redis {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -46,6 +52,7 @@ impl Redis {
             port,
             dir: tempfile::tempdir().unwrap(),
             child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         redis.run();
         redis
@@ -53,6 +60,7 @@ impl Redis {
 
     fn run(&mut self) {
         let child = Command::new("redis-server")
+            .args(&self.extra)
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", ""])
             .args(["--appendonly", "yes", "--appendfsync", "always"])
@@ -80,7 +88,9 @@ impl Redis {
             return false;
         }
         let mut line = String::new();
-        BufReader::new(s).read_line(&mut line).is_ok() && line.starts_with("+PONG")
+        // A Redis with a password answers NOAUTH: up all the same.
+        BufReader::new(s).read_line(&mut line).is_ok()
+            && (line.starts_with("+PONG") || line.starts_with("-NOAUTH"))
     }
 
     /// SIGKILL: the harshest stop; the append-only file keeps the data.
@@ -150,6 +160,7 @@ impl Cluster {
                     port,
                     dir,
                     child: Some(child),
+                    extra: Vec::new(),
                 };
                 let deadline = Instant::now() + Duration::from_secs(10);
                 while !node.pings() {
@@ -829,4 +840,37 @@ fn robots_txt_is_fetched_once_for_the_job_and_its_rules_and_crawl_delay_bind_eve
         "robots.txt: {} pages, closest gap {closest:?} under Crawl-delay 0.1 s, {forbidden} disallowed",
         items.len()
     );
+}
+
+#[test]
+fn a_redis_that_refuses_the_worker_fails_the_crawl_with_its_reason() {
+    let _serial = serial();
+    let redis = Redis::start_with(&["--requirepass", "secret"]);
+    let server = TestServer::builder()
+        .host("a.test", ip(2), Site::generated(3))
+        .start()
+        .unwrap();
+    let url = server.url("a.test", "/");
+    let mut args = vec!["crawl".to_string(), url];
+    for r in server.resolve_args() {
+        args.extend(["--resolve".to_string(), r]);
+    }
+    args.extend(
+        [
+            "-s",
+            &format!("REDIS_URL={}", redis.url()),
+            "-s",
+            "JOB_NAME=x",
+        ]
+        .map(String::from),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run = common::spindle(&args, LIMIT);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("NOAUTH") || run.stderr.contains("uthentication"),
+        "{}",
+        run.stderr
+    );
+    assert!(server.records().is_empty(), "nothing was fetched");
 }

@@ -252,6 +252,10 @@ impl JobConn {
                 .set_max_delay(1000);
             Conn::Single(client.get_connection_manager_with_config(config).await?)
         };
+        let mut conn = conn;
+        // A Redis that wants a password (or refuses this client) says so
+        // here, in words, rather than to the first script.
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
         Ok(JobConn {
             conn,
             prefix: prefix(job),

@@ -166,6 +166,11 @@ pub(crate) async fn run(parts: Parts) -> Result<CrawlReport, CrawlError> {
                 info!(new = n, given = seeds.len(), "start requests seeded");
                 break;
             }
+            // Not an outage (no password, a key of the job used by
+            // something else...): retrying would not help; say so now.
+            Err(e) if !is_outage(&e) && e.kind() != redis::ErrorKind::NoScriptError => {
+                return Err(DistributedError::Redis(e).into());
+            }
             Err(e) => {
                 if w.redis_failed(&e) {
                     continue;
