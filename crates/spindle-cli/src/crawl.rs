@@ -161,6 +161,11 @@ pub fn plan(args: CrawlArgs) -> anyhow::Result<Plan> {
     }
     add_headers(&mut settings, &args.headers)?;
     let distributed = settings.distributed()?.is_some();
+    if distributed && args.report.is_some() {
+        bail!(
+            "--report is not written by a distributed crawl (REDIS_URL) yet: see `spindle job status -s REDIS_URL=... -s JOB_NAME=...`"
+        );
+    }
     if distributed && args.processes > 1 {
         bail!(
             "--processes cannot be used with REDIS_URL: start more `spindle crawl` workers on the job instead"

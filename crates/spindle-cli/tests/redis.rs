@@ -729,6 +729,20 @@ fn bad_settings_fail_before_any_fetch() {
     );
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("spindle export"), "{}", run.stderr);
+    let job = [
+        "crawl",
+        &url,
+        "-s",
+        "REDIS_URL=redis://127.0.0.1:1/0",
+        "-s",
+        "JOB_NAME=x",
+    ];
+    let run = common::spindle(&[&job[..], &["--processes", "2"]].concat(), LIMIT);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("--processes"), "{}", run.stderr);
+    let run = common::spindle(&[&job[..], &["--job", "dir"]].concat(), LIMIT);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("JOBDIR"), "{}", run.stderr);
     assert!(server.records().is_empty(), "nothing was fetched");
 }
 

@@ -1012,6 +1012,34 @@ mod tests {
     }
 
     #[test]
+    fn a_distributed_job_needs_a_url_a_name_and_no_jobdir() {
+        let mut s = Settings::default();
+        assert_eq!(s.distributed(), Ok(None));
+        s.set("REDIS_URL", "redis://127.0.0.1:6379/0").unwrap();
+        let err = s.distributed().unwrap_err().to_string();
+        assert!(err.contains("needs JOB_NAME"), "{err}");
+        s.set("JOB_NAME", "shop").unwrap();
+        assert_eq!(
+            s.distributed(),
+            Ok(Some(("redis://127.0.0.1:6379/0", "shop")))
+        );
+        s.set("JOBDIR", "/tmp/x").unwrap();
+        assert!(s.distributed().is_err(), "not with JOBDIR");
+        assert!(s.set("REDIS_URL", "http://127.0.0.1/").is_err());
+        assert!(
+            s.set("REDIS_URL", "redis://a:7000,redis://b:7000").is_ok(),
+            "a cluster's nodes"
+        );
+        assert!(
+            s.set("JOB_NAME", "a{b}").is_err(),
+            "braces would break the hash tag"
+        );
+        assert!(s.set("REDIS_LEASE_SECONDS", "0.5").is_err());
+        s.set("REDIS_LEASE_SECONDS", "5").unwrap();
+        assert_eq!(s.redis_lease, Duration::from_secs(5));
+    }
+
+    #[test]
     fn every_listed_name_is_parsed() {
         // Ties SETTING_NAMES (used for suggestions and docs) to `set`: a listed
         // name that `set` does not know would come back as Unknown.
