@@ -140,6 +140,9 @@ pub struct Settings {
     pub(crate) job_name: Option<String>,
     /// `REDIS_LEASE_SECONDS`: how long a worker's hold on a request lasts unless renewed.
     pub(crate) redis_lease: Duration,
+    /// `REDIS_PARTITIONS`: how many parts, each under its own hash tag, a
+    /// distributed job's slots are spread over (a Redis Cluster puts them on its shards).
+    pub(crate) redis_partitions: usize,
     /// `MEMUSAGE_ENABLED`: watch this process's memory.
     pub(crate) memusage_enabled: bool,
     /// `MEMUSAGE_LIMIT_MB`: close the crawl past this resident size; 0 = off.
@@ -238,6 +241,7 @@ impl Default for Settings {
             redis_url: None,
             job_name: None,
             redis_lease: Duration::from_secs(30),
+            redis_partitions: 1,
             memusage_enabled: true,
             memusage_limit_mb: 0,
             memusage_warning_mb: 0,
@@ -295,6 +299,7 @@ pub const SETTING_NAMES: &[&str] = &[
     "REDIS_URL",
     "JOB_NAME",
     "REDIS_LEASE_SECONDS",
+    "REDIS_PARTITIONS",
     "MEMUSAGE_ENABLED",
     "MEMUSAGE_LIMIT_MB",
     "MEMUSAGE_WARNING_MB",
@@ -413,6 +418,10 @@ impl Settings {
                 }
                 self.job_name = (!v.is_empty()).then(|| v.to_string());
             }
+            "REDIS_PARTITIONS" => match v.trim().parse::<usize>() {
+                Ok(n) if (1..=4096).contains(&n) => self.redis_partitions = n,
+                _ => return Err(invalid(name, v, "a whole number from 1 to 4096")),
+            },
             "REDIS_LEASE_SECONDS" => match parse_seconds(name, v)? {
                 t if t < Duration::from_secs(1) => {
                     return Err(invalid(name, v, "at least 1 second"));
@@ -499,6 +508,7 @@ impl Settings {
             "REDIS_URL" => self.redis_url.clone().unwrap_or_default(),
             "JOB_NAME" => self.job_name.clone().unwrap_or_default(),
             "REDIS_LEASE_SECONDS" => secs(&self.redis_lease),
+            "REDIS_PARTITIONS" => self.redis_partitions.to_string(),
             "MEMUSAGE_ENABLED" => self.memusage_enabled.to_string(),
             "MEMUSAGE_LIMIT_MB" => self.memusage_limit_mb.to_string(),
             "MEMUSAGE_WARNING_MB" => self.memusage_warning_mb.to_string(),

@@ -37,8 +37,10 @@ pub(crate) struct TakeResult {
     /// µs until the next slot may start a request; `None` when no slot has
     /// requests waiting with room under its cap.
     pub wait_us: Option<u64>,
-    /// Leases held by all workers together.
+    /// Leases held by all workers together (in the partition taken from).
     pub leases: u64,
+    /// The partition's epoch, bumped by every step that changes its requests.
+    pub epoch: u64,
     pub taken: Vec<Taken>,
 }
 
@@ -65,6 +67,35 @@ pub(crate) struct Finish {
 /// job lives on one Redis Cluster slot and each script's keys are together.
 pub(crate) fn prefix(job: &str) -> String {
     format!("spindle:{{{job}}}:")
+}
+
+/// The prefixes of a job's partitions: the job's own with one, else one hash
+/// tag per partition (`spindle:{JOB/k}:`), which a cluster spreads over its shards.
+pub(crate) fn prefixes(job: &str, parts: usize) -> Vec<String> {
+    if parts <= 1 {
+        return vec![prefix(job)];
+    }
+    (0..parts)
+        .map(|k| format!("spindle:{{{job}/{k}}}:"))
+        .collect()
+}
+
+/// The most partitions a job may have. A request's id in this process is
+/// its id in its partition × this + the partition, so ids from different
+/// partitions never meet; [`part_of`] gives the partition back.
+pub(crate) const MAX_PARTS: u64 = 4096;
+
+/// The partition of a request, from its id in this process.
+pub(crate) fn part_of(id: u64) -> usize {
+    (id % MAX_PARTS) as usize
+}
+
+/// The partition of a crawl slot.
+pub(crate) fn partition(slot: &str, parts: usize) -> usize {
+    if parts <= 1 {
+        return 0;
+    }
+    (xxhash_rust::xxh3::xxh3_64(slot.as_bytes()) % parts as u64) as usize
 }
 
 /// A connection to one Redis, or to a Redis Cluster (REDIS_URL with several
@@ -116,7 +147,8 @@ pub fn nodes(url: &str) -> Vec<&str> {
 #[derive(Clone)]
 pub(crate) struct JobConn {
     pub conn: Conn,
-    pub prefix: String,
+    /// One prefix per partition.
+    pub prefixes: Vec<String>,
     scripts: std::sync::Arc<Scripts>,
     /// Commands sent (round trips), by this connection and its clones.
     pub calls: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -144,7 +176,7 @@ fn push_args(cmd: &mut redis::Cmd, pushes: &[Push]) {
 }
 
 fn finish_args(cmd: &mut redis::Cmd, f: &Finish) {
-    cmd.arg(f.id)
+    cmd.arg(f.id / MAX_PARTS)
         .arg(f.token)
         .arg(f.pause_us)
         .arg(f.retry.as_deref().unwrap_or_default())
@@ -160,14 +192,15 @@ fn finish_args(cmd: &mut redis::Cmd, f: &Finish) {
     push_args(cmd, &f.pushes);
 }
 
-fn parse_take(reply: &Value) -> RedisResult<TakeResult> {
+fn parse_take(reply: &Value, part: usize) -> RedisResult<TakeResult> {
     let reply: Vec<Value> = redis::from_redis_value(reply)?;
     let int = |v: &Value| -> RedisResult<i64> { redis::from_redis_value(v) };
     let mut it = reply.iter();
-    let (Some(wait), Some(leases)) = (it.next(), it.next()) else {
+    let (Some(wait), Some(leases), Some(epoch)) = (it.next(), it.next(), it.next()) else {
         return Err(bad_reply("take"));
     };
     let wait = int(wait)?;
+    let epoch = int(epoch)?.max(0) as u64;
     let mut taken = Vec::new();
     let rest: Vec<&Value> = it.collect();
     for chunk in rest.chunks(5) {
@@ -175,7 +208,7 @@ fn parse_take(reply: &Value) -> RedisResult<TakeResult> {
             return Err(bad_reply("take"));
         };
         taken.push(Taken {
-            id: int(id)? as u64,
+            id: int(id)? as u64 * MAX_PARTS + part as u64,
             token: int(token)? as u64,
             slot: redis::from_redis_value(slot)?,
             bytes: redis::from_redis_value(bytes)?,
@@ -185,6 +218,7 @@ fn parse_take(reply: &Value) -> RedisResult<TakeResult> {
     Ok(TakeResult {
         wait_us: u64::try_from(wait).ok(),
         leases: int(leases)? as u64,
+        epoch,
         taken,
     })
 }
@@ -205,11 +239,16 @@ impl JobConn {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// `EVALSHA` of a script with the job's prefix as its one key.
-    fn evalsha(&self, script: &redis::Script) -> redis::Cmd {
+    /// `EVALSHA` of a script with partition `part`'s prefix as its one key.
+    fn evalsha(&self, script: &redis::Script, part: usize) -> redis::Cmd {
         let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(script.get_hash()).arg(1).arg(&self.prefix);
+        cmd.arg(script.get_hash()).arg(1).arg(&self.prefixes[part]);
         cmd
+    }
+
+    /// How many partitions the job has.
+    pub fn parts(&self) -> usize {
+        self.prefixes.len()
     }
 
     /// Sends `pipe` in one round trip; when Redis lost its scripts (a
@@ -230,10 +269,15 @@ impl JobConn {
 
     /// Connects to `url` for job `job`. Commands that get no answer within
     /// `timeout` fail (and the caller backs off) rather than hang.
+    ///
+    /// `parts` is this worker's `REDIS_PARTITIONS`: recorded by the first
+    /// worker of the job, and refused when it differs from the job's. `None`
+    /// (status, export) reads the job's.
     pub async fn connect(
         url: &str,
         job: &str,
         timeout: std::time::Duration,
+        parts: Option<usize>,
     ) -> Result<Self, DistributedError> {
         let nodes = nodes(url);
         let conn = if nodes.len() > 1 {
@@ -256,17 +300,33 @@ impl JobConn {
         // A Redis that wants a password (or refuses this client) says so
         // here, in words, rather than to the first script.
         let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        let meta = format!("{}partitions", prefix(job));
+        if let Some(n) = parts {
+            let _: Option<String> = redis::cmd("SET")
+                .arg(&meta)
+                .arg(n)
+                .arg("NX")
+                .query_async(&mut conn)
+                .await?;
+        }
+        let recorded: Option<usize> = redis::cmd("GET").arg(&meta).query_async(&mut conn).await?;
+        let recorded = recorded.unwrap_or(1);
+        if parts.is_some_and(|n| n != recorded) {
+            return Err(DistributedError::Settings(format!(
+                "job {job} was started with REDIS_PARTITIONS={recorded}: every worker of a job must give the same"
+            )));
+        }
         Ok(JobConn {
             conn,
-            prefix: prefix(job),
+            prefixes: prefixes(job, recorded),
             scripts: std::sync::Arc::new(Scripts::new()),
             calls: Default::default(),
         })
     }
 
     /// Admits requests; returns how many were new to the duplicate filter.
-    pub async fn seed(&mut self, pushes: &[Push]) -> RedisResult<u64> {
-        let mut cmd = self.evalsha(&self.scripts.seed);
+    pub async fn seed(&mut self, part: usize, pushes: &[Push]) -> RedisResult<u64> {
+        let mut cmd = self.evalsha(&self.scripts.seed, part);
         push_args(&mut cmd, pushes);
         let mut pipe = redis::pipe();
         pipe.add_command(cmd);
@@ -280,17 +340,19 @@ impl JobConn {
     /// the slots allow.
     pub async fn finish_and_take(
         &mut self,
+        part: usize,
         finishes: &[Finish],
         take: Option<TakeArgs<'_>>,
     ) -> RedisResult<(Vec<bool>, Option<TakeResult>)> {
         let mut pipe = redis::pipe();
         for f in finishes {
-            let mut cmd = self.evalsha(&self.scripts.finish);
+            debug_assert_eq!(part_of(f.id), part);
+            let mut cmd = self.evalsha(&self.scripts.finish, part);
             finish_args(&mut cmd, f);
             pipe.add_command(cmd);
         }
         if let Some(t) = &take {
-            let mut cmd = self.evalsha(&self.scripts.take);
+            let mut cmd = self.evalsha(&self.scripts.take, part);
             cmd.arg(t.worker)
                 .arg(t.lease_us)
                 .arg(t.max)
@@ -311,7 +373,7 @@ impl JobConn {
             done.push(n == 1);
         }
         let taken = match (&take, reply.get(finishes.len())) {
-            (Some(_), Some(v)) => Some(parse_take(v)?),
+            (Some(_), Some(v)) => Some(parse_take(v, part)?),
             (Some(_), None) => return Err(bad_reply("take")),
             (None, _) => None,
         };
@@ -321,26 +383,33 @@ impl JobConn {
     /// Renews the leases of `held` (id, token); returns the ids whose lease is lost.
     pub async fn renew(
         &mut self,
+        part: usize,
         worker: &str,
         lease_us: u64,
         held: &[(u64, u64)],
     ) -> RedisResult<Vec<u64>> {
-        let mut cmd = self.evalsha(&self.scripts.renew);
+        let mut cmd = self.evalsha(&self.scripts.renew, part);
         cmd.arg(worker).arg(lease_us);
         for (id, token) in held {
-            cmd.arg(*id).arg(*token);
+            debug_assert_eq!(part_of(*id), part);
+            cmd.arg(*id / MAX_PARTS).arg(*token);
         }
         let mut pipe = redis::pipe();
         pipe.add_command(cmd);
         let reply = self.send(&pipe).await?;
-        redis::from_redis_value(reply.first().ok_or_else(|| bad_reply("renew"))?)
+        let lost: Vec<u64> =
+            redis::from_redis_value(reply.first().ok_or_else(|| bad_reply("renew"))?)?;
+        Ok(lost
+            .into_iter()
+            .map(|id| id * MAX_PARTS + part as u64)
+            .collect())
     }
 
     /// An origin's robots.txt answer, once some worker fetched it.
-    pub async fn robots(&mut self, origin: &str) -> RedisResult<Option<Vec<u8>>> {
+    pub async fn robots(&mut self, part: usize, origin: &str) -> RedisResult<Option<Vec<u8>>> {
         self.count();
         self.conn
-            .hget(format!("{}robots", self.prefix), origin)
+            .hget(format!("{}robots", self.prefixes[part]), origin)
             .await
     }
 }

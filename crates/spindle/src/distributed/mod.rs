@@ -85,35 +85,47 @@ impl JobStatus {
     }
 }
 
-/// Reads a distributed job's figures.
+/// Reads a distributed job's figures (summed over its partitions).
 pub async fn status(url: &str, job: &str) -> Result<JobStatus, DistributedError> {
-    let mut c = conn::JobConn::connect(url, job, COMMAND_TIMEOUT).await?;
-    let p = c.prefix.clone();
+    let mut c = conn::JobConn::connect(url, job, COMMAND_TIMEOUT, None).await?;
+    let (mut queued, mut leases, mut items) = (0u64, 0u64, 0u64);
+    let mut stats: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    let mut heard: std::collections::HashMap<String, f64> = std::collections::HashMap::new();
+    let mut slots = Vec::new();
     let con = &mut c.conn;
-    let queued: u64 = con.hlen(format!("{p}req")).await?;
-    let leases: u64 = con.zcard(format!("{p}leases")).await?;
-    let items: u64 = con.llen(format!("{p}items")).await?;
-    let stats: std::collections::HashMap<String, u64> = con.hgetall(format!("{p}stats")).await?;
     let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(con).await?;
     let now = secs as f64 + micros as f64 / 1e6;
-    let seen_workers: Vec<(String, f64)> = con
-        .zrangebyscore_withscores(format!("{p}workers"), "-inf", "+inf")
-        .await?;
-    let workers = seen_workers
+    for p in &c.prefixes {
+        queued += con.hlen::<_, u64>(format!("{p}req")).await?;
+        leases += con.zcard::<_, u64>(format!("{p}leases")).await?;
+        items += con.llen::<_, u64>(format!("{p}items")).await?;
+        let part: std::collections::HashMap<String, u64> = con.hgetall(format!("{p}stats")).await?;
+        for (k, v) in part {
+            *stats.entry(k).or_default() += v;
+        }
+        let seen_workers: Vec<(String, f64)> = con
+            .zrangebyscore_withscores(format!("{p}workers"), "-inf", "+inf")
+            .await?;
+        for (w, at) in seen_workers {
+            let last = heard.entry(w).or_insert(0.0);
+            *last = last.max(at);
+        }
+        let names: Vec<String> = con.smembers(format!("{p}slots")).await?;
+        for slot in names {
+            let waiting: u64 = con.zcard(format!("{p}q:{slot}")).await?;
+            let inflight: Option<u64> = con.hget(format!("{p}slot:{slot}"), "inflight").await?;
+            let inflight = inflight.unwrap_or(0);
+            if waiting + inflight > 0 {
+                slots.push((slot, waiting, inflight));
+            }
+        }
+    }
+    let mut workers: Vec<(String, f64)> = heard
         .into_iter()
         .map(|(w, at)| (w, (now - at / 1e6).max(0.0)))
         .filter(|(_, ago)| *ago < 120.0)
         .collect();
-    let mut slots = Vec::new();
-    let names: Vec<String> = con.smembers(format!("{p}slots")).await?;
-    for slot in names {
-        let waiting: u64 = con.zcard(format!("{p}q:{slot}")).await?;
-        let inflight: Option<u64> = con.hget(format!("{p}slot:{slot}"), "inflight").await?;
-        let inflight = inflight.unwrap_or(0);
-        if waiting + inflight > 0 {
-            slots.push((slot, waiting, inflight));
-        }
-    }
+    workers.sort_by(|a, b| a.0.cmp(&b.0));
     slots.sort();
     Ok(JobStatus {
         job: job.to_string(),
@@ -130,41 +142,46 @@ pub async fn status(url: &str, job: &str) -> Result<JobStatus, DistributedError>
 }
 
 /// Writes a distributed job's items to `path` as JSON lines, in the order
-/// they were committed; returns how many. Each page's items were committed
+/// they were committed (partition after partition); returns how many. Each page's items were committed
 /// once, in the step that finished the page.
 pub async fn export(url: &str, job: &str, path: &Path) -> Result<u64, DistributedError> {
     use std::io::Write;
-    let mut c = conn::JobConn::connect(url, job, COMMAND_TIMEOUT).await?;
-    let key = format!("{}items", c.prefix);
+    let mut c = conn::JobConn::connect(url, job, COMMAND_TIMEOUT, None).await?;
     let output = |error| DistributedError::Output {
         path: path.display().to_string(),
         error,
     };
     let file = std::fs::File::create(path).map_err(output)?;
     let mut out = std::io::BufWriter::new(file);
-    let mut at = 0isize;
+    let mut total = 0u64;
     const CHUNK: isize = 1000;
-    loop {
-        let items: Vec<String> = c.conn.lrange(&key, at, at + CHUNK - 1).await?;
-        for item in &items {
-            if serde_json::from_str::<crate::Item>(item).is_err() {
-                return Err(DistributedError::Corrupt {
-                    job: job.to_string(),
-                    message: format!("item {} is not a JSON object", at),
-                });
+    // Partition by partition, each in commit order.
+    for prefix in c.prefixes.clone() {
+        let key = format!("{prefix}items");
+        let mut at = 0isize;
+        loop {
+            let items: Vec<String> = c.conn.lrange(&key, at, at + CHUNK - 1).await?;
+            for item in &items {
+                if serde_json::from_str::<crate::Item>(item).is_err() {
+                    return Err(DistributedError::Corrupt {
+                        job: job.to_string(),
+                        message: format!("item {at} of {key} is not a JSON object"),
+                    });
+                }
+                out.write_all(item.as_bytes()).map_err(output)?;
+                out.write_all(b"\n").map_err(output)?;
             }
-            out.write_all(item.as_bytes()).map_err(output)?;
-            out.write_all(b"\n").map_err(output)?;
+            at += items.len() as isize;
+            if (items.len() as isize) < CHUNK {
+                break;
+            }
         }
-        at += items.len() as isize;
-        if (items.len() as isize) < CHUNK {
-            break;
-        }
+        total += at as u64;
     }
     out.flush().map_err(output)?;
     out.into_inner()
         .map_err(|e| output(e.into_error()))?
         .sync_all()
         .map_err(output)?;
-    Ok(at as u64)
+    Ok(total)
 }

@@ -23,7 +23,14 @@
 //! - `robots`: hash, origin → robots.txt answer (`status` newline body);
 //! - `slots`: set of every slot's name;
 //! - `workers`: sorted set, worker → the Redis time it last took or renewed;
-//! - `nextid`, `token`: counters; `stats`: hash of counters.
+//! - `nextid`, `token`: counters; `stats`: hash of counters; `epoch`: bumped
+//!   by every step that queues, finishes or takes back a request, so a worker
+//!   can tell that nothing happened between two looks at all partitions.
+//!
+//! With `REDIS_PARTITIONS=N` above 1, each crawl slot belongs to one of N
+//! partitions (a hash of its key), each with all of the keys above under its
+//! own hash tag `spindle:{JOB/k}:`; a URL always falls in its slot's
+//! partition, so its duplicate check and its queueing stay one step.
 
 /// Helpers every script starts with.
 const PRELUDE: &str = r#"
@@ -83,6 +90,7 @@ local function reap(now, max)
       refile(slot)
     end
   end
+  if #expired > 0 then redis.call('INCR', p .. 'epoch') end
   return #expired
 end
 local function split(s)
@@ -104,6 +112,7 @@ for _ = 1, n do
   added = added + push(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6])
   i = i + 7
 end
+if added > 0 then redis.call('INCR', p .. 'epoch') end
 return added
 "#;
 
@@ -114,8 +123,8 @@ return added
 /// for randomized delays. Per request taken: the slot's in-flight count goes
 /// up, its `next` becomes now + its delay (+ margin), and a lease with a
 /// fresh fencing token is recorded. Returns {wait µs until the next slot is
-/// ready (-1: none), leases held anywhere, then id, token, slot, request and
-/// the gap set after it (µs) per request taken}.
+/// ready (-1: none), leases held in the partition, its epoch, then id, token,
+/// slot, request and the gap set after it (µs) per request taken}.
 const TAKE: &str = r#"
 local now = now_us()
 local worker = ARGV[1]
@@ -160,6 +169,7 @@ end
 local head = redis.call('ZRANGE', p .. 'ready', 0, 0, 'WITHSCORES')
 local wait = -1
 if #head > 0 then wait = math.max(0, tonumber(head[2]) - now) end
+table.insert(out, 1, tonumber(redis.call('GET', p .. 'epoch') or '0'))
 table.insert(out, 1, redis.call('ZCARD', p .. 'leases'))
 table.insert(out, 1, wait)
 return out
@@ -181,6 +191,7 @@ if not held then return 0 end
 local lease = split(held)
 if lease[1] ~= token then return 0 end
 local slot, score = lease[2], lease[3]
+redis.call('INCR', p .. 'epoch')
 redis.call('HDEL', p .. 'lease', id)
 redis.call('ZREM', p .. 'leases', id)
 local sk = p .. 'slot:' .. slot

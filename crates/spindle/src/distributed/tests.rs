@@ -49,7 +49,7 @@ impl Redis {
 
     async fn conn(&self, job: &str) -> JobConn {
         let url = format!("redis://127.0.0.1:{}/0", self.port);
-        JobConn::connect(&url, job, Duration::from_secs(5))
+        JobConn::connect(&url, job, Duration::from_secs(5), Some(1))
             .await
             .unwrap()
     }
@@ -82,11 +82,15 @@ async fn take(c: &mut JobConn, worker: &str, max: usize, lease_ms: u64) -> TakeR
         margin_us: 0,
         reap: 100,
     };
-    c.finish_and_take(&[], Some(args)).await.unwrap().1.unwrap()
+    c.finish_and_take(0, &[], Some(args))
+        .await
+        .unwrap()
+        .1
+        .unwrap()
 }
 
 async fn finish(c: &mut JobConn, f: Finish) -> bool {
-    c.finish_and_take(&[f], None).await.unwrap().0[0]
+    c.finish_and_take(0, &[f], None).await.unwrap().0[0]
 }
 
 #[tokio::test]
@@ -95,9 +99,12 @@ async fn the_cap_holds_and_a_stale_finish_is_refused_after_its_lease_is_taken_ba
     let mut a = redis.conn("fence").await;
     let mut b = redis.conn("fence").await;
     assert_eq!(
-        a.seed(&[push(1, "s", 1, 0), push(2, "s", 1, 0), push(1, "s", 1, 0)])
-            .await
-            .unwrap(),
+        a.seed(
+            0,
+            &[push(1, "s", 1, 0), push(2, "s", 1, 0), push(1, "s", 1, 0)]
+        )
+        .await
+        .unwrap(),
         2,
         "the duplicate filter keeps one of fingerprint 1"
     );
@@ -153,7 +160,7 @@ async fn the_cap_holds_and_a_stale_finish_is_refused_after_its_lease_is_taken_ba
 async fn the_delay_is_timed_by_redis_and_a_retry_keeps_its_place() {
     let redis = Redis::start();
     let mut c = redis.conn("delay").await;
-    c.seed(&[push(1, "d", 4, 200), push(2, "d", 4, 200)])
+    c.seed(0, &[push(1, "d", 4, 200), push(2, "d", 4, 200)])
         .await
         .unwrap();
     let first = take(&mut c, "w", 4, 5000).await;
@@ -198,7 +205,7 @@ async fn one_redis_carries_thousands_of_pages_a_second() {
     let seeds: Vec<Push> = (0..SLOTS)
         .map(|i| push(i, &format!("site{i}"), 8, 0))
         .collect();
-    seed.seed(&seeds).await.unwrap();
+    seed.seed(0, &seeds).await.unwrap();
     let cpu_before = redis_cpu(&mut seed).await;
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -246,7 +253,7 @@ async fn one_redis_carries_thousands_of_pages_a_second() {
                     margin_us: 0,
                     reap: 100,
                 };
-                let (done, taken) = c.finish_and_take(&finishes, Some(args)).await.unwrap();
+                let (done, taken) = c.finish_and_take(0, &finishes, Some(args)).await.unwrap();
                 trips += 1;
                 assert!(done.iter().all(|d| *d), "every finish committed");
                 let taken = taken.unwrap();
@@ -329,7 +336,7 @@ async fn the_duplicate_filter_costs_at_most_32_bytes_a_url() {
             let member = super::conn::seen_member(x);
             let (bucket, value) = member.split_once(':').unwrap();
             pipe.cmd("SADD")
-                .arg(format!("{}seen:{bucket}", c.prefix))
+                .arg(format!("{}seen:{bucket}", c.prefixes[0]))
                 .arg(value)
                 .ignore();
         }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tracing::warn;
 
 use super::{RobotsCache, Worker, ROBOTS_PRIORITY};
-use crate::distributed::conn::{JobConn, Push};
+use crate::distributed::conn::{partition, JobConn, Push};
 use crate::request::{Purpose, Request};
 use crate::robots::{self, RobotsRules};
 
@@ -83,7 +83,10 @@ impl Worker {
         let mut out = Vec::new();
         if self.settings.robotstxt_obey && request.purpose == Purpose::Page {
             let origin = robots::origin(&request.url);
-            if self.robots_pushed.insert(origin.clone()) {
+            // Once per origin and partition: robots.txt answers are kept in
+            // the partition of the slot whose pages wait for them.
+            let part = partition(&slot, self.conn.parts());
+            if self.robots_pushed.insert((origin.clone(), part)) {
                 let mut fetch = Request::new(robots::robots_url(&request.url));
                 fetch.purpose = Purpose::Robots { origin };
                 fetch.priority = ROBOTS_PRIORITY;
@@ -107,6 +110,7 @@ fn ip_slot(ip: IpAddr) -> String {
 /// once some worker fetched them (waiting for that, holding the lease).
 pub(super) async fn robots_for(
     mut conn: JobConn,
+    part: usize,
     cache: RobotsCache,
     url: &url::Url,
     agent: &str,
@@ -117,7 +121,7 @@ pub(super) async fn robots_for(
         if let Some((rules, _)) = cache.lock().expect("robots cache").get(&origin) {
             return rules.clone();
         }
-        if let Ok(Some(answer)) = conn.robots(&origin).await {
+        if let Ok(Some(answer)) = conn.robots(part, &origin).await {
             let (status, body) = match answer.iter().position(|b| *b == b'\n') {
                 Some(nl) => (&answer[..nl], &answer[nl + 1..]),
                 None => (&answer[..], &[][..]),

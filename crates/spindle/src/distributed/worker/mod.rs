@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::conn::{Finish, JobConn, TakeArgs, Taken};
+use super::conn::{part_of, partition, Finish, JobConn, Push, TakeArgs, Taken};
 use super::{DistributedError, COMMAND_TIMEOUT};
 use crate::downloader::dns::Resolver;
 use crate::downloader::slot::SEND_MARGIN;
@@ -94,7 +94,16 @@ struct Worker {
     mw_stats: Stats,
     held: HashMap<u64, Held>,
     finishes: VecDeque<Finish>,
-    robots_pushed: HashSet<String>,
+    robots_pushed: HashSet<(String, usize)>,
+    /// The partition the next take goes to.
+    cursor: usize,
+    /// Takes in a row that found nothing, over the partitions.
+    misses: usize,
+    /// Per partition: whether the last look found nothing waiting or leased, and its epoch.
+    looks: Vec<Option<(bool, u64)>>,
+    /// The epochs of a first look at every partition that found them all
+    /// empty, to be found again before the crawl is declared over.
+    confirm: Option<Vec<u64>>,
     robots: RobotsCache,
     events: mpsc::UnboundedSender<Event>,
     /// When Redis failed last, and the backoff until the next try.
@@ -118,7 +127,7 @@ pub(crate) async fn run(parts: Parts) -> Result<CrawlReport, CrawlError> {
         std::process::id(),
         rand::random::<u32>()
     );
-    let conn = connect(url, job, &parts.shutdown).await?;
+    let conn = connect(url, job, settings.redis_partitions, &parts.shutdown).await?;
     let Some(conn) = conn else {
         let report = CrawlReport::new(
             &Stats::default(),
@@ -148,6 +157,10 @@ pub(crate) async fn run(parts: Parts) -> Result<CrawlReport, CrawlError> {
         held: HashMap::new(),
         finishes: VecDeque::new(),
         robots_pushed: HashSet::new(),
+        cursor: 0,
+        misses: 0,
+        looks: Vec::new(),
+        confirm: None,
         robots: RobotsCache::default(),
         events: tx,
         down: None,
@@ -156,29 +169,35 @@ pub(crate) async fn run(parts: Parts) -> Result<CrawlReport, CrawlError> {
         settings,
     };
     // Every worker seeds the start requests: the duplicate filter keeps one.
-    let mut seeds = Vec::new();
+    w.looks = vec![None; w.conn.parts()];
+    let mut seeds: std::collections::BTreeMap<usize, Vec<Push>> = Default::default();
     for request in w.spider.start_requests() {
-        seeds.extend(w.admit(request, None).await);
+        for push in w.admit(request, None).await {
+            let part = partition(&push.slot, w.conn.parts());
+            seeds.entry(part).or_default().push(push);
+        }
     }
-    loop {
-        match w.conn.seed(&seeds).await {
-            Ok(n) => {
-                info!(new = n, given = seeds.len(), "start requests seeded");
-                break;
-            }
-            // Not an outage (no password, a key of the job used by
-            // something else...): retrying would not help; say so now.
-            Err(e) if !is_outage(&e) && e.kind() != redis::ErrorKind::NoScriptError => {
-                return Err(DistributedError::Redis(e).into());
-            }
-            Err(e) => {
-                if w.redis_failed(&e) {
-                    continue;
+    for (part, pushes) in seeds {
+        loop {
+            match w.conn.seed(part, &pushes).await {
+                Ok(n) => {
+                    info!(new = n, given = pushes.len(), part, "start requests seeded");
+                    break;
+                }
+                // Not an outage (no password, a key of the job used by
+                // something else...): retrying would not help; say so now.
+                Err(e) if !is_outage(&e) && e.kind() != redis::ErrorKind::NoScriptError => {
+                    return Err(DistributedError::Redis(e).into());
+                }
+                Err(e) => {
+                    if w.redis_failed(&e) {
+                        continue;
+                    }
                 }
             }
-        }
-        if let Some((_, _, next)) = w.down {
-            tokio::time::sleep_until(next.into()).await;
+            if let Some((_, _, next)) = w.down {
+                tokio::time::sleep_until(next.into()).await;
+            }
         }
     }
     let reason = w.run_loop(&mut rx, &parts.shutdown).await;
@@ -202,11 +221,12 @@ pub(crate) async fn run(parts: Parts) -> Result<CrawlReport, CrawlError> {
 async fn connect(
     url: &str,
     job: &str,
+    parts: usize,
     shutdown: &ShutdownHandle,
 ) -> Result<Option<JobConn>, DistributedError> {
     let mut backoff = BACKOFF.0;
     loop {
-        match JobConn::connect(url, job, COMMAND_TIMEOUT).await {
+        match JobConn::connect(url, job, COMMAND_TIMEOUT, Some(parts)).await {
             Ok(c) => return Ok(Some(c)),
             Err(DistributedError::Redis(e)) if is_outage(&e) => {
                 warn!(error = %e, retry_in = ?backoff, "Redis unreachable; retrying");
@@ -258,12 +278,8 @@ impl Worker {
                 wait = renew_every.saturating_sub(last_renew.elapsed());
             }
             if up && self.renew(&mut last_renew, renew_every).await && !full {
-                if let Some((next, leases, took)) = self.step(cr).await {
-                    if self.held.is_empty()
-                        && self.finishes.is_empty()
-                        && next.is_none()
-                        && leases == 0
-                    {
+                if let Some((next, leases, took, epoch)) = self.step(cr).await {
+                    if self.is_over(next.is_none() && leases == 0, epoch, took) {
                         return "finished".into();
                     }
                     // Nothing to do here while other workers hold the
@@ -274,6 +290,10 @@ impl Worker {
                     }
                     if let Some(us) = next {
                         wait = wait.min(Duration::from_micros(us));
+                    }
+                    if !took && self.conn.parts() > 1 && self.misses < self.conn.parts() {
+                        // Look at the next partition at once.
+                        wait = Duration::ZERO;
                     }
                 }
             }
@@ -309,84 +329,189 @@ impl Worker {
         if self.down.is_none() && last_renew.elapsed() < renew_every {
             return true;
         }
-        let held: Vec<(u64, u64)> = self.held.iter().map(|(id, h)| (*id, h.token)).collect();
-        match self.conn.renew(&self.id, self.lease_us, &held).await {
-            Ok(lost) => {
-                self.redis_back();
-                *last_renew = Instant::now();
-                for id in lost {
-                    // Taken back while this worker was away: another will
-                    // fetch it, and this one's answer would be refused.
-                    if self.held.remove(&id).is_some() {
-                        warn!(id, "lease lost; the request went back to the frontier");
-                        self.stats.inc("distributed/lease_lost");
+        let mut by_part: std::collections::BTreeMap<usize, Vec<(u64, u64)>> = Default::default();
+        for (id, h) in &self.held {
+            by_part
+                .entry(part_of(*id))
+                .or_default()
+                .push((*id, h.token));
+        }
+        // With nothing held, one call still says this worker is alive.
+        by_part.entry(self.cursor).or_default();
+        for (part, held) in by_part {
+            match self.conn.renew(part, &self.id, self.lease_us, &held).await {
+                Ok(lost) => {
+                    self.redis_back();
+                    for id in lost {
+                        // Taken back while this worker was away: another will
+                        // fetch it, and this one's answer would be refused.
+                        if self.held.remove(&id).is_some() {
+                            warn!(id, "lease lost; the request went back to the frontier");
+                            self.stats.inc("distributed/lease_lost");
+                        }
                     }
                 }
-                self.finishes.retain(|f| self.held.contains_key(&f.id));
-                true
-            }
-            Err(e) => {
-                self.redis_failed(&e);
-                false
+                Err(e) => {
+                    self.redis_failed(&e);
+                    return false;
+                }
             }
         }
+        *last_renew = Instant::now();
+        self.finishes.retain(|f| self.held.contains_key(&f.id));
+        true
     }
 
-    /// One round trip: commits the finished requests, takes back expired
-    /// leases, and takes what the slots allow, up to this worker's free
-    /// places. Returns (µs until the next slot is ready, leases anywhere,
-    /// whether anything was taken), or `None` when Redis failed.
-    async fn step(&mut self, cr: usize) -> Option<(Option<u64>, u64, bool)> {
-        let batch: Vec<Finish> = self.finishes.drain(..self.finishes.len().min(64)).collect();
-        // The requests finished in this round trip are no longer held
-        // after it, committed or refused: their places are free for the take.
+    /// One round trip per partition involved: commits the finished requests
+    /// (after queueing the links they found in other partitions, so a link
+    /// is never lost to a finish that commits), takes back expired leases and
+    /// takes what the slots of the cursor's partition allow, up to this
+    /// worker's free places. Returns (µs until its next slot is ready, its
+    /// leases, whether anything was taken, its epoch), or `None` when Redis failed.
+    async fn step(&mut self, cr: usize) -> Option<(Option<u64>, u64, bool, u64)> {
+        let parts = self.conn.parts();
+        let mut batch: Vec<Finish> = self.finishes.drain(..self.finishes.len().min(64)).collect();
+        if parts > 1 {
+            let mut foreign: std::collections::BTreeMap<usize, Vec<Push>> = Default::default();
+            for f in &batch {
+                let own = part_of(f.id);
+                for push in &f.pushes {
+                    let part = partition(&push.slot, parts);
+                    if part != own {
+                        foreign.entry(part).or_default().push(push.clone());
+                    }
+                }
+            }
+            for (part, pushes) in foreign {
+                if let Err(e) = self.conn.seed(part, &pushes).await {
+                    // Sent again with their finishes (the duplicate filter
+                    // keeps each link once).
+                    for f in batch.into_iter().rev() {
+                        self.finishes.push_front(f);
+                    }
+                    self.redis_failed(&e);
+                    return None;
+                }
+            }
+            for f in &mut batch {
+                let own = part_of(f.id);
+                f.pushes.retain(|p| partition(&p.slot, parts) == own);
+            }
+        }
+        // The requests finished here are no longer held after it, committed
+        // or refused: their places are free for the take.
         let free = if self.closing.is_some() {
             0
         } else {
             cr.saturating_sub(self.held.len().saturating_sub(batch.len()))
         };
-        let take = TakeArgs {
-            worker: &self.id,
-            lease_us: self.lease_us,
-            max: free,
-            margin_us: SEND_MARGIN.as_micros() as u64,
-            reap: 100,
-        };
-        let asked = Instant::now();
-        match self.conn.finish_and_take(&batch, Some(take)).await {
-            Ok((done, taken)) => {
-                self.redis_back();
-                for (f, committed) in batch.into_iter().zip(done) {
-                    self.held.remove(&f.id);
-                    if committed {
-                        self.stats
-                            .inc_by("item_scraped_count", f.items.len() as u64);
-                        self.progress
-                            .items
-                            .fetch_add(f.items.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                    } else {
-                        warn!(
-                            id = f.id,
-                            "finish refused: the lease had expired and another worker took the request"
-                        );
-                        self.stats.inc("distributed/finish_refused");
+        let cursor = self.cursor;
+        let mut groups: std::collections::BTreeMap<usize, Vec<Finish>> = Default::default();
+        groups.entry(cursor).or_default();
+        for f in batch {
+            groups.entry(part_of(f.id)).or_default().push(f);
+        }
+        let mut groups: VecDeque<(usize, Vec<Finish>)> = groups.into_iter().collect();
+        let mut result = None;
+        while let Some((part, finishes)) = groups.pop_front() {
+            let take = (part == cursor).then(|| TakeArgs {
+                worker: &self.id,
+                lease_us: self.lease_us,
+                max: free,
+                margin_us: SEND_MARGIN.as_micros() as u64,
+                reap: 100,
+            });
+            let asked = Instant::now();
+            match self.conn.finish_and_take(part, &finishes, take).await {
+                Ok((done, taken)) => {
+                    self.redis_back();
+                    self.finished(finishes, done);
+                    if let Some(taken) = taken {
+                        let took = !taken.taken.is_empty();
+                        for t in taken.taken {
+                            self.start(t, asked);
+                        }
+                        result = Some((taken.wait_us, taken.leases, took, taken.epoch));
                     }
                 }
-                let taken = taken?;
-                let took = !taken.taken.is_empty();
-                for t in taken.taken {
-                    self.start(t, asked);
+                Err(e) => {
+                    // Nothing of these is known to be committed: all of it
+                    // is sent again (a finish that did commit is then
+                    // refused, harmlessly).
+                    let unsent = std::iter::once(finishes)
+                        .chain(groups.into_iter().map(|(_, f)| f))
+                        .flatten()
+                        .collect::<Vec<_>>();
+                    for f in unsent.into_iter().rev() {
+                        self.finishes.push_front(f);
+                    }
+                    self.redis_failed(&e);
+                    return None;
                 }
-                Some((taken.wait_us, taken.leases, took))
             }
-            Err(e) => {
-                // Nothing is known to be committed: all of it is sent again
-                // (a finish that did commit is then refused, harmlessly).
-                for f in batch.into_iter().rev() {
-                    self.finishes.push_front(f);
-                }
-                self.redis_failed(&e);
-                None
+        }
+        result
+    }
+
+    /// Whether the crawl is over for everyone, after a take from the
+    /// cursor's partition that found it `empty` (nothing waiting, nothing
+    /// leased) or not; moves the cursor on when the take found nothing.
+    ///
+    /// With one partition, one take that finds it empty while this worker
+    /// holds nothing is enough (the take is atomic). With several, the
+    /// partitions are looked at one after the other, so one look at each is
+    /// not a snapshot: a page finished in one may have queued links in
+    /// another already looked at. The crawl is over when two full rounds of
+    /// looks find every partition empty with the same epochs: then every
+    /// partition was empty, with nothing changing, from the end of the
+    /// first round to the start of the second.
+    fn is_over(&mut self, empty: bool, epoch: u64, took: bool) -> bool {
+        let parts = self.conn.parts();
+        let idle_here = self.held.is_empty() && self.finishes.is_empty();
+        if parts == 1 {
+            return idle_here && empty;
+        }
+        let part = self.cursor;
+        self.looks[part] = Some((empty, epoch));
+        if took {
+            self.misses = 0;
+        } else {
+            self.misses += 1;
+            self.cursor = (part + 1) % parts;
+        }
+        if !empty || !idle_here {
+            self.confirm = None;
+            return false;
+        }
+        if !self.looks.iter().all(|l| matches!(l, Some((true, _)))) {
+            return false;
+        }
+        let epochs: Vec<u64> = self.looks.iter().flatten().map(|(_, e)| *e).collect();
+        if self.confirm.as_ref() == Some(&epochs) {
+            return true;
+        }
+        self.confirm = Some(epochs);
+        self.looks = vec![None; parts];
+        false
+    }
+
+    /// Accounts for finishes Redis answered: committed, or refused because
+    /// the lease was lost.
+    fn finished(&mut self, finishes: Vec<Finish>, done: Vec<bool>) {
+        for (f, committed) in finishes.into_iter().zip(done) {
+            self.held.remove(&f.id);
+            if committed {
+                self.stats
+                    .inc_by("item_scraped_count", f.items.len() as u64);
+                self.progress
+                    .items
+                    .fetch_add(f.items.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            } else {
+                warn!(
+                    id = f.id,
+                    "finish refused: the lease had expired and another worker took the request"
+                );
+                self.stats.inc("distributed/finish_refused");
             }
         }
     }
@@ -474,6 +599,7 @@ impl Worker {
         // its origin's robots.txt: that answer may forbid it, or raise the
         // slot's delay (Crawl-delay) past the gap its take was given.
         let send_by = (taken.gap_us > 0).then_some(asked + SEND_MARGIN);
+        let part = part_of(taken.id);
         let bytes = taken.bytes;
         tokio::spawn(async move {
             if let Some((conn, cache)) = wait_robots {
@@ -487,7 +613,7 @@ impl Worker {
                     .filter(|(_, read)| *read < asked)
                     .map(|(rules, _)| rules.clone());
                 let Some(rules) = known else {
-                    admission::robots_for(conn, cache, &request.url, &agent).await;
+                    admission::robots_for(conn, part, cache, &request.url, &agent).await;
                     let _ = events.send(Event::Returned {
                         id,
                         bytes,
