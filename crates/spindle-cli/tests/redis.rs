@@ -888,3 +888,133 @@ fn a_redis_that_refuses_the_worker_fails_the_crawl_with_its_reason() {
     );
     assert!(server.records().is_empty(), "nothing was fetched");
 }
+
+#[test]
+fn a_partitioned_job_spreads_over_the_cluster_and_loses_nothing() {
+    let _serial = serial();
+    let cluster = Cluster::start();
+    // a.test's home page links to b.test's and c.test's (on the same
+    // listener, so the same port, known once the server runs): their
+    // slots fall in other partitions, so finishing it queues links there.
+    let port = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(0));
+    let home_port = port.clone();
+    let site = || {
+        Site::generated(20)
+            .links_per_page(4)
+            .latency(Duration::from_millis(30))
+    };
+    let a = site().handler(move |request| {
+        (request.path == "/").then(|| {
+            let port = home_port.load(std::sync::atomic::Ordering::Relaxed);
+            spindle_testsite::Page::new(
+                "/",
+                200,
+                format!(
+                    "<a href=\"/p/0\">a</a> <a href=\"http://b.test:{port}/\">b</a> \
+                     <a href=\"http://c.test:{port}/\">c</a>"
+                ),
+            )
+        })
+    });
+    let server = TestServer::builder()
+        .host("a.test", ip(2), a)
+        .host("b.test", ip(2), site())
+        .host("c.test", ip(2), site())
+        .start()
+        .unwrap();
+    port.store(
+        server.port_of("a.test"),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--allow-domain",
+        "a.test",
+        "--allow-domain",
+        "b.test",
+        "--allow-domain",
+        "c.test",
+        "-s",
+        "REDIS_PARTITIONS=8",
+        "-s",
+        "CONCURRENT_REQUESTS_PER_DOMAIN=2",
+        "-s",
+        "REDIS_LEASE_SECONDS=2",
+    ];
+    let mut first = worker(&server, &cluster, "parts", dir.path(), 0, &args);
+    until_records(&server, 10);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let mut rest: Vec<Child> = (1..4)
+        .map(|n| worker(&server, &cluster, "parts", dir.path(), n, &args))
+        .collect();
+    for (n, child) in rest.iter_mut().enumerate() {
+        let code = common::wait(child, LIMIT);
+        assert_eq!(
+            code,
+            0,
+            "worker {} failed:\n{}",
+            n + 1,
+            log(dir.path(), n + 1)
+        );
+    }
+    let records = server.records();
+    let by_host = spindle_testsite::max_in_flight_by_host(&records);
+    assert!(by_host.values().all(|n| *n <= 2), "{by_host:?}");
+    // Every page of the three hosts once, in the export as at the server.
+    let pages: Vec<String> = common::pages(records)
+        .iter()
+        .map(|r| format!("{}{}", r.host, normalize_path(&r.path)))
+        .collect();
+    let fetched: BTreeSet<String> = pages.iter().cloned().collect();
+    assert_eq!(
+        fetched.len(),
+        3 * 21,
+        "every page of a.test, b.test and c.test"
+    );
+    let out = dir.path().join("items.jsonl");
+    let exported_ok = Command::new(env!("CARGO_BIN_EXE_spindle"))
+        .args(["export", "-s", &format!("REDIS_URL={}", cluster.url())])
+        .args(["-s", "JOB_NAME=parts", "-o"])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(exported_ok.success());
+    let items: Vec<String> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            let url = url::Url::parse(v["url"].as_str().unwrap()).unwrap();
+            format!("{}{}", url.host_str().unwrap(), normalize_path(url.path()))
+        })
+        .collect();
+    let exported: BTreeSet<String> = items.iter().cloned().collect();
+    assert_eq!(exported.len(), items.len(), "each page's item once");
+    assert_eq!(exported, fetched);
+    // The job's keys are on more than one shard.
+    let shards = cluster
+        .nodes
+        .iter()
+        .filter(|n| {
+            let out = Command::new("redis-cli")
+                .args([
+                    "-p",
+                    &n.port.to_string(),
+                    "--scan",
+                    "--pattern",
+                    "spindle:{parts/*",
+                ])
+                .output()
+                .unwrap();
+            !out.stdout.is_empty()
+        })
+        .count();
+    assert!(shards >= 2, "the partitions are on {shards} shard(s)");
+    let st = status(&cluster, "parts");
+    assert!(st["reaped"].as_u64().unwrap() >= 1, "{st}");
+    eprintln!(
+        "8 partitions on {shards} shards: {} pages of 3 hosts exported once each after a SIGKILL",
+        items.len()
+    );
+}

@@ -353,3 +353,26 @@ async fn the_duplicate_filter_costs_at_most_32_bytes_a_url() {
     eprintln!("duplicate filter: {per_url:.1} bytes a URL at {N} URLs (INFO memory)");
     assert!(per_url <= 32.0, "{per_url:.1} bytes a URL");
 }
+
+#[tokio::test]
+async fn every_worker_of_a_job_must_give_the_same_partitions() {
+    let redis = Redis::start();
+    let url = format!("redis://127.0.0.1:{}/0", redis.port);
+    let first = JobConn::connect(&url, "p", Duration::from_secs(5), Some(4))
+        .await
+        .unwrap();
+    assert_eq!(first.parts(), 4);
+    assert_eq!(first.prefixes[3], "spindle:{p/3}:");
+    let err = JobConn::connect(&url, "p", Duration::from_secs(5), Some(2))
+        .await
+        .err()
+        .expect("a second worker with other partitions is refused")
+        .to_string();
+    assert!(err.contains("REDIS_PARTITIONS=4"), "{err}");
+    let reader = JobConn::connect(&url, "p", Duration::from_secs(5), None)
+        .await
+        .unwrap();
+    assert_eq!(reader.parts(), 4, "status and export read the job's");
+    assert_eq!(super::conn::partition("a.test", 1), 0);
+    assert!(super::conn::partition("a.test", 4) < 4);
+}
