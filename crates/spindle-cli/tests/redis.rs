@@ -137,36 +137,13 @@ impl Cluster {
     fn start() -> Cluster {
         let nodes: Vec<Redis> = (0..3)
             .map(|_| {
-                let port = free_port_pair();
-                let dir = tempfile::tempdir().unwrap();
-                let child = Command::new("redis-server")
-                    .args([
-                        "--port",
-                        &port.to_string(),
-                        "--bind",
-                        "127.0.0.1",
-                        "--save",
-                        "",
-                    ])
-                    .args(["--cluster-enabled", "yes", "--appendonly", "yes"])
-                    .arg("--dir")
-                    .arg(dir.path())
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("redis-server is installed (scripts/test installs it)");
-                let node = Redis {
-                    port,
-                    dir,
-                    child: Some(child),
-                    extra: Vec::new(),
+                let mut node = Redis {
+                    port: free_port_pair(),
+                    dir: tempfile::tempdir().unwrap(),
+                    child: None,
+                    extra: vec!["--cluster-enabled".into(), "yes".into()],
                 };
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while !node.pings() {
-                    assert!(Instant::now() < deadline, "redis-server did not start");
-                    std::thread::sleep(Duration::from_millis(20));
-                }
+                node.run();
                 node
             })
             .collect();
@@ -186,8 +163,14 @@ impl Cluster {
             String::from_utf8_lossy(&out.stdout)
         );
         let cluster = Cluster { nodes };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !cluster.nodes.iter().all(|n| {
+        cluster.wait_ok();
+        cluster
+    }
+
+    /// Waits until every node says the cluster is up.
+    fn wait_ok(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.nodes.iter().all(|n| {
             let info = Command::new("redis-cli")
                 .args(["-p", &n.port.to_string(), "cluster", "info"])
                 .output()
@@ -197,7 +180,6 @@ impl Cluster {
             assert!(Instant::now() < deadline, "the cluster did not come up");
             std::thread::sleep(Duration::from_millis(100));
         }
-        cluster
     }
 }
 
@@ -1015,6 +997,65 @@ fn a_partitioned_job_spreads_over_the_cluster_and_loses_nothing() {
     assert!(st["reaped"].as_u64().unwrap() >= 1, "{st}");
     eprintln!(
         "8 partitions on {shards} shards: {} pages of 3 hosts exported once each after a SIGKILL",
+        items.len()
+    );
+}
+
+#[test]
+fn a_cluster_node_stopped_for_five_seconds_loses_nothing() {
+    let _serial = serial();
+    let mut cluster = Cluster::start();
+    let site = Site::generated(50)
+        .links_per_page(5)
+        .latency(Duration::from_millis(60));
+    let (server, origin) = serve(&site);
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "-s",
+        "REDIS_PARTITIONS=4",
+        "-s",
+        "CONCURRENT_REQUESTS_PER_DOMAIN=2",
+    ];
+    let mut children = workers(&server, &cluster, "down", dir.path(), 3, &args);
+    until_records(&server, 10);
+    // The node that holds a.test's partition (every key of its one slot).
+    let holder = cluster
+        .nodes
+        .iter()
+        .position(|n| {
+            let out = Command::new("redis-cli")
+                .args([
+                    "-p",
+                    &n.port.to_string(),
+                    "--scan",
+                    "--pattern",
+                    "spindle:{down/*}:slot:a.test",
+                ])
+                .output()
+                .unwrap();
+            !out.stdout.is_empty()
+        })
+        .expect("a node holds a.test's slot");
+    cluster.nodes[holder].kill();
+    let stopped_at = server.records().len();
+    std::thread::sleep(Duration::from_secs(5));
+    let during = server.records().len();
+    cluster.nodes[holder].run();
+    cluster.wait_ok();
+    wait_all(&mut children, dir.path(), &[]);
+    assert!(
+        during <= stopped_at + 2,
+        "{} requests started while the node was down",
+        during - stopped_at
+    );
+    let items = export(&cluster, "down", dir.path(), &origin);
+    assert_exactly_once(&items, &site, &origin);
+    assert!(
+        (0..3).any(|n| log(dir.path(), n).contains("Redis unavailable")),
+        "the outage was logged"
+    );
+    eprintln!(
+        "cluster node {holder} of 3 SIGKILLed for 5 s: {} pages exported once each",
         items.len()
     );
 }
