@@ -995,8 +995,17 @@ fn a_partitioned_job_spreads_over_the_cluster_and_loses_nothing() {
     assert!(shards >= 2, "the partitions are on {shards} shard(s)");
     let st = status(&cluster, "parts");
     assert!(st["reaped"].as_u64().unwrap() >= 1, "{st}");
+    // Workers 1–3 wrote stats (worker 0 was killed).
+    let trips: u64 = (1..4)
+        .map(|n| {
+            let text = std::fs::read_to_string(dir.path().join(format!("stats{n}.json"))).unwrap();
+            let stats: Value = serde_json::from_str(&text).unwrap();
+            stats["distributed/redis_round_trips"].as_u64().unwrap_or(0)
+        })
+        .sum();
     eprintln!(
-        "8 partitions on {shards} shards: {} pages of 3 hosts exported once each after a SIGKILL",
+        "8 partitions on {shards} shards: {} pages of 3 hosts exported once each after a SIGKILL; \
+         {trips} round trips by the 3 surviving workers",
         items.len()
     );
 }
