@@ -1070,3 +1070,55 @@ fn a_cluster_node_stopped_for_five_seconds_loses_nothing() {
         items.len()
     );
 }
+
+#[test]
+fn retry_after_pauses_the_slot_for_every_worker() {
+    let _serial = serial();
+    let redis = Redis::start();
+    // /p/3 answers 503 with Retry-After: 1 the first time.
+    let refused = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let site = Site::generated(15)
+        .links_per_page(4)
+        .handler(move |request| {
+            (request.path == "/p/3" && !refused.swap(true, std::sync::atomic::Ordering::SeqCst))
+                .then(|| {
+                    let mut page = spindle_testsite::Page::new("/p/3", 503, "busy");
+                    page.headers.push(("Retry-After".into(), "1".into()));
+                    page
+                })
+        });
+    let (server, origin) = serve(&site);
+    let dir = tempfile::tempdir().unwrap();
+    // Cap 1: nothing else is on the wire when the 503 comes back.
+    let args = [
+        "-s",
+        "CONCURRENT_REQUESTS_PER_DOMAIN=1",
+        "-s",
+        "ROBOTSTXT_OBEY=false",
+    ];
+    let mut children = workers(&server, &redis, "later", dir.path(), 3, &args);
+    wait_all(&mut children, dir.path(), &[]);
+    let mut records = server.records();
+    records.sort_by_key(|r| r.start);
+    let at = records
+        .iter()
+        .position(|r| r.status == 503)
+        .expect("the 503 was served");
+    let next = records
+        .get(at + 1)
+        .expect("the crawl went on after the 503");
+    let paused = next.start - records[at].end;
+    // The pause is set in Redis after the 503 was read, so the next start
+    // is at least 1 s after the 503's end; 5 ms covers Redis's wall clock
+    // against the server's monotonic stamps.
+    assert!(
+        paused >= Duration::from_millis(995),
+        "the slot started {} {paused:?} after the 503 with Retry-After: 1",
+        next.path
+    );
+    // Every worker was asking for work during the pause (they poll at most
+    // 400 ms apart), so a pause kept by the 503's worker alone would show.
+    let items = export(&redis, "later", dir.path(), &origin);
+    assert_exactly_once(&items, &site, &origin);
+    eprintln!("Retry-After: 1 paused the slot {paused:?} across 3 workers");
+}
