@@ -266,6 +266,15 @@ fn retry_after_pauses_one_site_while_others_go_on() {
         .iter()
         .filter(|r| r.start + faults_to_site > pause.0 && r.start + faults_to_site < pause.1)
         .count();
-    assert!(during > 30, "only {during} calm pages during the pause");
+    let calm_starts: Vec<f64> = calm
+        .iter()
+        .map(|r| (r.start + faults_to_site).as_secs_f64())
+        .collect();
+    assert!(
+        during > 30,
+        "only {during} calm pages during the pause {:.3}..{:.3} s; calm starts: {calm_starts:.3?}",
+        pause.0.as_secs_f64(),
+        pause.1.as_secs_f64()
+    );
     let _: Value = run.stats();
 }

@@ -430,7 +430,7 @@ fn fixed_delay_holds_across_three_workers() {
     );
     let closest = gaps(&records).into_iter().min().unwrap();
     // No slack: the slot's gap is taken in Redis by Redis's clock, plus the
-    // 5 ms send margin every gate adds for the way from the gate to the socket.
+    // 5 ms send margin a worker adds for the way from the take to the socket.
     assert!(
         closest >= delay,
         "two requests reached the server {closest:?} apart, under the {delay:?} delay"

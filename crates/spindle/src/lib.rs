@@ -69,13 +69,13 @@ pub mod job {
 
 pub use downloader::DownloadError;
 pub use engine::{CrawlError, Crawler, ShutdownHandle};
+pub use http::header::{HeaderMap, HeaderName, HeaderValue};
+pub use http::Method;
 pub use item::Item;
 pub use linkextractor::{Extracted, LinkExtractor};
 pub use middleware::DownloaderMiddleware;
 pub use pipeline::{DedupPipeline, ItemPipeline, PipelineError};
 pub use request::{check_crawlable, parse_header, InvalidUrl, Request, RequestError};
-pub use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-pub use reqwest::Method;
 pub use response::{Response, Selection};
 pub use scheduler::{canonicalize_url, fingerprint, DupeFilter};
 pub use selector::{Document, Selector, SelectorError};

@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
-use reqwest::Method;
+use http::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
+use http::Method;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use url::Url;
@@ -321,7 +321,7 @@ pub fn check_crawlable(url: &Url) -> Result<(), &'static str> {
 
 /// Methods travel as their names.
 mod method_serde {
-    use reqwest::Method;
+    use http::Method;
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(m: &Method, s: S) -> Result<S::Ok, S::Error> {
@@ -336,7 +336,7 @@ mod method_serde {
 
 /// Headers travel as (name, value bytes) pairs, in order, repeats kept.
 mod headers_serde {
-    use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+    use http::header::{HeaderMap, HeaderName, HeaderValue};
     use serde::ser::SerializeSeq;
     use serde::{Deserialize, Deserializer, Serializer};
 

@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use bytes::Bytes;
-use reqwest::header::HeaderMap;
+use http::header::HeaderMap;
 use serde::de::DeserializeOwned;
 use url::Url;
 
@@ -26,13 +26,13 @@ pub struct Response {
     /// The request this answers, with its data and callback label (carried
     /// through redirects).
     pub request: Request,
-    /// Time from sending the request until the body had arrived.
+    /// Time from writing the request until the body had arrived.
     pub latency: Duration,
     /// Time from sending the request until the response headers had arrived:
     /// the latency Scrapy's AutoThrottle uses (`download_latency`), and
-    /// spindle's too. Measured in the downloader, from just after the slot's
-    /// send gate (so the politeness wait is not counted) to reqwest's
-    /// `send()` returning.
+    /// spindle's too. Measured in the downloader, from the moment the
+    /// request's first bytes were written to its socket (after the slot's
+    /// send gate, so the politeness wait is not counted) to the head's arrival.
     pub headers_latency: Duration,
 }
 
@@ -56,7 +56,7 @@ impl Response {
     pub fn media_type(&self) -> Option<String> {
         let value = self
             .headers
-            .get(reqwest::header::CONTENT_TYPE)?
+            .get(http::header::CONTENT_TYPE)?
             .to_str()
             .ok()?;
         let media = value.split(';').next()?.trim().to_ascii_lowercase();
@@ -67,7 +67,7 @@ impl Response {
     pub fn charset(&self) -> Option<String> {
         let value = self
             .headers
-            .get(reqwest::header::CONTENT_TYPE)?
+            .get(http::header::CONTENT_TYPE)?
             .to_str()
             .ok()?;
         value.split(';').skip(1).find_map(|param| {
@@ -193,7 +193,7 @@ mod tests {
         let request = Request::get("http://a.test/dir/page.html").unwrap();
         let mut headers = HeaderMap::new();
         if let Some(ct) = content_type {
-            headers.insert(reqwest::header::CONTENT_TYPE, ct.parse().unwrap());
+            headers.insert(http::header::CONTENT_TYPE, ct.parse().unwrap());
         }
         Response {
             url: request.url.clone(),

@@ -6,8 +6,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use http::header::{HeaderMap, RETRY_AFTER};
 use rand::Rng;
-use reqwest::header::{HeaderMap, RETRY_AFTER};
 
 use crate::settings::Settings;
 

@@ -100,6 +100,9 @@ pub struct Settings {
     pub(crate) robotstxt_obey: bool,
     /// `ROBOTSTXT_CRAWL_DELAY_MAX`: the largest robots.txt `Crawl-delay` honoured.
     pub(crate) robotstxt_crawl_delay_max: Duration,
+    /// `ROBOTSTXT_CONCURRENT_REQUESTS`: the most robots.txt fetches on the
+    /// wire at once; 0 means a quarter of `CONCURRENT_REQUESTS` (at least 1).
+    pub(crate) robotstxt_concurrent_requests: usize,
     /// `REDIRECT_MAX_TIMES`: redirects followed for one request.
     pub(crate) redirect_max_times: u32,
     /// `RETRY_ENABLED`.
@@ -214,6 +217,7 @@ impl Default for Settings {
             download_warnsize: 32 * 1024 * 1024,
             robotstxt_obey: false,
             robotstxt_crawl_delay_max: Duration::from_secs(60),
+            robotstxt_concurrent_requests: 0,
             redirect_max_times: 20,
             retry_enabled: true,
             retry_times: 2,
@@ -279,6 +283,7 @@ pub const SETTING_NAMES: &[&str] = &[
     "LOGSTATS_INTERVAL",
     "ROBOTSTXT_OBEY",
     "ROBOTSTXT_CRAWL_DELAY_MAX",
+    "ROBOTSTXT_CONCURRENT_REQUESTS",
     "REDIRECT_MAX_TIMES",
     "RETRY_ENABLED",
     "RETRY_TIMES",
@@ -359,6 +364,9 @@ impl Settings {
             "DOWNLOAD_WARNSIZE" => self.download_warnsize = parse_count(name, v)?,
             "ROBOTSTXT_OBEY" => self.robotstxt_obey = parse_bool(name, v)?,
             "ROBOTSTXT_CRAWL_DELAY_MAX" => self.robotstxt_crawl_delay_max = parse_seconds(name, v)?,
+            "ROBOTSTXT_CONCURRENT_REQUESTS" => {
+                self.robotstxt_concurrent_requests = parse_count(name, v)?
+            }
             "REDIRECT_MAX_TIMES" => self.redirect_max_times = parse_count(name, v)?,
             "RETRY_ENABLED" => self.retry_enabled = parse_bool(name, v)?,
             "RETRY_TIMES" => self.retry_times = parse_count(name, v)?,
@@ -486,6 +494,7 @@ impl Settings {
             "LOGSTATS_INTERVAL" => secs(&self.logstats_interval),
             "ROBOTSTXT_OBEY" => self.robotstxt_obey.to_string(),
             "ROBOTSTXT_CRAWL_DELAY_MAX" => secs(&self.robotstxt_crawl_delay_max),
+            "ROBOTSTXT_CONCURRENT_REQUESTS" => self.robotstxt_concurrent_requests.to_string(),
             "REDIRECT_MAX_TIMES" => self.redirect_max_times.to_string(),
             "RETRY_ENABLED" => self.retry_enabled.to_string(),
             "RETRY_TIMES" => self.retry_times.to_string(),
@@ -618,6 +627,15 @@ impl Settings {
             self.set(&name, &text)?;
         }
         Ok(())
+    }
+
+    /// The most robots.txt fetches on the wire at once
+    /// (`ROBOTSTXT_CONCURRENT_REQUESTS`, or a quarter of `CONCURRENT_REQUESTS`).
+    pub fn robots_budget(&self) -> usize {
+        match self.robotstxt_concurrent_requests {
+            0 => (self.concurrent_requests / 4).max(1),
+            n => n,
+        }
     }
 
     /// The concurrency cap every slot gets unless `DOWNLOAD_SLOTS` overrides it.

@@ -13,14 +13,13 @@
 //! tries again instead of counting it against the site.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig, ResolverOpts};
 use hickory_resolver::error::{ResolveError, ResolveErrorKind};
 use hickory_resolver::TokioAsyncResolver;
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use tokio::sync::Semaphore;
 
 use crate::settings::Settings;
@@ -193,25 +192,6 @@ impl Resolver {
             return Err(lookup_err("no addresses".to_string()));
         }
         Ok(addrs.into())
-    }
-}
-
-/// Lets the HTTP client connect through the same table.
-pub struct SharedResolver(pub Arc<Resolver>);
-
-impl Resolve for SharedResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        let resolver = self.0.clone();
-        Box::pin(async move {
-            let ips = resolver.lookup(name.as_str()).await?;
-            let addrs: Addrs = Box::new(
-                ips.iter()
-                    .map(|ip| SocketAddr::new(*ip, 0))
-                    .collect::<Vec<_>>()
-                    .into_iter(),
-            );
-            Ok(addrs)
-        })
     }
 }
 

@@ -1,22 +1,32 @@
-//! The downloader: one shared HTTP client that fetches a request and reads
-//! its body within the size and time limits. Politeness (slots, caps,
-//! delays) is decided before a request gets here, by the scheduler.
+//! The downloader: fetches a request over HTTP/1.1 (hyper's connection
+//! layer, with our own pool and connector) and reads its body within the
+//! size and time limits. Politeness (slots, caps, delays) is decided before
+//! a request gets here, by the scheduler; the one part of it that acts here
+//! is the send gate, which holds a request's first write at its socket.
 
+mod connect;
+mod decode;
 pub mod dns;
 pub mod fdlimit;
 pub mod gate;
+mod pool;
 pub mod slot;
+mod wire;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
+use http::header::{HeaderValue, ACCEPT, CONTENT_LENGTH, HOST, USER_AGENT};
+use http_body_util::{BodyExt, Full};
 
 use crate::request::Request;
 use crate::response::Response;
 use crate::settings::Settings;
-use dns::{Resolver, SharedResolver};
+use connect::{Connector, Origin};
+use dns::Resolver;
+use pool::{Conn, Pool};
+use slot::Pacing;
 
 /// Why a download produced no response. Each kind is counted under its own
 /// `downloader/exception_type_count/<kind>` stat.
@@ -95,22 +105,14 @@ impl DownloadError {
         matches!(self, DownloadError::Timeout(_) | DownloadError::Connect(_))
     }
 
-    fn from_reqwest(e: reqwest::Error, timeout: std::time::Duration) -> Self {
-        let text = error_chain(&e);
-        if e.is_timeout() {
-            return DownloadError::Timeout(timeout);
-        }
-        if dns::is_fd_exhaustion(&e) {
+    /// What went wrong in sending a request or reading its response, from
+    /// hyper's and the system's errors.
+    fn classify(e: &(dyn std::error::Error + 'static), timeout: std::time::Duration) -> Self {
+        let text = error_chain(e);
+        if dns::is_fd_exhaustion(e) {
             return DownloadError::LocalResources(text);
         }
-        let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
-        while let Some(err) = source {
-            if err.downcast_ref::<dns::DnsError>().is_some() {
-                return DownloadError::DnsLookup(text);
-            }
-            source = err.source();
-        }
-        let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
+        let mut source = Some(e);
         while let Some(err) = source {
             if let Some(h) = err.downcast_ref::<hyper::Error>() {
                 // `is_parse_too_large` exists only with hyper's server feature.
@@ -122,6 +124,9 @@ impl DownloadError {
                 }
                 if h.is_parse() {
                     return DownloadError::InvalidResponse(text);
+                }
+                if h.is_canceled() {
+                    return DownloadError::ConnectionReset(text);
                 }
             }
             if let Some(io) = err.downcast_ref::<std::io::Error>() {
@@ -137,13 +142,7 @@ impl DownloadError {
             }
             source = err.source();
         }
-        if e.is_decode() {
-            DownloadError::Decompression(text)
-        } else if e.is_connect() {
-            DownloadError::Connect(text)
-        } else {
-            DownloadError::Other(text)
-        }
+        DownloadError::Other(text)
     }
 }
 
@@ -158,76 +157,87 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// Fetches requests over one shared HTTP client (one more per proxy in use).
+/// How long before its slot's gate opens a request goes to its connection
+/// to wait there: more than the way from here to the socket takes on a busy
+/// machine (a few milliseconds), so the write follows the opening at once.
+const GATE_LEAD: Duration = Duration::from_millis(20);
+
+/// Fetches requests; one per crawl (or per worker process), shared by its tasks.
 pub struct Downloader {
-    client: reqwest::Client,
-    /// Clients for requests that name a proxy, built on first use: reqwest
-    /// binds a proxy to a client, not to a request.
-    proxied: std::sync::Mutex<std::collections::HashMap<String, reqwest::Client>>,
-    resolver: Arc<Resolver>,
+    connector: Connector,
+    pool: Pool,
     settings: Arc<Settings>,
+    user_agent: Option<HeaderValue>,
+}
+
+/// Whether a request that hyper could not send may be tried on a fresh connection.
+enum Sent {
+    Answered(http::Response<hyper::body::Incoming>, Conn),
+    /// A reused connection turned out closed before the request was written.
+    Stale(http::Request<Full<Bytes>>),
 }
 
 impl Downloader {
     /// A downloader whose connections resolve host names through `resolver`.
-    pub fn new(settings: Arc<Settings>, resolver: Arc<Resolver>) -> Result<Self, reqwest::Error> {
-        let client = client_builder(&settings, &resolver).build()?;
-        Ok(Downloader {
-            client,
-            proxied: Default::default(),
-            resolver,
+    pub fn new(settings: Arc<Settings>, resolver: Arc<Resolver>) -> Self {
+        // Keep as many idle connections per origin as the slot may use at
+        // once; in all, enough for the global cap twice over.
+        let per_origin = settings.default_slot_concurrency().max(1);
+        let total = (settings.concurrent_requests * 2).max(per_origin).max(64);
+        Downloader {
+            connector: Connector::new(resolver),
+            pool: Pool::new(per_origin, total),
+            user_agent: HeaderValue::from_str(&settings.user_agent).ok(),
             settings,
-        })
-    }
-
-    fn client_for(&self, request: &Request) -> Result<reqwest::Client, DownloadError> {
-        let Some(proxy) = &request.proxy else {
-            return Ok(self.client.clone());
-        };
-        let mut clients = self.proxied.lock().expect("proxy clients");
-        if let Some(client) = clients.get(proxy.as_str()) {
-            return Ok(client.clone());
         }
-        let client = reqwest::Proxy::all(proxy.as_str())
-            .and_then(|p| {
-                client_builder(&self.settings, &self.resolver)
-                    .proxy(p)
-                    .build()
-            })
-            .map_err(|e| DownloadError::Other(format!("proxy {proxy}: {}", error_chain(&e))))?;
-        clients.insert(proxy.to_string(), client.clone());
-        Ok(client)
     }
 
     /// Sends the request (method, headers, body) and reads the whole body.
-    pub async fn fetch(&self, request: Request) -> Result<Response, (Request, DownloadError)> {
-        let started = Instant::now();
-        let settings = &self.settings;
-        let timeout = request.timeout.unwrap_or(settings.download_timeout);
-        let client = match self.client_for(&request) {
-            Ok(c) => c,
-            Err(e) => return Err((request, e)),
-        };
-        let result = async {
-            let mut builder = client
-                .request(request.method.clone(), request.url.clone())
-                .headers(request.headers.clone())
-                .timeout(timeout);
-            if !request.body.is_empty() {
-                builder = builder.body(request.body.clone());
+    /// With `pacing`, the request's first write waits at its slot's send
+    /// gate, at the socket.
+    pub async fn fetch(
+        &self,
+        request: Request,
+        pacing: Option<Pacing>,
+    ) -> Result<Response, (Request, DownloadError)> {
+        if let Some(pacing) = &pacing {
+            // A long wait is spent here rather than on a connection the
+            // server might close meanwhile; the last stretch, at the socket.
+            let wait = pacing.gate.wait_hint();
+            if wait > 2 * GATE_LEAD {
+                tokio::time::sleep(wait - GATE_LEAD).await;
             }
-            let response = builder
-                .send()
-                .await
-                .map_err(|e| DownloadError::from_reqwest(e, timeout))?;
-            // AutoThrottle's latency, as Scrapy's: until the headers arrived.
-            let headers_latency = started.elapsed();
-            let status = response.status().as_u16();
-            let headers = response.headers().clone();
-            let body = read_body(response, settings, timeout).await?;
-            Ok((status, headers, body, headers_latency))
         }
-        .await;
+        let called = Instant::now();
+        let timeout = request.timeout.unwrap_or(self.settings.download_timeout);
+        // The request is handed to its connection at once and waits for the
+        // gate at the socket, so that its write follows the gate's opening
+        // without the way here in between (which, under load, would add
+        // itself to every gap). A new connection is opened meanwhile. The
+        // timeout counts from when the gate is expected to open.
+        let gate_wait = pacing
+            .as_ref()
+            .map_or(Duration::ZERO, |p| p.gate.wait_hint());
+        let deadline = tokio::time::Instant::now() + gate_wait + timeout;
+        let exchange = tokio::time::timeout_at(deadline, self.exchange(&request, pacing));
+        // Latencies count from the request's first write, so that the send
+        // gate's wait is not taken for the server's slowness (AutoThrottle).
+        let mut sent = called;
+        let result = match exchange.await {
+            Err(_) => Err(DownloadError::Timeout(timeout)),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok((head, origin, conn))) => {
+                sent = conn.arming.sent_at().unwrap_or(called);
+                // AutoThrottle's latency, as Scrapy's: until the headers arrived.
+                let headers_latency = sent.elapsed();
+                let read = self.read_body(head, origin, conn, timeout);
+                match tokio::time::timeout_at(deadline, read).await {
+                    Err(_) => Err(DownloadError::Timeout(timeout)),
+                    Ok(Err(e)) => Err(e),
+                    Ok(Ok((status, headers, body))) => Ok((status, headers, body, headers_latency)),
+                }
+            }
+        };
         match result {
             Ok((status, headers, body, headers_latency)) => Ok(Response {
                 url: request.url.clone(),
@@ -235,51 +245,255 @@ impl Downloader {
                 headers,
                 body,
                 request,
-                latency: started.elapsed(),
+                latency: sent.elapsed(),
                 headers_latency,
             }),
             Err(e) => Err((request, e)),
         }
     }
-}
 
-/// How long an idle connection is kept for reuse (hyper's default is 90 s).
-pub const POOL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-fn client_builder(settings: &Settings, resolver: &Arc<Resolver>) -> reqwest::ClientBuilder {
-    reqwest::Client::builder()
-        .user_agent(settings.user_agent.clone())
-        // Redirects go back through the scheduler, so they obey slots and dedup.
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(settings.download_timeout)
-        .connect_timeout(settings.download_timeout)
-        // Keep as many idle connections per host as the slot may use at once,
-        // and no longer than POOL_IDLE_TIMEOUT: idle sockets are descriptors.
-        // (A slot's last queued request asks the server to close instead.)
-        .pool_max_idle_per_host(settings.default_slot_concurrency().max(1))
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .tcp_nodelay(true)
-        .dns_resolver(Arc::new(SharedResolver(resolver.clone())))
-}
-
-async fn read_body(
-    response: reqwest::Response,
-    settings: &Settings,
-    timeout: std::time::Duration,
-) -> Result<Bytes, DownloadError> {
-    let max = settings.download_maxsize;
-    if max > 0 && response.content_length().is_some_and(|n| n > max) {
-        return Err(DownloadError::TooLarge(max));
+    /// Sends the request and waits for the response head.
+    async fn exchange(
+        &self,
+        request: &Request,
+        pacing: Option<Pacing>,
+    ) -> Result<(http::Response<hyper::body::Incoming>, Origin, Conn), DownloadError> {
+        let timeout = request.timeout.unwrap_or(self.settings.download_timeout);
+        let origin = Origin::of(&request.url, request.proxy.as_ref())?;
+        let mut message = self.message(request, &origin)?;
+        // A pooled connection the server closed while idle costs one more try, on a new one.
+        for _ in 0..2 {
+            let conn = match self.pool.take(&origin) {
+                Some(conn) => conn,
+                None => self.open(&origin).await?,
+            };
+            match send(conn, message, pacing.clone()).await {
+                Ok(Sent::Answered(head, conn)) => return Ok((head, origin, conn)),
+                Ok(Sent::Stale(back)) => message = back,
+                Err(e) => return Err(DownloadError::classify(&e, timeout)),
+            }
+        }
+        let conn = self.open(&origin).await?;
+        match send(conn, message, pacing).await {
+            Ok(Sent::Answered(head, conn)) => Ok((head, origin, conn)),
+            Ok(Sent::Stale(_)) => Err(DownloadError::ConnectionReset(
+                "the connection closed before the request was sent".into(),
+            )),
+            Err(e) => Err(DownloadError::classify(&e, timeout)),
+        }
     }
-    let mut body =
-        BytesMut::with_capacity(response.content_length().unwrap_or(0).min(1 << 20) as usize);
-    let mut stream = response.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| DownloadError::from_reqwest(e, timeout))?;
-        if max > 0 && (body.len() + chunk.len()) as u64 > max {
+
+    /// A new connection to `origin`, its hyper task running on the runtime.
+    async fn open(&self, origin: &Origin) -> Result<Conn, DownloadError> {
+        let arming = Arc::new(wire::Arming::default());
+        let stream = self.connector.connect(origin, arming.clone()).await?;
+        let (sender, connection) = hyper::client::conn::http1::Builder::new()
+            .handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| DownloadError::Connect(error_chain(&e)))?;
+        tokio::spawn(async move {
+            // Its errors reach the request that was on it; nothing to do here.
+            let _ = connection.await;
+        });
+        Ok(Conn {
+            sender,
+            arming,
+            reused: false,
+        })
+    }
+
+    /// The request as hyper sends it: the target in origin form (absolute
+    /// form to a plain-HTTP proxy), and the headers a client adds unless the
+    /// request set them.
+    fn message(
+        &self,
+        request: &Request,
+        origin: &Origin,
+    ) -> Result<http::Request<Full<Bytes>>, DownloadError> {
+        let url = &request.url;
+        let target = if origin.via_http_proxy() {
+            url[..url::Position::AfterQuery].to_string()
+        } else {
+            url[url::Position::BeforePath..url::Position::AfterQuery].to_string()
+        };
+        let mut message = http::Request::builder()
+            .method(request.method.clone())
+            .uri(target)
+            .body(Full::new(request.body.clone()))
+            .map_err(|e| DownloadError::Other(format!("cannot send {url}: {e}")))?;
+        let headers = message.headers_mut();
+        *headers = request.headers.clone();
+        if !headers.contains_key(HOST) {
+            let host = match url.port() {
+                Some(port) => format!("{}:{port}", origin.host),
+                None => origin.host.clone(),
+            };
+            let value = HeaderValue::from_str(&host)
+                .map_err(|e| DownloadError::Other(format!("host {host}: {e}")))?;
+            headers.insert(HOST, value);
+        }
+        if !headers.contains_key(USER_AGENT) {
+            if let Some(ua) = &self.user_agent {
+                headers.insert(USER_AGENT, ua.clone());
+            }
+        }
+        if !headers.contains_key(ACCEPT) {
+            headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
+        }
+        decode::ask_for_encodings(headers);
+        if origin.via_http_proxy() {
+            if let Some(auth) = origin.proxy.as_ref().and_then(connect::proxy_authorization) {
+                if let Ok(value) = HeaderValue::from_str(&auth) {
+                    headers.insert(http::header::PROXY_AUTHORIZATION, value);
+                }
+            }
+        }
+        Ok(message)
+    }
+
+    /// Reads the whole body within `DOWNLOAD_MAXSIZE`, decodes it, and gives
+    /// the connection back to the pool once the exchange ended cleanly.
+    async fn read_body(
+        &self,
+        head: http::Response<hyper::body::Incoming>,
+        origin: Origin,
+        conn: Conn,
+        timeout: std::time::Duration,
+    ) -> Result<(u16, http::HeaderMap, Bytes), DownloadError> {
+        let max = self.settings.download_maxsize;
+        let (parts, mut incoming) = head.into_parts();
+        let declared = parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if max > 0 && declared.is_some_and(|n| n > max) {
             return Err(DownloadError::TooLarge(max));
         }
-        body.extend_from_slice(&chunk);
+        let mut body = BytesMut::with_capacity(declared.unwrap_or(0).min(1 << 20) as usize);
+        while let Some(frame) = incoming.frame().await {
+            let frame = frame.map_err(|e| DownloadError::classify(&e, timeout))?;
+            if let Ok(chunk) = frame.into_data() {
+                if max > 0 && (body.len() + chunk.len()) as u64 > max {
+                    return Err(DownloadError::TooLarge(max));
+                }
+                body.extend_from_slice(&chunk);
+            }
+        }
+        self.pool.put(origin, conn);
+        let mut headers = parts.headers;
+        let body = decode::decode(&mut headers, body.freeze(), max)?;
+        Ok((parts.status.as_u16(), headers, body))
     }
-    Ok(body.freeze())
+}
+
+/// Arms the connection's gate with the request's pacing and sends it.
+async fn send(
+    mut conn: Conn,
+    message: http::Request<Full<Bytes>>,
+    pacing: Option<Pacing>,
+) -> Result<Sent, hyper::Error> {
+    if let Err(e) = conn.sender.ready().await {
+        if conn.reused {
+            return Ok(Sent::Stale(message));
+        }
+        return Err(e);
+    }
+    conn.arming.arm(pacing);
+    match conn.sender.try_send_request(message).await {
+        Ok(head) => Ok(Sent::Answered(head, conn)),
+        Err(mut e) => match e.take_message() {
+            Some(message) if conn.reused => Ok(Sent::Stale(message)),
+            _ => Err(e.into_error()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::downloader::gate::SendGate;
+    use spindle_testsite::{Site, TestServer};
+    use std::collections::HashMap;
+
+    fn downloader(server: &TestServer) -> Downloader {
+        let fixed: HashMap<String, std::net::IpAddr> = server
+            .resolve_map()
+            .into_iter()
+            .map(|(host, addr)| (host, addr.ip()))
+            .collect();
+        Downloader::new(
+            Arc::new(Settings::default()),
+            Arc::new(Resolver::with_fixed(fixed)),
+        )
+    }
+
+    #[tokio::test]
+    async fn connections_are_reused_and_the_gate_spaces_writes() {
+        let server = TestServer::builder()
+            .host("a.test", [127, 0, 0, 1], Site::generated(10))
+            .start()
+            .unwrap();
+        let downloader = downloader(&server);
+        let gate = SendGate::default();
+        let pacing = Pacing {
+            gate: gate.clone(),
+            gap: Duration::from_millis(40),
+            floor: Duration::from_millis(40),
+        };
+        for i in 0..3 {
+            let url = server.url("a.test", &format!("/?visit={i}"));
+            let request = Request::get(&url).unwrap();
+            let response = downloader
+                .fetch(request, Some(pacing.clone()))
+                .await
+                .map_err(|(_, e)| e)
+                .unwrap();
+            assert_eq!(response.status, 200);
+            assert!(!response.body.is_empty());
+            assert_eq!(downloader.pool.idle_count(), 1, "one connection, kept");
+        }
+        assert_eq!(
+            server.accepted_connections(),
+            1,
+            "three requests on one connection"
+        );
+        assert!(gate.min_gap().unwrap() >= Duration::from_millis(40));
+        // And at the server, as the kernel stamped the arrivals: the delay is a floor.
+        let mut starts: Vec<Duration> = server.records().iter().map(|r| r.start).collect();
+        starts.sort();
+        assert_eq!(starts.len(), 3);
+        for pair in starts.windows(2) {
+            assert!(pair[1] - pair[0] >= Duration::from_millis(40), "{starts:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_plain_http_proxy_gets_the_absolute_form() {
+        let server = TestServer::builder()
+            .host("a.test", [127, 0, 0, 1], Site::generated(10))
+            .start()
+            .unwrap();
+        // No mapping for a.test: only the proxy's address is ever connected to.
+        let downloader = Downloader::new(
+            Arc::new(Settings::default()),
+            Arc::new(Resolver::with_fixed(HashMap::new())),
+        );
+        let addr = server.addr_of("a.test");
+        let mut request = Request::get(&server.url("a.test", "/?via=proxy")).unwrap();
+        request.proxy = Some(format!("http://user:p%40ss@{addr}").parse().unwrap());
+        let response = downloader
+            .fetch(request, None)
+            .await
+            .map_err(|(_, e)| e)
+            .unwrap();
+        assert_eq!(response.status, 200);
+        let records = server.records();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].host, "a.test");
+        assert_eq!(records[0].path, "/?via=proxy");
+        assert_eq!(
+            connect::proxy_authorization(&"http://user:p%40ss@x".parse().unwrap()).unwrap(),
+            "Basic dXNlcjpwQHNz"
+        );
+    }
 }

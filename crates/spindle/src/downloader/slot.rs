@@ -9,19 +9,6 @@ use rand::Rng;
 pub use super::gate::SendGate;
 use serde::Serialize;
 
-/// Added to every delay gap. The gate sees a request leave for its socket,
-/// not reach it, and the hop between (reqwest, then hyper's connection task)
-/// varies. With the kernel stamping arrivals on loopback: on a machine with
-/// CPU to spare, two requests the gate spaced 250.37 ms apart reached the
-/// socket 249.54 ms apart (0.83 ms short); with both cores kept busy
-/// (`scripts/stress-timing.sh`, load 2–2.6), gaps the gate kept at 252.2 ms
-/// and more arrived 248.5 ms apart, and 202.5 ms ones 198.5 ms apart: up to
-/// 3.7 ms short. This margin covers that, for 2% of a 250 ms delay. It
-/// cannot cover a starved crawler (at loads of 10 to 25, one request took
-/// 11 to 18 ms longer than the next from gate to socket): only a gate at the
-/// socket write itself would hold there.
-pub const SEND_MARGIN: Duration = Duration::from_millis(5);
-
 /// How a slot behaves, fixed when the slot is created (as in Scrapy).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SlotPolicy {
@@ -52,14 +39,19 @@ pub struct Slot {
     pub stats: SlotStats,
 }
 
-/// What a started request carries to its download task: the slot's gate and the gap after it.
+/// What a started request carries to its download task: the slot's gate,
+/// the gap drawn after it, and the shortest gap allowed at the wire (the
+/// gap itself with a fixed delay; half the delay, or the `Crawl-delay`, with
+/// a randomized one).
 #[derive(Debug, Clone)]
 pub struct Pacing {
     pub gate: SendGate,
     pub gap: Duration,
+    pub floor: Duration,
 }
 
 impl Pacing {
+    #[cfg(test)]
     pub async fn pass(&self) {
         self.gate.pass(self.gap).await;
     }
@@ -163,13 +155,12 @@ impl Slot {
             return;
         }
         if let Some(last) = self.last_start {
-            // The drawn gap is scaled; the send margin added to it is not.
             let until = match self.next_start {
                 Some(next) if !old.is_zero() => {
-                    let drawn = next.duration_since(last).saturating_sub(SEND_MARGIN);
-                    last + drawn.mul_f64(delay.as_secs_f64() / old.as_secs_f64()) + SEND_MARGIN
+                    let drawn = next.duration_since(last);
+                    last + drawn.mul_f64(delay.as_secs_f64() / old.as_secs_f64())
                 }
-                _ => last + delay + SEND_MARGIN,
+                _ => last + delay,
             };
             self.pause_until(until);
         }
@@ -212,18 +203,32 @@ impl Slot {
         self.last_start = Some(now);
         let delay = self.delay;
         let mut gap = Duration::ZERO;
+        let mut floor = Duration::ZERO;
         if !delay.is_zero() {
             gap = if self.policy.randomize_delay {
                 delay.mul_f64(rng.gen_range(0.5..=1.5))
             } else {
                 delay
             };
-            gap = gap.max(self.delay_floor) + SEND_MARGIN;
-            self.next_start = Some(now + gap);
+            gap = gap.max(self.delay_floor);
+            floor = if self.policy.randomize_delay {
+                (delay / 2).max(self.delay_floor).min(gap)
+            } else {
+                gap
+            };
+            // A start that came late (the loop woke late) counts from when
+            // it was due, down to the floor, so lateness does not add up
+            // from start to start: the send gate does the same at the socket.
+            let base = match self.next_start {
+                Some(due) if due <= now && now - due < super::gate::catch_up_window(floor) => due,
+                _ => now,
+            };
+            self.next_start = Some((base + gap).max(now + floor));
         }
         Pacing {
             gate: self.gate.clone(),
             gap,
+            floor,
         }
     }
 
@@ -233,9 +238,9 @@ impl Slot {
         self.delay_floor = floor;
         self.delay = self.delay.max(floor);
         if let Some(last) = self.last_start {
-            self.pause_until(last + floor + SEND_MARGIN);
+            self.pause_until(last + floor);
         }
-        self.gate.raise_floor(floor + SEND_MARGIN);
+        self.gate.raise_floor(floor);
     }
 
     /// A backoff or `Retry-After` pause: no request starts before `until`.
@@ -281,13 +286,35 @@ mod tests {
     }
 
     #[test]
+    fn a_late_start_counts_from_when_it_was_due_only_with_a_randomized_delay() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let t0 = Instant::now();
+        let late = Duration::from_millis(20);
+        // Fixed: the next start is a whole delay after the late one.
+        let mut fixed = slot(100, false);
+        fixed.start(t0, &mut rng);
+        let due = t0 + Duration::from_millis(100);
+        let p = fixed.start(due + late, &mut rng);
+        assert_eq!(p.floor, p.gap);
+        assert_eq!(fixed.delayed_until(due), Some(due + late + p.gap));
+        // Randomized: a gap after it was due, never under half the delay after it.
+        let mut random = slot(100, true);
+        let p0 = random.start(t0, &mut rng);
+        let due = t0 + p0.gap;
+        let p = random.start(due + late, &mut rng);
+        assert_eq!(p.floor, Duration::from_millis(50));
+        let expected = (due + p.gap).max(due + late + p.floor);
+        assert_eq!(random.delayed_until(due), Some(expected));
+    }
+
+    #[test]
     fn fresh_slot_starts_at_once_then_waits_the_delay() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let mut s = slot(100, false);
         let t0 = Instant::now();
         assert_eq!(s.delayed_until(t0), None);
         s.start(t0, &mut rng);
-        let next = t0 + Duration::from_millis(100) + SEND_MARGIN;
+        let next = t0 + Duration::from_millis(100);
         assert_eq!(s.delayed_until(t0), Some(next));
         assert_eq!(s.delayed_until(next), None);
     }
@@ -315,10 +342,7 @@ mod tests {
         s.pause_until(t0 + Duration::from_secs(1));
         assert_eq!(s.delayed_until(t0), Some(t0 + Duration::from_secs(2)));
         s.start(t0 + Duration::from_secs(2), &mut rng);
-        assert_eq!(
-            s.delayed_until(t0),
-            Some(t0 + Duration::from_millis(2100) + SEND_MARGIN)
-        );
+        assert_eq!(s.delayed_until(t0), Some(t0 + Duration::from_millis(2100)));
     }
 
     #[tokio::test]
@@ -363,10 +387,7 @@ mod tests {
         s.start(t0, &mut rng);
         // A raise applies to the gap already drawn.
         s.set_delay(Duration::from_millis(900));
-        assert_eq!(
-            s.delayed_until(t0),
-            Some(t0 + Duration::from_millis(900) + SEND_MARGIN)
-        );
+        assert_eq!(s.delayed_until(t0), Some(t0 + Duration::from_millis(900)));
     }
 
     #[test]
@@ -409,7 +430,7 @@ mod tests {
                 .unwrap()
                 .duration_since(t0)
                 .as_secs_f64();
-            let drawn = gap - SEND_MARGIN.as_secs_f64();
+            let drawn = gap;
             assert!((0.05..=0.15).contains(&drawn), "{drawn}");
             sum += drawn;
         }

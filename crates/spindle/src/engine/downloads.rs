@@ -152,8 +152,8 @@ impl Downloads {
                 let tx = events.clone();
                 let slow_after = self.slow_after;
                 tokio::spawn(async move {
-                    pacing.pass().await;
-                    let fetch = downloader.fetch(request);
+                    // The slot's gate holds the request's first write, at its socket.
+                    let fetch = downloader.fetch(request, Some(pacing));
                     tokio::pin!(fetch);
                     let result = if slow_after.is_zero() {
                         fetch.await

@@ -142,17 +142,26 @@ impl Engine {
             };
             // Only a job's requests need their reference kept (and a String made).
             let job = (request.job != 0).then(|| (request.queue_key(), request.job));
+            let robots = request.is_robots();
             let Some(mut request) = self.prepare(slot, request) else {
-                self.scheduler.finish(slot, now);
+                self.left_wire(slot, robots, now);
                 self.page_done(job, false);
                 continue;
             };
             self.keep_alive_or_close(slot, &mut request);
             if !self.downloads.start(slot, request, pacing, &self.events_tx) {
-                self.scheduler.finish(slot, now);
+                self.left_wire(slot, robots, now);
                 self.close("workers_failed");
                 return;
             }
+        }
+    }
+
+    /// A request the scheduler gave is no longer on the wire (or never got there).
+    pub(super) fn left_wire(&mut self, slot: SlotId, robots: bool, now: Instant) {
+        self.scheduler.finish(slot, now);
+        if robots {
+            self.scheduler.robots_finished();
         }
     }
 
@@ -166,11 +175,11 @@ impl Engine {
     fn keep_alive_or_close(&mut self, slot: SlotId, request: &mut Request) {
         if self.scheduler.slot_count() > KEEP_ALIVE_SLOTS
             && !self.scheduler.expects_reuse(slot)
-            && !request.headers.contains_key(reqwest::header::CONNECTION)
+            && !request.headers.contains_key(http::header::CONNECTION)
         {
             request.headers.insert(
-                reqwest::header::CONNECTION,
-                reqwest::header::HeaderValue::from_static("close"),
+                http::header::CONNECTION,
+                http::header::HeaderValue::from_static("close"),
             );
         }
     }
@@ -196,7 +205,11 @@ impl Engine {
             Event::Slow { id } => self.downloads.slow(id),
             Event::Downloaded { slot, id, result } => {
                 self.downloads.finished_local(id);
-                self.scheduler.finish(slot, Instant::now());
+                let robots = match &*result {
+                    Ok(response) => response.request.is_robots(),
+                    Err((request, _)) => request.is_robots(),
+                };
+                self.left_wire(slot, robots, Instant::now());
                 match *result {
                     Ok(response) => {
                         let body_len = response.body.len() as u64;

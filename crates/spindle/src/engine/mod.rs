@@ -55,9 +55,6 @@ use scraper::Scraper;
 /// Why a crawl could not run (a failing page never stops a crawl; these do).
 #[derive(Debug, thiserror::Error)]
 pub enum CrawlError {
-    /// The HTTP client could not be built.
-    #[error("cannot build the HTTP client: {0}")]
-    Client(#[from] reqwest::Error),
     /// The parse threads could not be started.
     #[error("cannot start the parse threads: {0}")]
     ParsePool(#[from] rayon::ThreadPoolBuildError),
@@ -284,6 +281,7 @@ impl Crawler {
         let resolver = Arc::new(Resolver::new(self.resolved.clone(), &settings));
         let (events_tx, events) = mpsc::unbounded_channel();
         let mut scheduler = Scheduler::new(SlotPolicies::from_settings(&settings));
+        scheduler.set_robots_budget(settings.robots_budget());
         let (executor, parse_pool) = match self.launcher {
             Some(launcher) => {
                 // Workers pass their slot's gate themselves, in shared memory.
@@ -304,7 +302,7 @@ impl Crawler {
             }
             None => {
                 let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-                let downloader = Downloader::new(settings.clone(), resolver.clone())?;
+                let downloader = Downloader::new(settings.clone(), resolver.clone());
                 let pool = rayon::ThreadPoolBuilder::new()
                     .num_threads(threads)
                     .thread_name(|i| format!("spindle-parse-{i}"))

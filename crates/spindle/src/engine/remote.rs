@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use tracing::warn;
 
 use super::*;
@@ -50,7 +50,7 @@ impl Engine {
             return;
         };
         self.downloads.finished();
-        self.scheduler.finish(slot, Instant::now());
+        self.left_wire(slot, request.is_robots(), Instant::now());
         match outcome {
             Fetched::Failed(error) => self.on_download_error(slot, request, error),
             Fetched::Response {
@@ -155,7 +155,7 @@ impl Engine {
             self.scraper.abandoned(backlog);
         } else {
             self.downloads.finished();
-            self.scheduler.finish(slot, now);
+            self.left_wire(slot, request.is_robots(), now);
         }
         request.crashes += u32::from(charged);
         if request.crashes >= MAX_CRASHES {

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use cookie_store::{CookieStore, RawCookie};
-use reqwest::header::{HeaderValue, COOKIE, SET_COOKIE};
+use http::header::{HeaderValue, COOKIE, SET_COOKIE};
 use tracing::debug;
 
 use super::{Action, Context, DownloaderMiddleware};
@@ -94,7 +94,7 @@ mod tests {
     use crate::middleware::DefaultHeaders;
     use crate::stats::Stats;
     use bytes::Bytes;
-    use reqwest::header::HeaderMap;
+    use http::header::HeaderMap;
     use std::time::Duration;
 
     fn answer(request: &Request, set_cookie: &[&str]) -> Response {

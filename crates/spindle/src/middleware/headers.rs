@@ -1,6 +1,6 @@
 //! `DEFAULT_REQUEST_HEADERS`.
 
-use reqwest::header::HeaderMap;
+use http::header::HeaderMap;
 
 use super::{Action, Context, DownloaderMiddleware};
 use crate::request::Request;

@@ -4,8 +4,8 @@
 //! robots.txt, the offsite filter and the duplicate filter apply to it, and
 //! a redirect loop ends at the duplicate filter.
 
-use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, COOKIE, LOCATION};
-use reqwest::Method;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, COOKIE, LOCATION};
+use http::Method;
 use tracing::debug;
 use url::Url;
 

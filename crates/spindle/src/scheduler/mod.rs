@@ -159,8 +159,9 @@ struct SlotEntry {
     slot: Slot,
     queue: BinaryHeap<Queued>,
     last_pick: u64,
-    /// The entry this slot has in `ready`, if it is there.
-    ready_key: Option<(usize, u64)>,
+    /// The entry this slot has in `ready` (or in `ready_robots`, when
+    /// the flag is set), if it is there.
+    ready_key: Option<(usize, u64, bool)>,
     /// The wake-up time this slot has in `timers`, if any (older heap entries are stale).
     timer: Option<Instant>,
     /// The last time a request was queued, started or finished here (for the slot GC).
@@ -174,6 +175,13 @@ pub struct Scheduler {
     by_key: HashMap<String, SlotId>,
     /// Slots that may start a request now: (active, last pick, id).
     ready: BTreeSet<(usize, u64, SlotId)>,
+    /// The same for slots whose next request is a robots.txt: they take
+    /// turns with the others while fewer than `robots_budget` robots.txt
+    /// fetches are on the wire, so a wave of new hosts in a broad crawl
+    /// cannot fill `CONCURRENT_REQUESTS` with robots.txt alone.
+    ready_robots: BTreeSet<(usize, u64, SlotId)>,
+    robots_budget: usize,
+    robots_in_flight: usize,
     /// Slots with work and room that wait for their delay.
     timers: BinaryHeap<Reverse<(Instant, SlotId)>>,
     dupefilter: DupeFilter,
@@ -240,6 +248,9 @@ impl Scheduler {
             slots: Vec::new(),
             by_key: HashMap::new(),
             ready: BTreeSet::new(),
+            ready_robots: BTreeSet::new(),
+            robots_budget: usize::MAX,
+            robots_in_flight: 0,
             timers: BinaryHeap::new(),
             dupefilter: DupeFilter::default(),
             queued: 0,
@@ -372,10 +383,21 @@ impl Scheduler {
                 self.top_up(id, now);
             }
         }
-        let &(_, _, id) = self.ready.first()?;
+        let page = self.ready.first();
+        let robots = self
+            .ready_robots
+            .first()
+            .filter(|_| self.robots_in_flight < self.robots_budget);
+        let &(_, _, id) = match (page, robots) {
+            (Some(p), Some(r)) => p.min(r),
+            (p, r) => p.or(r)?,
+        };
         self.picks += 1;
         let entry = &mut self.slots[id];
         let queued = entry.queue.pop().expect("a ready slot has queued requests");
+        if queued.request.is_robots() {
+            self.robots_in_flight += 1;
+        }
         entry.last_pick = self.picks;
         entry.last_seen = now;
         entry.slot.stats.wait_seconds += now.duration_since(queued.queued_at).as_secs_f64();
@@ -391,6 +413,17 @@ impl Scheduler {
             request: queued.request,
             pacing,
         })
+    }
+
+    /// At most `budget` robots.txt fetches on the wire at once.
+    pub fn set_robots_budget(&mut self, budget: usize) {
+        self.robots_budget = budget.max(1);
+    }
+
+    /// A robots.txt request [`Scheduler::pop`] gave has left the wire
+    /// (answered, failed, or dropped before it was sent).
+    pub fn robots_finished(&mut self) {
+        self.robots_in_flight = self.robots_in_flight.saturating_sub(1);
     }
 
     /// A request of this slot has left the wire.
@@ -657,17 +690,28 @@ impl Scheduler {
     /// Puts the slot where its state says it belongs: ready, waiting on a timer, or neither.
     fn refresh(&mut self, id: SlotId, now: Instant) {
         let entry = &mut self.slots[id];
-        if let Some((active, pick)) = entry.ready_key.take() {
-            self.ready.remove(&(active, pick, id));
+        if let Some((active, pick, robots)) = entry.ready_key.take() {
+            let set = if robots {
+                &mut self.ready_robots
+            } else {
+                &mut self.ready
+            };
+            set.remove(&(active, pick, id));
         }
         if entry.queue.is_empty() || !entry.slot.has_capacity() {
             return;
         }
         match entry.slot.delayed_until(now) {
             None => {
+                let robots = entry.queue.peek().is_some_and(|q| q.request.is_robots());
                 let key = (entry.slot.active(), entry.last_pick);
-                self.ready.insert((key.0, key.1, id));
-                entry.ready_key = Some(key);
+                let set = if robots {
+                    &mut self.ready_robots
+                } else {
+                    &mut self.ready
+                };
+                set.insert((key.0, key.1, id));
+                entry.ready_key = Some((key.0, key.1, robots));
             }
             Some(t) => {
                 if entry.timer != Some(t) {
@@ -719,6 +763,46 @@ mod tests {
 
     fn host_of(r: &Request) -> String {
         r.url.host_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn robots_fetches_stay_within_their_budget_and_pages_go_on() {
+        let mut s = Scheduler::new(policies(8, 0));
+        s.set_robots_budget(2);
+        let now = Instant::now();
+        for i in 0..5 {
+            let mut robots = req(&format!("http://new{i}.test/robots.txt"), 1000);
+            robots.purpose = crate::request::Purpose::Robots {
+                origin: format!("http://new{i}.test"),
+            };
+            s.push(&format!("new{i}.test"), robots, now);
+        }
+        for i in 0..4 {
+            s.push("known.test", req(&format!("http://known.test/{i}"), 0), now);
+        }
+        let mut robots_out = 0;
+        let mut pages_out = 0;
+        for _ in 0..6 {
+            let d = s.pop(now).unwrap();
+            if d.request.is_robots() {
+                robots_out += 1;
+            } else {
+                pages_out += 1;
+            }
+            assert!(robots_out <= 2, "at most two robots.txt on the wire");
+        }
+        assert_eq!(
+            (robots_out, pages_out),
+            (2, 4),
+            "the pages were not pushed out"
+        );
+        assert!(
+            s.pop(now).is_none(),
+            "the other robots.txt wait for the budget"
+        );
+        s.robots_finished();
+        assert!(s.pop(now).unwrap().request.is_robots());
+        assert!(s.pop(now).is_none());
     }
 
     #[test]
@@ -785,7 +869,7 @@ mod tests {
         assert_eq!(host_of(&s.pop(now).unwrap().request), "slow");
         assert_eq!(host_of(&s.pop(now).unwrap().request), "fast");
         assert!(s.pop(now).is_none(), "slow waits for its delay");
-        let later = now + Duration::from_secs(1) + crate::downloader::slot::SEND_MARGIN;
+        let later = now + Duration::from_secs(1);
         assert_eq!(s.next_wakeup(), Some(later));
         assert_eq!(host_of(&s.pop(later).unwrap().request), "slow");
     }

@@ -17,6 +17,7 @@ use spindle_exec::{Connection, SharedArray};
 use super::gates::SharedGates;
 use super::protocol::*;
 use crate::downloader::dns::Resolver;
+use crate::downloader::slot::Pacing;
 use crate::downloader::Downloader;
 use crate::response::Response;
 use crate::settings::Settings;
@@ -65,7 +66,7 @@ pub fn worker_main<S: Spider + DeserializeOwned>(args: WorkerArgs) {
     };
     let downloader = {
         let _guard = runtime.enter();
-        Arc::new(Downloader::new(settings, resolver).expect("worker HTTP client"))
+        Arc::new(Downloader::new(settings, resolver))
     };
     let counters = Counters {
         shm: args.counters,
@@ -105,12 +106,10 @@ pub fn worker_main<S: Spider + DeserializeOwned>(args: WorkerArgs) {
         let replies = replies.clone();
         let parses = parses.clone();
         let counters = counters.clone();
-        let gate = gates.at(job.ticket.gate);
+        let pacing = gates.pacing(&job.ticket);
         runtime.spawn(async move {
-            // The slot's spacing holds here, at the last step before the send.
-            gate.pass(std::time::Duration::from_nanos(job.ticket.gap_ns))
-                .await;
-            run_job(job, &downloader, &replies, &parses, &counters).await;
+            // The slot's spacing holds at this worker's socket, across all workers.
+            run_job(job, pacing, &downloader, &replies, &parses, &counters).await;
         });
     }
     // The engine closed the pipe: the crawl is over (or this worker is no longer wanted).
@@ -140,6 +139,7 @@ impl Counters {
 
 async fn run_job(
     job: Job,
+    pacing: Pacing,
     downloader: &Downloader,
     replies: &mpsc::Sender<FromWorker>,
     parses: &mpsc::Sender<(u64, Response)>,
@@ -147,7 +147,7 @@ async fn run_job(
 ) {
     let robots = job.request.is_robots();
     counters.add(C_REQUESTS, 1);
-    let response = match downloader.fetch(job.request).await {
+    let response = match downloader.fetch(job.request, Some(pacing)).await {
         Ok(r) => r,
         Err((_, error)) => {
             let _ = replies.send(FromWorker::Fetched {

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use spindle_exec::SharedArray;
 
 use crate::downloader::gate::{GateCells, SendGate};
+use crate::downloader::slot::Pacing;
 use crate::scheduler::SlotId;
 
 /// Gates in shared memory (3 cells of 8 bytes each: 1.5 MiB). Slots beyond
@@ -29,6 +30,8 @@ pub struct Ticket {
     pub gate: u32,
     /// Nanoseconds before the slot's next send.
     pub gap_ns: u64,
+    /// The shortest gap allowed at the wire, in nanoseconds.
+    pub floor_ns: u64,
 }
 
 struct Cells {
@@ -66,10 +69,21 @@ impl SharedGates {
     }
 
     /// The ticket for a send in `slot` with `gap` after it.
-    pub fn ticket(slot: SlotId, gap: std::time::Duration) -> Ticket {
+    pub fn ticket(slot: SlotId, pacing: &Pacing) -> Ticket {
+        let ns = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX / 4);
         Ticket {
             gate: Self::index(slot),
-            gap_ns: u64::try_from(gap.as_nanos()).unwrap_or(u64::MAX / 4),
+            gap_ns: ns(pacing.gap),
+            floor_ns: ns(pacing.floor),
+        }
+    }
+
+    /// The pacing a ticket carries, on this process's view of the gates.
+    pub fn pacing(&self, ticket: &Ticket) -> Pacing {
+        Pacing {
+            gate: self.at(ticket.gate),
+            gap: std::time::Duration::from_nanos(ticket.gap_ns),
+            floor: std::time::Duration::from_nanos(ticket.floor_ns),
         }
     }
 }

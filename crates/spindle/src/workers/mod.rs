@@ -233,7 +233,7 @@ impl Fleet {
         let job = Job {
             id: self.next_job,
             request: request.clone(),
-            ticket: SharedGates::ticket(slot, pacing.gap),
+            ticket: SharedGates::ticket(slot, &pacing),
         };
         self.jobs.insert(
             job.id,
