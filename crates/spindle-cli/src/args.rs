@@ -43,9 +43,11 @@ pub enum Command {
     /// Measure crawl speed on a local generated site, like `scrapy bench`: no network, no setup.
     #[cfg(feature = "bench")]
     Bench(BenchArgs),
-    /// Inspect a job directory (JOBDIR).
+    /// Inspect a job: a job directory (JOBDIR) or a distributed job (-s REDIS_URL=... -s JOB_NAME=...).
     #[command(subcommand)]
     Job(JobCommand),
+    /// Write a distributed job's items (kept in Redis) to a file as JSON lines.
+    Export(ExportArgs),
     /// Download one URL as the crawler would (settings, robots.txt, headers) and print its body.
     Fetch(FetchArgs),
     /// Fetch one page and print the item and the links a crawl would take from it.
@@ -175,13 +177,26 @@ pub struct ExtractArgs {
     pub fields_all: Vec<String>,
 }
 
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// The job: -s REDIS_URL=redis://HOST:PORT/DB -s JOB_NAME=NAME (required).
+    #[arg(short = 's', long = "set", value_name = "NAME=VALUE")]
+    pub settings: Vec<String>,
+    /// The file to write (overwritten), one item a line (JSON lines).
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: PathBuf,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum JobCommand {
     /// What a job holds: pages done, queued, seen, per-slot backlog, last commit, finished or not.
     Status {
-        /// The job directory (as given to -s JOBDIR=DIR or --job DIR).
-        #[arg(value_name = "DIR")]
-        dir: PathBuf,
+        /// The job directory (as given to -s JOBDIR=DIR or --job DIR); none for a distributed job.
+        #[arg(value_name = "DIR", required_unless_present = "settings")]
+        dir: Option<PathBuf>,
+        /// A distributed job: -s REDIS_URL=redis://HOST:PORT/DB -s JOB_NAME=NAME.
+        #[arg(short = 's', long = "set", value_name = "NAME=VALUE")]
+        settings: Vec<String>,
         /// Print it as JSON.
         #[arg(long)]
         json: bool,

@@ -147,9 +147,9 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Whether the crawl keeps a job (JOBDIR).
+    /// Whether the crawl keeps a job (JOBDIR, or a distributed job in Redis).
     pub fn has_job(&self) -> bool {
-        self.settings.jobdir().is_some()
+        self.settings.jobdir().is_some() || matches!(self.settings.distributed(), Ok(Some(_)))
     }
 }
 
@@ -160,6 +160,23 @@ pub fn plan(args: CrawlArgs) -> anyhow::Result<Plan> {
         settings.set("JOBDIR", &dir.display().to_string())?;
     }
     add_headers(&mut settings, &args.headers)?;
+    let distributed = settings.distributed()?.is_some();
+    if distributed && args.report.is_some() {
+        bail!(
+            "--report is not written by a distributed crawl (REDIS_URL) yet: see `spindle job status -s REDIS_URL=... -s JOB_NAME=...`"
+        );
+    }
+    if distributed && args.processes > 1 {
+        bail!(
+            "--processes cannot be used with REDIS_URL: start more `spindle crawl` workers on the job instead"
+        );
+    }
+    if distributed && (args.output.is_some() || args.overwrite_output.is_some()) {
+        bail!(
+            "a distributed crawl (REDIS_URL) keeps its items in Redis, committed with their page: \
+             drop -o/-O and write them out with `spindle export -s REDIS_URL=... -s JOB_NAME=... -o FILE`"
+        );
+    }
 
     let mut hosts = Vec::new();
     let mut sitemaps = Vec::new();

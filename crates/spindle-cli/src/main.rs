@@ -4,6 +4,7 @@ mod args;
 #[cfg(feature = "bench")]
 mod bench;
 mod crawl;
+mod distributed;
 mod job;
 mod progress;
 mod sitemap;
@@ -71,7 +72,20 @@ fn main() -> ExitCode {
         },
         #[cfg(feature = "bench")]
         Command::Bench(args) => bench::run(args),
-        Command::Job(args::JobCommand::Status { dir, json }) => job::status(&dir, json),
+        Command::Job(args::JobCommand::Status {
+            dir: Some(dir),
+            settings,
+            json,
+        }) if settings.is_empty() => job::status(&dir, json),
+        Command::Job(args::JobCommand::Status {
+            dir: None,
+            settings,
+            json,
+        }) => distributed::status(&settings, json),
+        Command::Job(args::JobCommand::Status { .. }) => Err(Failure::Usage(anyhow::anyhow!(
+            "give a job directory or -s REDIS_URL=... -s JOB_NAME=..., not both"
+        ))),
+        Command::Export(args) => distributed::export(&args),
         Command::Fetch(args) => tools::fetch(args),
         Command::Parse(args) => tools::parse(args),
         Command::Settings(args) => tools::settings(args),

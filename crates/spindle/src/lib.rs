@@ -36,6 +36,7 @@
 
 #![warn(missing_docs)]
 
+pub mod distributed;
 mod downloader;
 mod engine;
 pub mod exporter;

@@ -37,6 +37,9 @@ pub enum SettingsError {
     /// A settings file that is not valid TOML: where and what.
     #[error("not valid TOML: {0}")]
     File(String),
+    /// Settings that cannot go together, or one that needs another.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// Per-slot overrides, as in Scrapy's `DOWNLOAD_SLOTS`.
@@ -134,6 +137,15 @@ pub struct Settings {
     pub(crate) autothrottle_mode: ThrottleMode,
     /// `JOBDIR`: the directory that keeps the job (frontier, seen set, progress) across runs.
     pub(crate) jobdir: Option<std::path::PathBuf>,
+    /// `REDIS_URL`: the Redis that holds a distributed job's shared state (scrapy-redis's name).
+    pub(crate) redis_url: Option<String>,
+    /// `JOB_NAME`: the distributed job's name; every worker of one crawl gives the same.
+    pub(crate) job_name: Option<String>,
+    /// `REDIS_LEASE_SECONDS`: how long a worker's hold on a request lasts unless renewed.
+    pub(crate) redis_lease: Duration,
+    /// `REDIS_PARTITIONS`: how many parts, each under its own hash tag, a
+    /// distributed job's slots are spread over (a Redis Cluster puts them on its shards).
+    pub(crate) redis_partitions: usize,
     /// `MEMUSAGE_ENABLED`: watch this process's memory.
     pub(crate) memusage_enabled: bool,
     /// `MEMUSAGE_LIMIT_MB`: close the crawl past this resident size; 0 = off.
@@ -230,6 +242,10 @@ impl Default for Settings {
             autothrottle_debug: false,
             autothrottle_mode: ThrottleMode::Delay,
             jobdir: None,
+            redis_url: None,
+            job_name: None,
+            redis_lease: Duration::from_secs(30),
+            redis_partitions: 1,
             memusage_enabled: true,
             memusage_limit_mb: 0,
             memusage_warning_mb: 0,
@@ -285,6 +301,10 @@ pub const SETTING_NAMES: &[&str] = &[
     "AUTOTHROTTLE_DEBUG",
     "AUTOTHROTTLE_MODE",
     "JOBDIR",
+    "REDIS_URL",
+    "JOB_NAME",
+    "REDIS_LEASE_SECONDS",
+    "REDIS_PARTITIONS",
     "MEMUSAGE_ENABLED",
     "MEMUSAGE_LIMIT_MB",
     "MEMUSAGE_WARNING_MB",
@@ -381,6 +401,41 @@ impl Settings {
                 }
             }
             "JOBDIR" => self.jobdir = (!v.is_empty()).then(|| v.into()),
+            "REDIS_URL" => {
+                // One URL, or a Redis Cluster's nodes separated by commas.
+                for node in v.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+                    redis::IntoConnectionInfo::into_connection_info(node).map_err(|e| {
+                        invalid(
+                            name,
+                            v,
+                            &format!(
+                                "a Redis URL such as redis://127.0.0.1:6379/0, or a cluster's node URLs separated by commas ({e})"
+                            ),
+                        )
+                    })?;
+                }
+                self.redis_url = (!v.is_empty()).then(|| v.to_string());
+            }
+            "JOB_NAME" => {
+                if v.chars().any(|c| c.is_control() || "{}".contains(c)) {
+                    return Err(invalid(
+                        name,
+                        v,
+                        "a name without braces or control characters, for example shop-2026",
+                    ));
+                }
+                self.job_name = (!v.is_empty()).then(|| v.to_string());
+            }
+            "REDIS_PARTITIONS" => match v.trim().parse::<usize>() {
+                Ok(n) if (1..=4096).contains(&n) => self.redis_partitions = n,
+                _ => return Err(invalid(name, v, "a whole number from 1 to 4096")),
+            },
+            "REDIS_LEASE_SECONDS" => match parse_seconds(name, v)? {
+                t if t < Duration::from_secs(1) => {
+                    return Err(invalid(name, v, "at least 1 second"));
+                }
+                t => self.redis_lease = t,
+            },
             "MEMUSAGE_ENABLED" => self.memusage_enabled = parse_bool(name, v)?,
             "MEMUSAGE_LIMIT_MB" => self.memusage_limit_mb = parse_count(name, v)?,
             "MEMUSAGE_WARNING_MB" => self.memusage_warning_mb = parse_count(name, v)?,
@@ -459,6 +514,10 @@ impl Settings {
                 .as_ref()
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
+            "REDIS_URL" => self.redis_url.clone().unwrap_or_default(),
+            "JOB_NAME" => self.job_name.clone().unwrap_or_default(),
+            "REDIS_LEASE_SECONDS" => secs(&self.redis_lease),
+            "REDIS_PARTITIONS" => self.redis_partitions.to_string(),
             "MEMUSAGE_ENABLED" => self.memusage_enabled.to_string(),
             "MEMUSAGE_LIMIT_MB" => self.memusage_limit_mb.to_string(),
             "MEMUSAGE_WARNING_MB" => self.memusage_warning_mb.to_string(),
@@ -591,6 +650,21 @@ impl Settings {
     /// `JOBDIR`: the directory of the job this crawl keeps, if any.
     pub fn jobdir(&self) -> Option<&std::path::Path> {
         self.jobdir.as_deref()
+    }
+
+    /// `REDIS_URL` and `JOB_NAME`: the distributed job this crawl works on,
+    /// if any. Fails when only one of them is given, or with `JOBDIR` too.
+    pub fn distributed(&self) -> Result<Option<(&str, &str)>, SettingsError> {
+        match (&self.redis_url, &self.job_name, &self.jobdir) {
+            (None, _, _) => Ok(None),
+            (Some(url), None, _) => Err(SettingsError::Conflict(format!(
+                "REDIS_URL={url} needs JOB_NAME too: every worker of one crawl gives the same name (-s JOB_NAME=NAME)"
+            ))),
+            (Some(_), Some(_), Some(_)) => Err(SettingsError::Conflict(
+                "REDIS_URL and JOBDIR cannot be used together: a distributed job keeps its state in Redis".into(),
+            )),
+            (Some(url), Some(job), None) => Ok(Some((url, job))),
+        }
     }
 }
 
@@ -963,6 +1037,34 @@ mod tests {
         assert!(s.set("DNS_NAMESERVERS", "not-an-address").is_err());
         s.set("DNS_NAMESERVERS", "").unwrap();
         assert!(s.dns_nameservers.is_empty());
+    }
+
+    #[test]
+    fn a_distributed_job_needs_a_url_a_name_and_no_jobdir() {
+        let mut s = Settings::default();
+        assert_eq!(s.distributed(), Ok(None));
+        s.set("REDIS_URL", "redis://127.0.0.1:6379/0").unwrap();
+        let err = s.distributed().unwrap_err().to_string();
+        assert!(err.contains("needs JOB_NAME"), "{err}");
+        s.set("JOB_NAME", "shop").unwrap();
+        assert_eq!(
+            s.distributed(),
+            Ok(Some(("redis://127.0.0.1:6379/0", "shop")))
+        );
+        s.set("JOBDIR", "/tmp/x").unwrap();
+        assert!(s.distributed().is_err(), "not with JOBDIR");
+        assert!(s.set("REDIS_URL", "http://127.0.0.1/").is_err());
+        assert!(
+            s.set("REDIS_URL", "redis://a:7000,redis://b:7000").is_ok(),
+            "a cluster's nodes"
+        );
+        assert!(
+            s.set("JOB_NAME", "a{b}").is_err(),
+            "braces would break the hash tag"
+        );
+        assert!(s.set("REDIS_LEASE_SECONDS", "0.5").is_err());
+        s.set("REDIS_LEASE_SECONDS", "5").unwrap();
+        assert_eq!(s.redis_lease, Duration::from_secs(5));
     }
 
     #[test]

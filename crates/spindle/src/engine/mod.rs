@@ -73,6 +73,9 @@ pub enum CrawlError {
     /// The job's store (JOBDIR) could not be opened, read or written.
     #[error(transparent)]
     Job(#[from] StoreError),
+    /// The distributed job (REDIS_URL) could not be reached or read.
+    #[error(transparent)]
+    Distributed(#[from] crate::distributed::DistributedError),
     /// An item pipeline stage failed to open.
     #[error("item pipeline {name} cannot open: {error}")]
     Pipeline {
@@ -91,6 +94,11 @@ impl ShutdownHandle {
     /// Asks the crawl to stop: no new requests start, those in flight finish.
     pub fn shutdown(&self) {
         self.0.notify_one();
+    }
+
+    /// Resolves when a shutdown was asked for.
+    pub(crate) async fn notified(&self) {
+        self.0.notified().await;
     }
 }
 
@@ -213,6 +221,32 @@ impl Crawler {
 
     /// Runs the crawl to its end and reports its stats. Must be called inside a tokio runtime.
     pub async fn run(mut self) -> Result<CrawlReport, CrawlError> {
+        let distributed = self
+            .settings
+            .distributed()
+            .map_err(|e| crate::distributed::DistributedError::Settings(e.to_string()))?;
+        if distributed.is_some() {
+            // Items go to the job in Redis, committed with their page
+            // (`spindle export` writes them out); pipelines and a local
+            // output would see a page again after a worker's death.
+            if self.output.is_some() || self.exporter.is_some() || !self.pipelines.is_empty() {
+                return Err(crate::distributed::DistributedError::Settings(
+                    "a distributed crawl (REDIS_URL) keeps its items in Redis: give no output or \
+                     pipeline, and write the items out with `spindle export`"
+                        .into(),
+                )
+                .into());
+            }
+            return crate::distributed::run(crate::distributed::Parts {
+                spider: self.spider,
+                settings: self.settings,
+                resolved: self.resolved,
+                middlewares: self.middlewares,
+                progress: self.progress,
+                shutdown: self.shutdown,
+            })
+            .await;
+        }
         for stage in &mut self.pipelines {
             stage.open().map_err(|error| CrawlError::Pipeline {
                 name: stage.name().to_string(),
@@ -533,7 +567,7 @@ impl Engine {
 
 /// The crawl's own middlewares around the user's: default headers and
 /// cookies before them, retries, redirects and the non-2xx filter after.
-fn builtin_middlewares(
+pub(crate) fn builtin_middlewares(
     settings: &Settings,
     user: Vec<Box<dyn DownloaderMiddleware>>,
 ) -> Vec<Box<dyn DownloaderMiddleware>> {

@@ -2,8 +2,10 @@
 //!
 //! One narrow interface, [`FrontierStore`], with homes behind it: memory
 //! ([`MemoryStore`], which also pins down the semantics in tests), an
-//! embedded store on disk ([`super::disk::DiskStore`], used by `JOBDIR`), and
-//! later Redis. Every change reaches the store as a [`Commit`], applied all
+//! embedded store on disk ([`super::disk::DiskStore`], used by `JOBDIR`).
+//! Redis (`REDIS_URL`, `crate::distributed`) keeps the same frontier, seen
+//! set and slot state, but shares the politeness too, so a request is taken
+//! there by a script rather than read back through this interface. Every change reaches the store as a [`Commit`], applied all
 //! or nothing, so a batch can carry thousands of requests in one write (group
 //! commit) and a crash leaves the state of some commit, never half of one.
 //!
