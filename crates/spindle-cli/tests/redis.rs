@@ -537,6 +537,35 @@ fn status(redis: &dyn Url, job: &str) -> Value {
 }
 
 /// Waits until the server has seen `n` requests.
+/// Runs worker 0 alone and SIGKILLs it `kill_after.1` after the server has
+/// recorded `kill_after.0` responses, then runs workers 1 to `rest` to the
+/// end; each must exit 0. Returns how many responses the server had
+/// recorded at the kill.
+fn kill_first_then_finish(
+    server: &TestServer,
+    redis: &dyn Url,
+    job: &str,
+    dir: &Path,
+    args: &[&str],
+    kill_after: (usize, Duration),
+    rest: usize,
+) -> usize {
+    let mut first = worker(server, redis, job, dir, 0, args);
+    until_records(server, kill_after.0);
+    std::thread::sleep(kill_after.1);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let killed_at = server.records().len();
+    let mut others: Vec<Child> = (1..=rest)
+        .map(|n| worker(server, redis, job, dir, n, args))
+        .collect();
+    for (i, child) in others.iter_mut().enumerate() {
+        let code = common::wait(child, LIMIT);
+        assert_eq!(code, 0, "worker {} failed:\n{}", i + 1, log(dir, i + 1));
+    }
+    killed_at
+}
+
 fn until_records(server: &TestServer, n: usize) {
     let deadline = Instant::now() + LIMIT;
     while server.records().len() < n {
@@ -564,24 +593,15 @@ fn a_worker_killed_mid_crawl_loses_nothing() {
         "REDIS_LEASE_SECONDS=2",
     ];
     // Worker 0 alone at first, so it surely holds requests when it dies.
-    let mut first = worker(&server, &redis, "kill", dir.path(), 0, &args);
-    until_records(&server, 12);
-    first.kill().unwrap();
-    first.wait().unwrap();
-    let killed_at = server.records().len();
-    let mut rest: Vec<Child> = (1..3)
-        .map(|n| worker(&server, &redis, "kill", dir.path(), n, &args))
-        .collect();
-    for (n, child) in rest.iter_mut().enumerate() {
-        let code = common::wait(child, LIMIT);
-        assert_eq!(
-            code,
-            0,
-            "worker {} failed:\n{}",
-            n + 1,
-            log(dir.path(), n + 1)
-        );
-    }
+    let killed_at = kill_first_then_finish(
+        &server,
+        &redis,
+        "kill",
+        dir.path(),
+        &args,
+        (12, Duration::ZERO),
+        2,
+    );
     let st = status(&redis, "kill");
     let reaped = st["reaped"].as_u64().unwrap();
     assert!(
@@ -751,26 +771,10 @@ fn on_a_three_node_cluster_the_cap_and_delay_hold_and_a_killed_worker_loses_noth
         "-s",
         "REDIS_LEASE_SECONDS=2",
     ];
-    let mut first = worker(&server, &cluster, "cl", dir.path(), 0, &args);
     // Records land when a response ends; half a page's latency later the
     // worker is in the middle of its next request (its delay is shorter).
-    until_records(&server, 8);
-    std::thread::sleep(Duration::from_millis(60));
-    first.kill().unwrap();
-    first.wait().unwrap();
-    let mut rest: Vec<Child> = (1..4)
-        .map(|n| worker(&server, &cluster, "cl", dir.path(), n, &args))
-        .collect();
-    for (n, child) in rest.iter_mut().enumerate() {
-        let code = common::wait(child, LIMIT);
-        assert_eq!(
-            code,
-            0,
-            "worker {} failed:\n{}",
-            n + 1,
-            log(dir.path(), n + 1)
-        );
-    }
+    let settle = Duration::from_millis(60);
+    kill_first_then_finish(&server, &cluster, "cl", dir.path(), &args, (8, settle), 3);
     let records = server.records();
     assert_eq!(
         max_in_flight(&records),
@@ -925,23 +929,15 @@ fn a_partitioned_job_spreads_over_the_cluster_and_loses_nothing() {
         "-s",
         "REDIS_LEASE_SECONDS=2",
     ];
-    let mut first = worker(&server, &cluster, "parts", dir.path(), 0, &args);
-    until_records(&server, 10);
-    first.kill().unwrap();
-    first.wait().unwrap();
-    let mut rest: Vec<Child> = (1..4)
-        .map(|n| worker(&server, &cluster, "parts", dir.path(), n, &args))
-        .collect();
-    for (n, child) in rest.iter_mut().enumerate() {
-        let code = common::wait(child, LIMIT);
-        assert_eq!(
-            code,
-            0,
-            "worker {} failed:\n{}",
-            n + 1,
-            log(dir.path(), n + 1)
-        );
-    }
+    kill_first_then_finish(
+        &server,
+        &cluster,
+        "parts",
+        dir.path(),
+        &args,
+        (10, Duration::ZERO),
+        3,
+    );
     let records = server.records();
     let by_host = spindle_testsite::max_in_flight_by_host(&records);
     assert!(by_host.values().all(|n| *n <= 2), "{by_host:?}");

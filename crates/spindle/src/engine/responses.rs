@@ -105,21 +105,14 @@ impl Engine {
     pub(super) fn run_middlewares(
         &mut self,
         slot: SlotId,
-        mut hook: impl FnMut(&mut dyn DownloaderMiddleware, &mut middleware::Context<'_>) -> Action,
+        hook: impl FnMut(&mut dyn DownloaderMiddleware, &mut middleware::Context<'_>) -> Action,
     ) -> Action {
-        let mut cx = middleware::Context::new(
+        let cx = middleware::Context::new(
             &mut self.mw_stats,
             self.scheduler.slot_key(slot),
             self.closing.is_some(),
         );
-        let mut action = Action::Continue;
-        for mw in &mut self.middlewares {
-            action = hook(mw.as_mut(), &mut cx);
-            if action != Action::Continue {
-                break;
-            }
-        }
-        let pause = cx.take_pause();
+        let (action, pause) = middleware::run_chain(&mut self.middlewares, cx, hook);
         if let Some(pause) = pause {
             let now = Instant::now();
             self.scheduler.pause(slot, now + pause, now);

@@ -129,3 +129,21 @@ pub trait DownloaderMiddleware: Send {
         Action::Continue
     }
 }
+
+/// Runs one hook of each middleware in order until one decides something
+/// other than [`Action::Continue`]; returns that decision and the slot pause
+/// any of them asked for.
+pub(crate) fn run_chain(
+    middlewares: &mut [Box<dyn DownloaderMiddleware>],
+    mut cx: Context<'_>,
+    mut hook: impl FnMut(&mut dyn DownloaderMiddleware, &mut Context<'_>) -> Action,
+) -> (Action, Option<Duration>) {
+    let mut action = Action::Continue;
+    for mw in middlewares {
+        action = hook(mw.as_mut(), &mut cx);
+        if action != Action::Continue {
+            break;
+        }
+    }
+    (action, cx.take_pause())
+}

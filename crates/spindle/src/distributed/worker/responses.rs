@@ -18,18 +18,10 @@ impl Worker {
     pub(super) fn run_middlewares(
         &mut self,
         slot: &str,
-        mut hook: impl FnMut(&mut dyn DownloaderMiddleware, &mut Context<'_>) -> Action,
+        hook: impl FnMut(&mut dyn DownloaderMiddleware, &mut Context<'_>) -> Action,
     ) -> (Action, Option<Duration>) {
-        let mut cx = Context::new(&mut self.mw_stats, slot, self.closing.is_some());
-        let mut action = Action::Continue;
-        for mw in &mut self.middlewares {
-            action = hook(mw.as_mut(), &mut cx);
-            if action != Action::Continue {
-                break;
-            }
-        }
-        let pause = cx.take_pause();
-        (action, pause)
+        let cx = Context::new(&mut self.mw_stats, slot, self.closing.is_some());
+        crate::middleware::run_chain(&mut self.middlewares, cx, hook)
     }
 
     /// Carries out a middleware's decision on a held request.
