@@ -219,7 +219,7 @@ impl Downloader {
             .as_ref()
             .map_or(Duration::ZERO, |p| p.gate.wait_hint());
         let deadline = tokio::time::Instant::now() + gate_wait + timeout;
-        let exchange = tokio::time::timeout_at(deadline, self.exchange(&request, pacing));
+        let exchange = tokio::time::timeout_at(deadline, self.exchange(&request, pacing, timeout));
         // Latencies count from the request's first write, so that the send
         // gate's wait is not taken for the server's slowness (AutoThrottle).
         let mut sent = called;
@@ -257,29 +257,32 @@ impl Downloader {
         &self,
         request: &Request,
         pacing: Option<Pacing>,
+        timeout: Duration,
     ) -> Result<(http::Response<hyper::body::Incoming>, Origin, Conn), DownloadError> {
-        let timeout = request.timeout.unwrap_or(self.settings.download_timeout);
         let origin = Origin::of(&request.url, request.proxy.as_ref())?;
         let mut message = self.message(request, &origin)?;
-        // A pooled connection the server closed while idle costs one more try, on a new one.
-        for _ in 0..2 {
-            let conn = match self.pool.take(&origin) {
+        // A pooled connection the server closed while idle costs one more
+        // try; after two such, a new connection. Only a reused connection
+        // gives the request back unsent, so the third try is the last.
+        let mut stale = 0;
+        loop {
+            let pooled = if stale < 2 {
+                self.pool.take(&origin)
+            } else {
+                None
+            };
+            let conn = match pooled {
                 Some(conn) => conn,
                 None => self.open(&origin).await?,
             };
             match send(conn, message, pacing.clone()).await {
                 Ok(Sent::Answered(head, conn)) => return Ok((head, origin, conn)),
-                Ok(Sent::Stale(back)) => message = back,
+                Ok(Sent::Stale(back)) => {
+                    message = back;
+                    stale += 1;
+                }
                 Err(e) => return Err(DownloadError::classify(&e, timeout)),
             }
-        }
-        let conn = self.open(&origin).await?;
-        match send(conn, message, pacing).await {
-            Ok(Sent::Answered(head, conn)) => Ok((head, origin, conn)),
-            Ok(Sent::Stale(_)) => Err(DownloadError::ConnectionReset(
-                "the connection closed before the request was sent".into(),
-            )),
-            Err(e) => Err(DownloadError::classify(&e, timeout)),
         }
     }
 

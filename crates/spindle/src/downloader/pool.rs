@@ -40,6 +40,13 @@ struct Idle {
     since: Instant,
 }
 
+impl Idle {
+    /// Still open, and not idle for too long.
+    fn usable(&self) -> bool {
+        !self.conn.sender.is_closed() && self.since.elapsed() < POOL_IDLE_TIMEOUT
+    }
+}
+
 /// The idle connections, per origin.
 pub struct Pool {
     inner: Arc<Mutex<Inner>>,
@@ -78,7 +85,7 @@ impl Pool {
         let mut found = None;
         while let Some(idle) = list.pop() {
             inner.total -= 1;
-            if !idle.conn.sender.is_closed() && idle.since.elapsed() < POOL_IDLE_TIMEOUT {
+            if idle.usable() {
                 found = Some(idle.conn);
                 break;
             }
@@ -150,7 +157,7 @@ impl Inner {
     fn sweep(&mut self) {
         let mut total = 0;
         self.idle.retain(|_, list| {
-            list.retain(|i| !i.conn.sender.is_closed() && i.since.elapsed() < POOL_IDLE_TIMEOUT);
+            list.retain(Idle::usable);
             total += list.len();
             !list.is_empty()
         });
