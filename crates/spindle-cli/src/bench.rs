@@ -20,9 +20,7 @@ const HOST: &str = "bench.test";
 
 pub fn run(args: BenchArgs) -> Result<(), Failure> {
     let plan = check(&args).map_err(Failure::Usage)?;
-    if plan.jobdir().is_some() {
-        crate::fewer_malloc_arenas();
-    }
+    crate::tune_malloc();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -21,6 +21,8 @@ use crate::downloader::dns::{DnsError, Resolver};
 use crate::offsite::OffsiteFilter;
 use crate::request::{Purpose, Request};
 use crate::robots::{self, RobotsRules};
+
+use super::robots_cache::{Lookup, RobotsCache, RobotsState};
 use crate::scheduler::Scheduler;
 use crate::settings::Settings;
 use crate::stats::Stats;
@@ -42,18 +44,6 @@ pub(super) enum Source {
     Resume,
 }
 
-enum RobotsState {
-    /// Fetching; these requests wait for the answer.
-    Pending(Vec<Request>),
-    /// Known since then.
-    Ready(RobotsRules, Instant),
-}
-
-/// robots.txt rules are kept this long, then fetched again (RFC 9309 §2.4: at most 24 hours).
-pub(super) const ROBOTS_CACHE_TTL: Duration = Duration::from_secs(24 * 3600);
-/// At most this many origins' rules are kept; the oldest go first and are fetched again if needed.
-pub(super) const ROBOTS_CACHE_MAX: usize = 100_000;
-
 pub(super) struct Admission {
     offsite: OffsiteFilter,
     offsite_domains: HashSet<String>,
@@ -64,9 +54,7 @@ pub(super) struct Admission {
     per_ip: bool,
     resolver: Arc<Resolver>,
     /// robots.txt per origin, once asked for.
-    robots: HashMap<String, RobotsState>,
-    /// Origins with rules, oldest first, for expiry and the cache bound.
-    robots_order: std::collections::VecDeque<(String, Instant)>,
+    robots: RobotsCache,
     /// Per-IP mode: the address each host's requests are keyed by.
     host_ips: HashMap<String, IpAddr>,
     /// Per-IP mode: requests held until their host is resolved.
@@ -89,8 +77,7 @@ impl Admission {
             crawl_delay_max: settings.robotstxt_crawl_delay_max,
             per_ip: settings.concurrent_requests_per_ip > 0,
             resolver,
-            robots: HashMap::new(),
-            robots_order: std::collections::VecDeque::new(),
+            robots: RobotsCache::default(),
             host_ips: HashMap::new(),
             awaiting_dns: HashMap::new(),
             stats: Stats::default(),
@@ -135,25 +122,22 @@ impl Admission {
             .max("request_depth_max", u64::from(request.depth));
         if self.obey_robots && request.purpose == Purpose::Page {
             let origin = robots::origin(&request.url);
-            if let Some(RobotsState::Ready(_, at)) = self.robots.get(&origin) {
-                if at.elapsed() > ROBOTS_CACHE_TTL {
-                    self.robots.remove(&origin);
-                    self.stats.inc("robotstxt/expired");
-                }
-            }
-            match self.robots.get_mut(&origin) {
-                Some(RobotsState::Ready(rules, _)) => {
+            match self.robots.lookup(&origin, Instant::now()) {
+                Lookup::Known(RobotsState::Ready(rules, _)) => {
                     if !rules.allows(&request.url) {
                         self.stats.inc("robotstxt/forbidden");
                         scheduler.done(&request, false);
                         return;
                     }
                 }
-                Some(RobotsState::Pending(waiting)) => {
-                    waiting.push(request);
+                Lookup::Known(RobotsState::Pending(waiting)) => {
+                    waiting.push(Box::new(request));
                     return;
                 }
-                None => {
+                found @ (Lookup::Unknown | Lookup::Expired) => {
+                    if matches!(found, Lookup::Expired) {
+                        self.stats.inc("robotstxt/expired");
+                    }
                     // The first request to an origin waits for its robots.txt,
                     // which goes through the same slot, caps and delay.
                     let mut fetch = Request::new(robots::robots_url(&request.url));
@@ -162,8 +146,7 @@ impl Admission {
                     fetch.purpose = Purpose::Robots {
                         origin: origin.clone(),
                     };
-                    self.robots
-                        .insert(origin, RobotsState::Pending(vec![request]));
+                    self.robots.start(&origin, request);
                     self.stats.inc("robotstxt/request_count");
                     self.enqueue(fetch, scheduler, events);
                     return;
@@ -231,7 +214,7 @@ impl Admission {
         events: &mpsc::UnboundedSender<Event>,
     ) {
         self.stats.inc("robotstxt/unreachable");
-        if let Some(RobotsState::Pending(waiting)) = self.robots.get_mut(origin) {
+        if let Some(waiting) = self.robots.waiting(origin) {
             for request in waiting.drain(..) {
                 warn!(url = %request.url, "cannot reach the page: its site's robots.txt failed ({error}), so nothing on {origin} is fetched");
                 self.stats.inc("robotstxt/unreachable_dropped");
@@ -256,14 +239,7 @@ impl Admission {
     /// for it are dropped, and the origin is forgotten, so that a later request
     /// asks for its robots.txt again. Returns how many requests were dropped.
     pub(super) fn robots_abandoned(&mut self, origin: &str) -> u64 {
-        match self.robots.remove(origin) {
-            Some(RobotsState::Pending(waiting)) => waiting.len() as u64,
-            Some(ready) => {
-                self.robots.insert(origin.to_string(), ready);
-                0
-            }
-            None => 0,
-        }
+        self.robots.abandon(origin).len() as u64
     }
 
     /// A robots.txt fetch was given up because its workers kept dying.
@@ -300,30 +276,16 @@ impl Admission {
                 scheduler.set_delay_floor(id, delay, Instant::now());
             }
         }
-        let waiting = match self.robots.remove(origin) {
-            Some(RobotsState::Pending(waiting)) => waiting,
-            _ => Vec::new(),
-        };
-        for request in waiting {
-            if rules.allows(&request.url) {
-                self.enqueue(request, scheduler, events);
-            } else {
-                self.stats.inc("robotstxt/forbidden");
-                scheduler.done(&request, false);
-            }
+        let released = self.robots.ready(origin, rules, Instant::now());
+        if released.evicted > 0 {
+            self.stats.inc_by("robotstxt/evicted", released.evicted);
         }
-        let now = Instant::now();
-        self.robots
-            .insert(origin.to_string(), RobotsState::Ready(rules, now));
-        self.robots_order.push_back((origin.to_string(), now));
-        while self.robots_order.len() > ROBOTS_CACHE_MAX {
-            let Some((old, at)) = self.robots_order.pop_front() else {
-                break;
-            };
-            if matches!(self.robots.get(&old), Some(RobotsState::Ready(_, t)) if *t == at) {
-                self.robots.remove(&old);
-                self.stats.inc("robotstxt/evicted");
-            }
+        for request in released.forbidden {
+            self.stats.inc("robotstxt/forbidden");
+            scheduler.done(&request, false);
+        }
+        for request in released.allowed {
+            self.enqueue(*request, scheduler, events);
         }
     }
 

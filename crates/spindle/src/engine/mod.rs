@@ -23,6 +23,7 @@ mod memusage;
 mod remote;
 mod report;
 mod responses;
+mod robots_cache;
 mod scraper;
 mod throttle;
 
