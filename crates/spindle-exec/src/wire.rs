@@ -280,14 +280,34 @@ impl Header {
 /// The sending half: socket fd plus this side's outgoing mapping.
 pub(crate) struct Tx {
     pub(crate) map: Mapping,
+    /// Reused serialization buffer of [`Tx::send_value`] (no allocation,
+    /// regrowth or fresh-page faults per reply).
+    scratch: Vec<u8>,
 }
 
-/// The receiving half: this side's view of the peer's mapping.
+/// Where the body of the last received frame is.
+#[derive(Clone, Copy)]
+enum Body {
+    /// In the peer's shared mapping, this many bytes.
+    Shm(usize),
+    /// In `Rx::buf[start..start + len]`.
+    Inline(usize, usize),
+}
+
+/// The receiving half: this side's view of the peer's mapping, plus a
+/// receive buffer: one `recv` usually brings header and body together.
 pub(crate) struct Rx {
     pub(crate) map: Mapping,
-    inbuf: Vec<u8>,
-    last: Option<(bool, usize)>,
+    /// Received bytes; `buf[..pos]` is the last frame (its body may still be
+    /// borrowed), `buf[pos..end]` bytes of the next one already read.
+    buf: Vec<u8>,
+    pos: usize,
+    end: usize,
+    last: Option<Body>,
 }
+
+/// Size of the receive buffer: a header plus the largest inline body.
+const RXBUF: usize = HDR + SHM_THRESHOLD;
 
 /// A parent↔worker link.
 pub(crate) struct Link {
@@ -302,10 +322,13 @@ impl Link {
             sock,
             tx: Tx {
                 map: Mapping::new(tx)?,
+                scratch: Vec::new(),
             },
             rx: Rx {
                 map: Mapping::new(rx)?,
-                inbuf: Vec::new(),
+                buf: Vec::new(),
+                pos: 0,
+                end: 0,
                 last: None,
             },
         })
@@ -354,10 +377,8 @@ impl Tx {
                 a,
                 b,
             };
-            let mut buf = Vec::with_capacity(HDR + body.len());
-            buf.extend_from_slice(&h.to_bytes());
-            buf.extend_from_slice(body);
-            sys::send_all(fd, &buf)?;
+            // Header and body in one `sendmsg`, without copying the body.
+            sys::send_all2(fd, &h.to_bytes(), body)?;
         }
         Ok(())
     }
@@ -393,25 +414,32 @@ impl Tx {
             }
         }
         // Serialize after room for the header, so a small frame goes out
-        // in one `send` without another copy.
-        let mut buf = Vec::with_capacity(256);
+        // in one `send` without another copy, into the reused buffer.
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
         buf.resize(HDR, 0);
         let mut buf = postcard::serialize_with_flavor(v, VecFlavor(buf))
             .map_err(|e| Error::Encode(e.to_string()))?;
         let n = buf.len() - HDR;
-        if n > SHM_THRESHOLD {
-            return self.send_raw(fd, kind, a, b, &buf[HDR..]);
-        }
-        let h = Header {
-            kind,
-            flags: 0,
-            len: n as u64,
-            a,
-            b,
+        let r = if n > SHM_THRESHOLD {
+            self.send_raw(fd, kind, a, b, &buf[HDR..])
+        } else {
+            let h = Header {
+                kind,
+                flags: 0,
+                len: n as u64,
+                a,
+                b,
+            };
+            buf[..HDR].copy_from_slice(&h.to_bytes());
+            sys::send_all(fd, &buf).map_err(Error::from)
         };
-        buf[..HDR].copy_from_slice(&h.to_bytes());
-        sys::send_all(fd, &buf)?;
-        Ok(())
+        // Keep a buffer of ordinary size for the next reply (a one-off huge
+        // one would otherwise stay allocated).
+        if buf.capacity() <= 4 * RXBUF {
+            self.scratch = buf;
+        }
+        r
     }
 }
 
@@ -426,8 +454,8 @@ impl Rx {
             // decodes the reply before its next send unless the reply was in
             // our own buffer (`body_is_shared`), and the worker's
             // `pool_tramp` decodes its chunk before running it.
-            Some((true, len)) => unsafe { std::slice::from_raw_parts(self.map.as_ptr(), len) },
-            Some((false, _)) => &self.inbuf,
+            Some(Body::Shm(len)) => unsafe { std::slice::from_raw_parts(self.map.as_ptr(), len) },
+            Some(Body::Inline(start, len)) => &self.buf[start..start + len],
             None => &[],
         }
     }
@@ -435,16 +463,52 @@ impl Rx {
     /// Whether the last body lives in the peer's shared mapping (valid only
     /// until the peer sends again) rather than in our own buffer.
     pub(crate) fn body_is_shared(&self) -> bool {
-        matches!(self.last, Some((true, _)))
+        matches!(self.last, Some(Body::Shm(_)))
+    }
+
+    /// Read more bytes into `buf[end..]`, waiting until `deadline`.
+    /// `Ok(false)` on timeout.
+    fn fill(&mut self, fd: RawFd, deadline: Deadline) -> Result<bool> {
+        let spin = sys::spin_budget();
+        let unbounded = deadline.remaining().is_none() && spin.is_zero();
+        loop {
+            let dst = &mut self.buf[self.end..];
+            // Unbounded wait: block in `recv` itself (no `poll` first, one
+            // system call instead of two). Otherwise try without blocking
+            // and wait in `poll`, which honours the deadline.
+            let flags = if unbounded { 0 } else { libc::MSG_DONTWAIT };
+            match sys::recv_some(fd, dst, flags) {
+                Ok(0) => return Err(Error::Eof),
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !sys::spin_readable(fd, spin) && !sys::poll_fd(fd, libc::POLLIN, deadline)? {
+                        return Err(Error::Timeout);
+                    }
+                }
+                Err(e) => return Err(map_eof(e)),
+            }
+        }
     }
 
     pub(crate) fn recv(&mut self, fd: RawFd, deadline: Deadline) -> Result<Header> {
-        if !sys::spin_readable(fd, sys::spin_budget()) && !sys::poll_fd(fd, libc::POLLIN, deadline)?
-        {
-            return Err(Error::Timeout);
+        if self.buf.len() < RXBUF {
+            self.buf.resize(RXBUF, 0);
+        }
+        // Drop the previous frame; keep bytes of the next one already read.
+        if self.pos > 0 {
+            self.buf.copy_within(self.pos..self.end, 0);
+            self.end -= self.pos;
+            self.pos = 0;
+        }
+        self.last = None;
+        while self.end < HDR {
+            self.fill(fd, deadline)?;
         }
         let mut hb = [0u8; HDR];
-        sys::recv_exact(fd, &mut hb).map_err(map_eof)?;
+        hb.copy_from_slice(&self.buf[..HDR]);
         let h = Header::from_bytes(&hb)?;
         let len = usize::try_from(h.len).map_err(|_| Error::Protocol("frame too large".into()))?;
         if h.flags & F_SHM != 0 {
@@ -456,12 +520,18 @@ impl Rx {
                     "shared-memory frame exceeds mapping".into(),
                 ));
             }
+            self.pos = HDR;
+            self.last = Some(Body::Shm(len));
         } else {
-            self.inbuf.clear();
-            self.inbuf.resize(len, 0);
-            sys::recv_exact(fd, &mut self.inbuf).map_err(map_eof)?;
+            if len > SHM_THRESHOLD {
+                return Err(Error::Protocol("inline frame too large".into()));
+            }
+            while self.end < HDR + len {
+                self.fill(fd, deadline)?;
+            }
+            self.pos = HDR + len;
+            self.last = Some(Body::Inline(HDR, len));
         }
-        self.last = Some((h.flags & F_SHM != 0, len));
         Ok(h)
     }
 }
