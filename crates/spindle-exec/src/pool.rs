@@ -20,7 +20,7 @@ use crate::worker::{self, PoolTramp, ProcTramp, Worker};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::VecDeque;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -136,11 +136,29 @@ struct St {
     queue: VecDeque<Job>,
     pids: Vec<Option<u32>>,
     live: usize,
+    /// Supervisors parked waiting for a job (most recent last), each with
+    /// its worker's socket if it has a worker. A parked supervisor's worker
+    /// is idle: it has answered everything sent to it, so its socket is
+    /// empty and nobody else writes to it.
+    idle: Vec<(usize, Option<Arc<OwnedFd>>)>,
+    /// Per supervisor: a job a submitter already wrote to that supervisor's
+    /// idle worker, with the result of that write. Only ever set for a
+    /// supervisor taken off `idle`, which picks it up before anything else.
+    direct: Vec<Option<(Job, Result<()>)>>,
+}
+
+impl St {
+    /// Take one parked supervisor off `idle` to be woken (after unlocking).
+    fn take_idle(&mut self) -> Option<usize> {
+        self.idle.pop().map(|(i, _)| i)
+    }
 }
 
 struct Shared {
     st: Mutex<St>,
-    cv: Condvar,
+    /// One per supervisor, so a submitter wakes exactly the one it gave a
+    /// job to (all wait with `st`).
+    wake: Vec<Condvar>,
     done_cv: Condvar,
     maxtasks: Option<usize>,
     retries: u32,
@@ -150,6 +168,22 @@ struct Shared {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, St> {
         self.st.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wake_all(&self) {
+        for c in &self.wake {
+            c.notify_one();
+        }
+    }
+
+    /// Queue `job` at the front (a retry) and wake a parked supervisor.
+    fn requeue_front(&self, mut st: MutexGuard<'_, St>, job: Job) {
+        st.queue.push_front(job);
+        let w = st.take_idle();
+        drop(st);
+        if let Some(i) = w {
+            self.wake[i].notify_one();
+        }
     }
 }
 
@@ -219,8 +253,10 @@ impl PoolBuilder {
                 queue: VecDeque::new(),
                 pids: vec![None; n],
                 live: n,
+                idle: Vec::with_capacity(n),
+                direct: (0..n).map(|_| None).collect(),
             }),
-            cv: Condvar::new(),
+            wake: (0..n).map(|_| Condvar::new()).collect(),
             done_cv: Condvar::new(),
             maxtasks: self.maxtasks,
             retries: self.retries,
@@ -299,18 +335,107 @@ impl Pool {
         self.shared.lock().pids.iter().flatten().copied().collect()
     }
 
-    fn submit(&self, jobs: Vec<Job>) -> Result<()> {
+    /// Queue `jobs`. A job with an inline-sized body that finds a worker
+    /// idle is written to that worker's socket right here, and its
+    /// supervisor is handed the job in flight: the worker starts at once,
+    /// instead of after the supervisor thread has woken up to send it
+    /// (one thread wake-up fewer on the round trip of an `apply`).
+    fn submit(&self, jobs: impl IntoIterator<Item = Job>) -> Result<()> {
         let mut st = self.shared.lock();
         if st.run != Run::Running {
             return Err(Error::PoolNotRunning);
         }
-        let n = jobs.len();
-        st.queue.extend(jobs);
+        let mut wake: Vec<usize> = Vec::new();
+        for job in jobs {
+            if job.payload.len() <= wire::SHM_THRESHOLD {
+                if let Some(k) = st.idle.iter().rposition(|e| e.1.is_some()) {
+                    let (i, fd) = st.idle.remove(k);
+                    let fd = fd.expect("checked by rposition");
+                    // Written under the lock: the supervisor, parked until
+                    // we wake it, neither writes to this socket nor closes
+                    // it meanwhile (and the `Arc` keeps the fd open anyway).
+                    // The worker has read everything sent before, so the
+                    // frame fits the empty socket buffer. If the worker is
+                    // dead the write fails (`EPIPE`) and the supervisor
+                    // handles that like a failed send of its own.
+                    let r = wire::send_inline(
+                        fd.as_raw_fd(),
+                        K_TASK,
+                        job.tramp,
+                        job.func,
+                        &job.payload,
+                    );
+                    st.direct[i] = Some((job, r));
+                    wake.push(i);
+                    continue;
+                }
+            }
+            st.queue.push_back(job);
+            if let Some(i) = st.take_idle() {
+                wake.push(i);
+            }
+        }
         drop(st);
-        if n == 1 {
-            self.shared.cv.notify_one();
-        } else {
-            self.shared.cv.notify_all();
+        for i in wake {
+            self.shared.wake[i].notify_one();
+        }
+        Ok(())
+    }
+
+    /// Encode `items` in chunks of `chunksize` and submit each batch of
+    /// chunks as soon as it is encoded, so workers start on the first
+    /// chunks while later ones are still being encoded. If an item cannot
+    /// be serialized, the chunks from there on fail with that error and it
+    /// is returned (chunks before it were already submitted and run, as in
+    /// Python, whose task handler pickles as it goes).
+    fn submit_encoding<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: &[A],
+        chunksize: usize,
+        sink: &Arc<dyn Sink>,
+    ) -> Result<()>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let tramp = worker::fn_offset(worker::pool_tramp::<A, R> as PoolTramp as usize);
+        let func = worker::fn_offset(f as usize);
+        let cs = chunksize.max(1);
+        let mut batch: Vec<Job> = Vec::new();
+        let mut batch_bytes = 0usize;
+        let mut hint = 0usize;
+        for (chunk, c) in items.chunks(cs).enumerate() {
+            let payload = match wire::encode_with_capacity(c, hint) {
+                Ok(p) => p,
+                Err(e) => {
+                    // Submit what is encoded, fail the rest.
+                    let _ = self.submit(std::mem::take(&mut batch));
+                    for k in chunk..items.len().div_ceil(cs) {
+                        sink.err(k, e.clone());
+                    }
+                    return Err(e);
+                }
+            };
+            hint = payload.len();
+            batch_bytes += payload.len();
+            batch.push(Job {
+                tramp,
+                func,
+                payload,
+                sink: Arc::clone(sink),
+                chunk,
+                attempts: 0,
+            });
+            // The first chunk at once (a worker may be idle), then in
+            // batches, so a chunksize of 1 does not lock per item.
+            if chunk == 0 || batch.len() >= 256 || batch_bytes >= 4 * wire::SHM_THRESHOLD {
+                self.submit(std::mem::take(&mut batch))?;
+                batch_bytes = 0;
+            }
+        }
+        if !batch.is_empty() {
+            self.submit(batch)?;
         }
         Ok(())
     }
@@ -327,12 +452,11 @@ impl Pool {
     {
         let n = items.len();
         let slots = Slots::new(n);
-        let (chunks, payloads) = encode_chunks(&items, chunksize)?;
         let sink: Arc<dyn Sink> = Arc::new(ChunkSink {
             slots: Arc::clone(&slots),
-            chunks,
+            chunks: chunk_bounds(n, chunksize),
         });
-        self.submit(make_jobs(f, payloads, sink))?;
+        self.submit_encoding(f, &items, chunksize, &sink)?;
         Ok(slots)
     }
 
@@ -376,7 +500,7 @@ impl Pool {
             chunk: 0,
             attempts: 0,
         };
-        self.submit(vec![job])?;
+        self.submit([job])?;
         Ok(AsyncResult { slots })
     }
 
@@ -442,14 +566,14 @@ impl Pool {
             None => default_chunksize(items.len(), self.size),
         };
         let n = items.len();
-        let (chunks, payloads) = encode_chunks(&items, cs)?;
-        drop(items);
+        let chunks = chunk_bounds(n, cs);
         let results = ChunkResults::new(chunks.len());
         let sink: Arc<dyn Sink> = Arc::new(MapSink {
             results: Arc::clone(&results),
             lens: chunks.iter().map(|c| c.1).collect(),
         });
-        self.submit(make_jobs(f, payloads, sink))?;
+        self.submit_encoding(f, &items, cs, &sink)?;
+        drop(items);
         if !results.wait_all(d) {
             return Err(Error::Timeout);
         }
@@ -500,7 +624,7 @@ impl Pool {
             st.run = Run::Closed;
         }
         drop(st);
-        self.shared.cv.notify_all();
+        self.shared.wake_all();
     }
 
     /// Stop now: pending tasks fail with [`Error::Terminated`], workers are killed.
@@ -513,7 +637,7 @@ impl Pool {
             let _ = crate::sys::kill(*pid, libc::SIGKILL);
         }
         drop(st);
-        self.shared.cv.notify_all();
+        self.shared.wake_all();
         for j in pending {
             j.sink.err(j.chunk, Error::Terminated);
         }
@@ -573,43 +697,12 @@ impl Drop for Pool {
     }
 }
 
-/// Serialize `items` in chunks of `chunksize`: `(start, len)` of each chunk
-/// and its postcard body.
-#[allow(clippy::type_complexity)]
-fn encode_chunks<A: Serialize>(
-    items: &[A],
-    chunksize: usize,
-) -> Result<(Vec<(usize, usize)>, Vec<Vec<u8>>)> {
+/// `(start, len)` of each chunk of `n` items in chunks of `chunksize`.
+fn chunk_bounds(n: usize, chunksize: usize) -> Vec<(usize, usize)> {
     let cs = chunksize.max(1);
-    let mut chunks = Vec::with_capacity(items.len().div_ceil(cs));
-    let mut payloads = Vec::with_capacity(chunks.capacity());
-    let mut start = 0;
-    for c in items.chunks(cs) {
-        payloads.push(wire::encode(c)?);
-        chunks.push((start, c.len()));
-        start += c.len();
-    }
-    Ok((chunks, payloads))
-}
-
-fn make_jobs<A, R>(f: fn(A) -> R, payloads: Vec<Vec<u8>>, sink: Arc<dyn Sink>) -> Vec<Job>
-where
-    A: Serialize + DeserializeOwned,
-    R: Serialize + DeserializeOwned + Send + 'static,
-{
-    let tramp = worker::fn_offset(worker::pool_tramp::<A, R> as PoolTramp as usize);
-    let func = worker::fn_offset(f as usize);
-    payloads
-        .into_iter()
-        .enumerate()
-        .map(|(chunk, payload)| Job {
-            tramp,
-            func,
-            payload,
-            sink: Arc::clone(&sink),
-            chunk,
-            attempts: 0,
-        })
+    (0..n)
+        .step_by(cs)
+        .map(|start| (start, cs.min(n - start)))
         .collect()
 }
 
@@ -685,19 +778,41 @@ fn supervise(shared: Arc<Shared>, idx: usize) {
             let job = {
                 let mut st = shared.lock();
                 loop {
+                    // A job already written to our worker comes first, even
+                    // after terminate: its reply (or end-of-file) must be
+                    // read before anything else is written to the socket.
+                    if let Some(d) = st.direct[idx].take() {
+                        break Some(Err(d));
+                    }
                     if st.run == Run::Terminated {
                         break None;
                     }
                     if let Some(j) = st.queue.pop_front() {
-                        break Some(j);
+                        break Some(Ok(j));
                     }
                     if st.run == Run::Closed {
                         break None;
                     }
-                    st = shared.cv.wait(st).unwrap_or_else(|p| p.into_inner());
+                    let fd = worker.as_ref().map(|w| Arc::clone(&w.link.sock));
+                    st.idle.push((idx, fd));
+                    st = shared.wake[idx]
+                        .wait(st)
+                        .unwrap_or_else(|p| p.into_inner());
+                    // Still listed if woken by close/terminate or spuriously.
+                    if let Some(k) = st.idle.iter().position(|e| e.0 == idx) {
+                        st.idle.remove(k);
+                    }
                 }
             };
-            let Some(job) = job else { break };
+            let job = match job {
+                None => break,
+                Some(Ok(j)) => j,
+                // Sent by the submitter to our (then idle) worker.
+                Some(Err((j, r))) => {
+                    presend = Some((j, r));
+                    continue;
+                }
+            };
             if worker.is_none() {
                 match start_worker(&shared) {
                     Ok(w) => {
@@ -762,15 +877,13 @@ fn supervise(shared: Arc<Shared>, idx: usize) {
                 let exit = w.reap(Duration::from_secs(2));
                 let pid = w.pid;
                 drop(w);
-                let mut st = shared.lock();
+                let st = shared.lock();
                 if st.run == Run::Terminated {
                     drop(st);
                     job.sink.err(job.chunk, Error::Terminated);
                 } else if job.attempts < shared.retries {
                     job.attempts += 1;
-                    st.queue.push_front(job);
-                    drop(st);
-                    shared.cv.notify_one();
+                    shared.requeue_front(st, job);
                 } else {
                     drop(st);
                     job.sink.err(job.chunk, Error::WorkerLost { pid, exit });

@@ -15,12 +15,20 @@ use serde::Serialize;
 use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
 
 /// Bodies larger than this travel through shared memory.
 pub const SHM_THRESHOLD: usize = 64 * 1024;
 
 pub(crate) fn encode<T: Serialize + ?Sized>(v: &T) -> Result<Vec<u8>> {
     postcard::serialize_with_flavor(v, VecFlavor(Vec::new()))
+        .map_err(|e| Error::Encode(e.to_string()))
+}
+
+/// [`encode`] into a buffer of `cap` bytes to start with (e.g. the size of
+/// the previous chunk, so a chunk is not regrown and copied several times).
+pub(crate) fn encode_with_capacity<T: Serialize + ?Sized>(v: &T, cap: usize) -> Result<Vec<u8>> {
+    postcard::serialize_with_flavor(v, VecFlavor(Vec::with_capacity(cap)))
         .map_err(|e| Error::Encode(e.to_string()))
 }
 
@@ -311,7 +319,9 @@ const RXBUF: usize = HDR + SHM_THRESHOLD;
 
 /// A parent↔worker link.
 pub(crate) struct Link {
-    pub(crate) sock: OwnedFd,
+    /// Shared so that a pool submitter can write a task frame straight to
+    /// an idle worker (see `pool.rs`) without the fd closing under it.
+    pub(crate) sock: Arc<OwnedFd>,
     pub(crate) tx: Tx,
     pub(crate) rx: Rx,
 }
@@ -319,7 +329,7 @@ pub(crate) struct Link {
 impl Link {
     pub(crate) fn new(sock: OwnedFd, tx: OwnedFd, rx: OwnedFd) -> io::Result<Self> {
         Ok(Link {
-            sock,
+            sock: Arc::new(sock),
             tx: Tx {
                 map: Mapping::new(tx)?,
                 scratch: Vec::new(),
@@ -342,6 +352,22 @@ impl Link {
     pub(crate) fn recv(&mut self, deadline: Deadline) -> Result<Header> {
         self.rx.recv(self.sock.as_raw_fd(), deadline)
     }
+}
+
+/// Write a frame with an inline body (at most [`SHM_THRESHOLD`] bytes) on
+/// `fd`, without touching any mapping: what a pool submitter uses to hand a
+/// task straight to an idle worker.
+pub(crate) fn send_inline(fd: RawFd, kind: u32, a: i64, b: i64, body: &[u8]) -> Result<()> {
+    debug_assert!(body.len() <= SHM_THRESHOLD);
+    let h = Header {
+        kind,
+        flags: 0,
+        len: body.len() as u64,
+        a,
+        b,
+    };
+    sys::send_all2(fd, &h.to_bytes(), body)?;
+    Ok(())
 }
 
 impl Tx {
