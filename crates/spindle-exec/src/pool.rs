@@ -15,7 +15,8 @@ use crate::result::{
     IMapUnorderedIter, Slots,
 };
 use crate::sys::Deadline;
-use crate::wire::{self, K_ACK, K_ERROR, K_INIT, K_RESULT, K_SHUTDOWN, K_TASK};
+use crate::error::Exit;
+use crate::wire::{self, Header, K_ACK, K_ERROR, K_INIT, K_PING, K_PONG, K_RESULT, K_SHUTDOWN, K_TASK};
 use crate::worker::{self, PoolTramp, ProcTramp, Worker};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -148,9 +149,30 @@ struct St {
 }
 
 impl St {
-    /// Take one parked supervisor off `idle` to be woken (after unlocking).
-    fn take_idle(&mut self) -> Option<usize> {
-        self.idle.pop().map(|(i, _)| i)
+    /// Wake one parked supervisor, if any: one parked in `recv` on its
+    /// worker's socket is sent a `K_PING` for its worker to echo; for one
+    /// parked on its condvar the index is returned, to notify after
+    /// unlocking.
+    fn wake_one(&mut self) -> Option<usize> {
+        let (i, fd) = self.idle.pop()?;
+        match fd {
+            Some(fd) => {
+                // If the worker is dead this fails, and end-of-file wakes
+                // the supervisor instead.
+                let _ = wire::send_inline(fd.as_raw_fd(), K_PING, 0, 0, &[]);
+                None
+            }
+            None => Some(i),
+        }
+    }
+
+    /// Wake every parked supervisor; the condvar-parked ones to notify.
+    fn wake_all(&mut self) -> Vec<usize> {
+        let mut v = Vec::new();
+        while !self.idle.is_empty() {
+            v.extend(self.wake_one());
+        }
+        v
     }
 }
 
@@ -170,20 +192,19 @@ impl Shared {
         self.st.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn wake_all(&self) {
-        for c in &self.wake {
-            c.notify_one();
+    /// Notify the condvars of `idx` (after unlocking).
+    fn notify(&self, idx: impl IntoIterator<Item = usize>) {
+        for i in idx {
+            self.wake[i].notify_one();
         }
     }
 
     /// Queue `job` at the front (a retry) and wake a parked supervisor.
     fn requeue_front(&self, mut st: MutexGuard<'_, St>, job: Job) {
         st.queue.push_front(job);
-        let w = st.take_idle();
+        let w = st.wake_one();
         drop(st);
-        if let Some(i) = w {
-            self.wake[i].notify_one();
-        }
+        self.notify(w);
     }
 }
 
@@ -366,19 +387,15 @@ impl Pool {
                         &job.payload,
                     );
                     st.direct[i] = Some((job, r));
-                    wake.push(i);
+                    // Parked in `recv`, the supervisor wakes on the reply.
                     continue;
                 }
             }
             st.queue.push_back(job);
-            if let Some(i) = st.take_idle() {
-                wake.push(i);
-            }
+            wake.extend(st.wake_one());
         }
         drop(st);
-        for i in wake {
-            self.shared.wake[i].notify_one();
-        }
+        self.shared.notify(wake);
         Ok(())
     }
 
@@ -623,8 +640,9 @@ impl Pool {
         if st.run == Run::Running {
             st.run = Run::Closed;
         }
+        let w = st.wake_all();
         drop(st);
-        self.shared.wake_all();
+        self.shared.notify(w);
     }
 
     /// Stop now: pending tasks fail with [`Error::Terminated`], workers are killed.
@@ -636,8 +654,9 @@ impl Pool {
             // Not yet reaped (the supervisor clears the slot before reaping).
             let _ = crate::sys::kill(*pid, libc::SIGKILL);
         }
+        let w = st.wake_all();
         drop(st);
-        self.shared.wake_all();
+        self.shared.notify(w);
         for j in pending {
             j.sink.err(j.chunk, Error::Terminated);
         }
@@ -731,6 +750,95 @@ fn start_worker(shared: &Shared) -> Result<Worker> {
     Ok(w)
 }
 
+/// What a supervisor does next.
+enum Next {
+    /// Send this job to the worker.
+    Send(Job),
+    /// This job was sent (pipelined by us, or written by a submitter while
+    /// we were parked without reading), with the send's result.
+    Sent(Job, Result<()>),
+    /// A submitter sent this job to our parked worker, and the worker's
+    /// answer (or end-of-file) has already been read.
+    Answered(Job, Result<Header>),
+    /// The parked worker died (or sent something unasked): no job of ours.
+    IdleLost(Result<Header>),
+    Stop,
+}
+
+/// Wait for the next thing to do. A supervisor with a worker parks by
+/// blocking in `recv` on the worker's socket: whoever takes it off `idle`
+/// writes one frame to the worker (a task, or a `K_PING` the worker echoes),
+/// so the answer wakes it with no thread wake-up of its own in between; a
+/// worker's death wakes it too (end-of-file). Without a worker it waits on
+/// its condvar.
+fn next_job(shared: &Shared, idx: usize, worker: &mut Option<Worker>) -> Next {
+    let mut st = shared.lock();
+    loop {
+        // A job already written to our worker comes first, even after
+        // terminate: its reply (or end-of-file) must be read before
+        // anything else is written to the socket.
+        if let Some((j, r)) = st.direct[idx].take() {
+            return Next::Sent(j, r);
+        }
+        if st.run == Run::Terminated {
+            return Next::Stop;
+        }
+        if let Some(j) = st.queue.pop_front() {
+            return Next::Send(j);
+        }
+        if st.run == Run::Closed {
+            return Next::Stop;
+        }
+        match worker.as_mut() {
+            Some(w) => {
+                st.idle.push((idx, Some(Arc::clone(&w.link.sock))));
+                drop(st);
+                if let Some(n) = wait_parked(shared, idx, w) {
+                    return n;
+                }
+                st = shared.lock();
+            }
+            None => {
+                st.idle.push((idx, None));
+                st = shared.wake[idx]
+                    .wait(st)
+                    .unwrap_or_else(|p| p.into_inner());
+                // Still listed if woken by terminate or spuriously.
+                if let Some(k) = st.idle.iter().position(|e| e.0 == idx) {
+                    st.idle.remove(k);
+                }
+            }
+        }
+    }
+}
+
+/// Wait, parked (listed in `idle` with our worker's socket), for the
+/// worker's next frame; `None` if it was the `K_PONG` of a wake-up.
+fn wait_parked(shared: &Shared, idx: usize, w: &mut Worker) -> Option<Next> {
+    let h = w.link.recv(Deadline::never());
+    let mut st = shared.lock();
+    // Still listed only if nobody woke us (the worker died).
+    if let Some(k) = st.idle.iter().position(|e| e.0 == idx) {
+        st.idle.remove(k);
+    }
+    match (st.direct[idx].take(), h) {
+        (Some((j, Err(e))), _) => Some(Next::Answered(j, Err(e))),
+        (Some((j, Ok(()))), h) => Some(Next::Answered(j, h)),
+        (None, Ok(h)) if h.kind == K_PONG => None,
+        (None, h) => Some(Next::IdleLost(h)),
+    }
+}
+
+/// Reap a worker that died or spoke nonsense (`res` is what we got from it).
+fn lose_worker(shared: &Shared, idx: usize, mut w: Worker, res: &Result<Header>) -> (u32, Exit) {
+    shared.lock().pids[idx] = None;
+    if !matches!(res, Err(Error::Eof) | Err(Error::Io(_))) {
+        let _ = w.child.kill();
+    }
+    let exit = w.reap(Duration::from_secs(2));
+    (w.pid, exit)
+}
+
 fn supervise(shared: Arc<Shared>, idx: usize) {
     let mut worker: Option<Worker> = None;
     let mut tasks_done = 0usize;
@@ -738,9 +846,18 @@ fn supervise(shared: Arc<Shared>, idx: usize) {
     // A job already sent to the worker while the previous reply was being
     // delivered (pipelining), with the result of that send.
     let mut presend: Option<(Job, Result<()>)> = None;
+    // Whether we parked (listed ourselves in `idle`) before delivering the
+    // previous reply.
+    let mut parked = false;
     loop {
-        let (mut job, sent) = if let Some((j, r)) = presend.take() {
-            (j, Some(r))
+        let parked_next = match (std::mem::take(&mut parked), worker.as_mut()) {
+            (true, Some(w)) => wait_parked(&shared, idx, w),
+            _ => None,
+        };
+        let next = if let Some((j, r)) = presend.take() {
+            Next::Sent(j, r)
+        } else if let Some(n) = parked_next {
+            n
         } else {
             // Keep a worker ready while the pool runs (Python starts them eagerly).
             if worker.is_none() && shared.lock().run == Run::Running {
@@ -775,65 +892,50 @@ fn supervise(shared: Arc<Shared>, idx: usize) {
                     }
                 }
             }
-            let job = {
-                let mut st = shared.lock();
-                loop {
-                    // A job already written to our worker comes first, even
-                    // after terminate: its reply (or end-of-file) must be
-                    // read before anything else is written to the socket.
-                    if let Some(d) = st.direct[idx].take() {
-                        break Some(Err(d));
-                    }
-                    if st.run == Run::Terminated {
-                        break None;
-                    }
-                    if let Some(j) = st.queue.pop_front() {
-                        break Some(Ok(j));
-                    }
-                    if st.run == Run::Closed {
-                        break None;
-                    }
-                    let fd = worker.as_ref().map(|w| Arc::clone(&w.link.sock));
-                    st.idle.push((idx, fd));
-                    st = shared.wake[idx]
-                        .wait(st)
-                        .unwrap_or_else(|p| p.into_inner());
-                    // Still listed if woken by close/terminate or spuriously.
-                    if let Some(k) = st.idle.iter().position(|e| e.0 == idx) {
-                        st.idle.remove(k);
-                    }
+            next_job(&shared, idx, &mut worker)
+        };
+        let (mut job, res) = match next {
+            Next::Stop => break,
+            Next::IdleLost(res) => {
+                if let Some(w) = worker.take() {
+                    lose_worker(&shared, idx, w, &res);
                 }
-            };
-            let job = match job {
-                None => break,
-                Some(Ok(j)) => j,
-                // Sent by the submitter to our (then idle) worker.
-                Some(Err((j, r))) => {
-                    presend = Some((j, r));
-                    continue;
-                }
-            };
-            if worker.is_none() {
-                match start_worker(&shared) {
-                    Ok(w) => {
-                        shared.lock().pids[idx] = Some(w.pid);
-                        worker = Some(w);
-                        tasks_done = 0;
-                    }
-                    Err(e) => {
-                        job.sink.err(job.chunk, e);
-                        continue;
-                    }
-                }
+                continue;
             }
-            (job, None)
+            Next::Answered(job, res) => (job, res),
+            Next::Sent(job, sent) => {
+                let Some(w) = worker.as_mut() else {
+                    // Unreachable: only a worker is sent jobs.
+                    job.sink
+                        .err(job.chunk, Error::Protocol("job sent without a worker".into()));
+                    continue;
+                };
+                let res = sent.and_then(|_| w.link.recv(Deadline::never()));
+                (job, res)
+            }
+            Next::Send(job) => {
+                if worker.is_none() {
+                    match start_worker(&shared) {
+                        Ok(w) => {
+                            shared.lock().pids[idx] = Some(w.pid);
+                            worker = Some(w);
+                            tasks_done = 0;
+                        }
+                        Err(e) => {
+                            job.sink.err(job.chunk, e);
+                            continue;
+                        }
+                    }
+                }
+                let Some(w) = worker.as_mut() else { continue };
+                let res = w
+                    .link
+                    .send_raw(K_TASK, job.tramp, job.func, &job.payload)
+                    .and_then(|_| w.link.recv(Deadline::never()));
+                (job, res)
+            }
         };
         let Some(w) = worker.as_mut() else { continue };
-        let sent = match sent {
-            Some(r) => r,
-            None => w.link.send_raw(K_TASK, job.tramp, job.func, &job.payload),
-        };
-        let res = sent.and_then(|_| w.link.recv(Deadline::never()));
         match res {
             Ok(h) if h.kind == K_RESULT || h.kind == K_ERROR => {
                 tasks_done += 1;
@@ -842,9 +944,23 @@ fn supervise(shared: Arc<Shared>, idx: usize) {
                 // reply, so the worker computes while we decode. Only when the
                 // reply body is our own copy (not in the worker's shared
                 // mapping, which its next reply may overwrite); then at most
-                // one message per direction is still outstanding.
+                // one message per direction is still outstanding. With no
+                // job queued, park now, before delivering: a caller woken
+                // by the delivery that submits again at once then finds
+                // the worker idle (and writes to it itself), and we need
+                // not lock again after delivering.
                 if !retiring && !w.link.rx.body_is_shared() {
-                    if let Some(next) = try_pop(&shared) {
+                    let mut st = shared.lock();
+                    let next = match st.run {
+                        Run::Terminated => None,
+                        _ => st.queue.pop_front(),
+                    };
+                    if next.is_none() && st.run == Run::Running {
+                        st.idle.push((idx, Some(Arc::clone(&w.link.sock))));
+                        parked = true;
+                    }
+                    drop(st);
+                    if let Some(next) = next {
                         let r = w
                             .link
                             .send_raw(K_TASK, next.tramp, next.func, &next.payload);
@@ -869,14 +985,8 @@ fn supervise(shared: Arc<Shared>, idx: usize) {
             }
             other => {
                 // The worker died (end-of-file) or spoke nonsense: reap it.
-                let Some(mut w) = worker.take() else { continue };
-                shared.lock().pids[idx] = None;
-                if !matches!(other, Err(Error::Eof) | Err(Error::Io(_))) {
-                    let _ = w.child.kill();
-                }
-                let exit = w.reap(Duration::from_secs(2));
-                let pid = w.pid;
-                drop(w);
+                let Some(w) = worker.take() else { continue };
+                let (pid, exit) = lose_worker(&shared, idx, w, &other);
                 let st = shared.lock();
                 if st.run == Run::Terminated {
                     drop(st);
@@ -898,15 +1008,6 @@ fn supervise(shared: Arc<Shared>, idx: usize) {
     st.live -= 1;
     drop(st);
     shared.done_cv.notify_all();
-}
-
-/// The next queued job, without waiting (`None` once terminated).
-fn try_pop(shared: &Shared) -> Option<Job> {
-    let mut st = shared.lock();
-    if st.run == Run::Terminated {
-        return None;
-    }
-    st.queue.pop_front()
 }
 
 /// Ask a worker to exit, bounded; SIGKILL if it does not.

@@ -233,6 +233,10 @@ pub(crate) const K_ERROR: u32 = 3;
 pub(crate) const K_SHUTDOWN: u32 = 4;
 pub(crate) const K_INIT: u32 = 5;
 pub(crate) const K_ACK: u32 = 6;
+/// Wakes a pool supervisor parked reading its idle worker's socket: the
+/// worker answers `K_PONG` at once.
+pub(crate) const K_PING: u32 = 7;
+pub(crate) const K_PONG: u32 = 8;
 
 /// `a` of a `K_RESULT` frame whose body is a plain `Vec<R>` (every item
 /// succeeded); 0 means `Vec<Result<R, RemoteError>>`.
