@@ -1,4 +1,5 @@
-//! Serialization (serde + postcard) and the framed parent↔worker link.
+//! Serialization (serde with the crate's own postcard-like format, see
+//! `codec.rs`) and the framed parent↔worker link.
 //!
 //! A link is one `SOCK_STREAM` socketpair plus two memfd-backed shared
 //! mappings (one per direction). Frames carry a 40-byte header; a body up to
@@ -8,6 +9,7 @@
 //! (strict request/response), so a mapping is never overwritten while the
 //! peer still reads it.
 
+use crate::codec;
 use crate::error::{Error, Result};
 use crate::sys::{self, Deadline, Mapping};
 use serde::de::DeserializeOwned;
@@ -21,133 +23,23 @@ use std::sync::Arc;
 pub const SHM_THRESHOLD: usize = 64 * 1024;
 
 pub(crate) fn encode<T: Serialize + ?Sized>(v: &T) -> Result<Vec<u8>> {
-    postcard::serialize_with_flavor(v, VecFlavor(Vec::new()))
-        .map_err(|e| Error::Encode(e.to_string()))
+    encode_with_capacity(v, 0)
 }
 
 /// [`encode`] into a buffer of `cap` bytes to start with (e.g. the size of
 /// the previous chunk, so a chunk is not regrown and copied several times).
 pub(crate) fn encode_with_capacity<T: Serialize + ?Sized>(v: &T, cap: usize) -> Result<Vec<u8>> {
-    postcard::serialize_with_flavor(v, VecFlavor(Vec::with_capacity(cap)))
-        .map_err(|e| Error::Encode(e.to_string()))
+    codec::to_vec(v, Vec::with_capacity(cap)).map_err(|e| Error::Encode(e.0))
 }
 
 /// Serialize `v` into `dst`; the number of bytes used, or `None` if `dst`
 /// is too small or `v` cannot be serialized.
 pub(crate) fn encode_into<T: Serialize + ?Sized>(v: &T, dst: &mut [u8]) -> Option<usize> {
-    postcard::serialize_with_flavor(v, SliceFlavor { buf: dst, pos: 0 }).ok()
-}
-
-/// Longest write copied inline instead of through `memcpy`: postcard
-/// writes one varint (1–10 bytes) per integer, and a `memcpy` call per
-/// varint was the largest cost of encoding a chunk of small items (postcard's
-/// own `AllocVec`/`Slice` flavors use `extend_from_slice`/`copy_from_slice`).
-const SHORT: usize = 16;
-
-/// Copy `src` (at most [`SHORT`] bytes) to `dst` one byte at a time.
-///
-/// Both obvious alternatives are slow here. A plain byte loop is recognised
-/// by LLVM as a copy idiom and becomes a `memcpy` call (45 % of a tiny-task
-/// `map` in the profile). Wide (u16/u32/u64) loads are no better: postcard
-/// has just built the varint in a stack buffer with single-byte stores, and
-/// a wider load spanning several of them cannot be forwarded from the store
-/// buffer, so it stalls until they reach the cache (the two loads took 74 %
-/// of `serialize_element` in the profile). Volatile byte loads can be
-/// neither turned into `memcpy` nor merged, and each is forwarded from the
-/// store of the same byte.
-///
-/// # Safety
-/// `dst` must be valid for writes of `src.len()` bytes and not overlap `src`.
-#[inline(always)]
-unsafe fn copy_short(dst: *mut u8, src: &[u8]) {
-    debug_assert!(src.len() <= SHORT);
-    let s = src.as_ptr();
-    for i in 0..src.len() {
-        // SAFETY: `i < src.len()`, so the read is inside `src`; the write is
-        // inside `dst` by the caller's contract.
-        unsafe { dst.add(i).write(std::ptr::read_volatile(s.add(i))) };
-    }
-}
-
-/// postcard output into a `Vec<u8>`.
-struct VecFlavor(Vec<u8>);
-
-impl postcard::ser_flavors::Flavor for VecFlavor {
-    type Output = Vec<u8>;
-
-    #[inline]
-    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        let n = data.len();
-        if n <= SHORT {
-            self.0.reserve(SHORT);
-            let len = self.0.len();
-            // SAFETY: `reserve` made room for at least `SHORT >= n` more bytes
-            // (a fresh allocation, not overlapping `data`), which are written
-            // before `set_len` exposes them.
-            unsafe {
-                copy_short(self.0.as_mut_ptr().add(len), data);
-                self.0.set_len(len + n);
-            }
-        } else {
-            self.0.extend_from_slice(data);
-        }
-        Ok(())
-    }
-
-    #[inline]
-    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
-        self.0.push(data);
-        Ok(())
-    }
-
-    fn finalize(self) -> postcard::Result<Vec<u8>> {
-        Ok(self.0)
-    }
-}
-
-/// postcard output into a fixed slice.
-struct SliceFlavor<'a> {
-    buf: &'a mut [u8],
-    pos: usize,
-}
-
-impl postcard::ser_flavors::Flavor for SliceFlavor<'_> {
-    type Output = usize;
-
-    #[inline]
-    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        let end = self.pos + data.len();
-        let Some(dst) = self.buf.get_mut(self.pos..end) else {
-            return Err(postcard::Error::SerializeBufferFull);
-        };
-        if data.len() <= SHORT {
-            // SAFETY: `dst` is exactly `data.len()` writable bytes of our
-            // buffer, which `data` (postcard's scratch) does not overlap.
-            unsafe { copy_short(dst.as_mut_ptr(), data) };
-        } else {
-            dst.copy_from_slice(data);
-        }
-        self.pos = end;
-        Ok(())
-    }
-
-    #[inline]
-    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
-        let Some(d) = self.buf.get_mut(self.pos) else {
-            return Err(postcard::Error::SerializeBufferFull);
-        };
-        *d = data;
-        self.pos += 1;
-        Ok(())
-    }
-
-    fn finalize(self) -> postcard::Result<usize> {
-        Ok(self.pos)
-    }
+    codec::to_slice(v, dst).ok()
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T> {
-    postcard::from_bytes(b).map_err(|e| Error::Decode(e.to_string()))
+    codec::from_slice(b).map_err(|e| Error::Decode(e.0))
 }
 
 // ---------------------------------------------------------------------------
@@ -448,8 +340,7 @@ impl Tx {
         let mut buf = std::mem::take(&mut self.scratch);
         buf.clear();
         buf.resize(HDR, 0);
-        let mut buf = postcard::serialize_with_flavor(v, VecFlavor(buf))
-            .map_err(|e| Error::Encode(e.to_string()))?;
+        let mut buf = codec::to_vec(v, buf).map_err(|e| Error::Encode(e.0))?;
         let n = buf.len() - HDR;
         let r = if n > SHM_THRESHOLD {
             self.send_raw(fd, kind, a, b, &buf[HDR..])
