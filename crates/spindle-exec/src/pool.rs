@@ -9,14 +9,16 @@
 //! a dying worker could leave locked (gh-96062), and no task can be lost
 //! silently (bpo-22393).
 
+use crate::error::Exit;
 use crate::error::{Error, RemoteError, Result};
 use crate::result::{
     check_imap_chunksize, default_chunksize, AsyncResult, ChunkResults, IMapIter,
     IMapUnorderedIter, Slots,
 };
 use crate::sys::Deadline;
-use crate::error::Exit;
-use crate::wire::{self, Header, K_ACK, K_ERROR, K_INIT, K_PING, K_PONG, K_RESULT, K_SHUTDOWN, K_TASK};
+use crate::wire::{
+    self, Header, K_ACK, K_ERROR, K_INIT, K_PING, K_PONG, K_RESULT, K_SHUTDOWN, K_TASK,
+};
 use crate::worker::{self, PoolTramp, ProcTramp, Worker};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -314,7 +316,8 @@ impl PoolBuilder {
 /// A pool of worker processes (Python's `multiprocessing.Pool`).
 ///
 /// Task functions are `fn` items or non-capturing closures (`fn(A) -> R`);
-/// arguments and results are serialized with serde + postcard. Dropping the
+/// arguments and results are serialized with serde (the crate's postcard-like
+/// format, `codec.rs`). Dropping the
 /// pool terminates it (like leaving `with Pool() as p:`).
 pub struct Pool {
     shared: Arc<Shared>,
@@ -800,9 +803,7 @@ fn next_job(shared: &Shared, idx: usize, worker: &mut Option<Worker>) -> Next {
             }
             None => {
                 st.idle.push((idx, None));
-                st = shared.wake[idx]
-                    .wait(st)
-                    .unwrap_or_else(|p| p.into_inner());
+                st = shared.wake[idx].wait(st).unwrap_or_else(|p| p.into_inner());
                 // Still listed if woken by terminate or spuriously.
                 if let Some(k) = st.idle.iter().position(|e| e.0 == idx) {
                     st.idle.remove(k);
@@ -906,8 +907,10 @@ fn supervise(shared: Arc<Shared>, idx: usize) {
             Next::Sent(job, sent) => {
                 let Some(w) = worker.as_mut() else {
                     // Unreachable: only a worker is sent jobs.
-                    job.sink
-                        .err(job.chunk, Error::Protocol("job sent without a worker".into()));
+                    job.sink.err(
+                        job.chunk,
+                        Error::Protocol("job sent without a worker".into()),
+                    );
                     continue;
                 };
                 let res = sent.and_then(|_| w.link.recv(Deadline::never()));

@@ -366,7 +366,7 @@ fn my_pid() -> u32 {
     *PID.get_or_init(std::process::id)
 }
 
-/// `Result<R, RemoteError>` as postcard encodes it, by reference.
+/// `Result<R, RemoteError>` as the wire format encodes it, by reference.
 #[derive(Serialize)]
 enum ItemRef<'a, R> {
     Ok(&'a R),
