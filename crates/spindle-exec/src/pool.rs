@@ -121,7 +121,8 @@ impl<R: DeserializeOwned + Send> Sink for MapSink<R> {
 struct Job {
     tramp: i64,
     func: i64,
-    payload: Vec<u8>,
+    /// Shared so a submitter can write it after unlocking (see `submit`).
+    payload: Arc<Vec<u8>>,
     sink: Arc<dyn Sink>,
     chunk: usize,
     attempts: u32,
@@ -360,9 +361,9 @@ impl Pool {
     }
 
     /// Queue `jobs`. A job with an inline-sized body that finds a worker
-    /// idle is written to that worker's socket right here, and its
-    /// supervisor is handed the job in flight: the worker starts at once,
-    /// instead of after the supervisor thread has woken up to send it
+    /// idle is written to that worker's socket by the submitter itself, and
+    /// its supervisor is handed the job in flight: the worker starts at
+    /// once, instead of after the supervisor thread has woken up to send it
     /// (one thread wake-up fewer on the round trip of an `apply`).
     fn submit(&self, jobs: impl IntoIterator<Item = Job>) -> Result<()> {
         let mut st = self.shared.lock();
@@ -370,27 +371,15 @@ impl Pool {
             return Err(Error::PoolNotRunning);
         }
         let mut wake: Vec<usize> = Vec::new();
+        let mut sends = Vec::new();
         for job in jobs {
             if job.payload.len() <= wire::SHM_THRESHOLD {
                 if let Some(k) = st.idle.iter().rposition(|e| e.1.is_some()) {
                     let (i, fd) = st.idle.remove(k);
-                    let fd = fd.expect("checked by rposition");
-                    // Written under the lock: the supervisor, parked until
-                    // we wake it, neither writes to this socket nor closes
-                    // it meanwhile (and the `Arc` keeps the fd open anyway).
-                    // The worker has read everything sent before, so the
-                    // frame fits the empty socket buffer. If the worker is
-                    // dead the write fails (`EPIPE`) and the supervisor
-                    // handles that like a failed send of its own.
-                    let r = wire::send_inline(
-                        fd.as_raw_fd(),
-                        K_TASK,
-                        job.tramp,
-                        job.func,
-                        &job.payload,
-                    );
-                    st.direct[i] = Some((job, r));
-                    // Parked in `recv`, the supervisor wakes on the reply.
+                    sends.push((fd, Arc::clone(&job.payload), job.tramp, job.func));
+                    // The supervisor, parked reading the socket, wakes on
+                    // the reply and finds the job here.
+                    st.direct[i] = Some((job, Ok(())));
                     continue;
                 }
             }
@@ -398,6 +387,20 @@ impl Pool {
             wake.extend(st.wake_one());
         }
         drop(st);
+        // Written after unlocking (a send wakes the worker, which may run
+        // at once on this CPU; holding the pool lock then would stall its
+        // supervisor). Nobody else writes to these sockets meanwhile: the
+        // supervisors are off `idle` and write only after reading the
+        // reply (or end-of-file), and the `Arc`s keep the fds open. Each
+        // worker has read everything sent before, so a frame of at most
+        // 64 KiB fits the empty socket buffer. If a worker is dead the
+        // write fails (`EPIPE`), which needs no handling here: its
+        // supervisor reads end-of-file and fails or retries the job.
+        for (fd, payload, tramp, func) in sends {
+            if let Some(fd) = fd {
+                let _ = wire::send_inline(fd.as_raw_fd(), K_TASK, tramp, func, &payload);
+            }
+        }
         self.shared.notify(wake);
         Ok(())
     }
@@ -427,7 +430,7 @@ impl Pool {
         let mut hint = 0usize;
         for (chunk, c) in items.chunks(cs).enumerate() {
             let payload = match wire::encode_with_capacity(c, hint) {
-                Ok(p) => p,
+                Ok(p) => Arc::new(p),
                 Err(e) => {
                     // Submit what is encoded, fail the rest.
                     let _ = self.submit(std::mem::take(&mut batch));
@@ -507,7 +510,7 @@ impl Pool {
         let n = 1;
         let slots = Slots::new(n);
         slots.set_callback(Box::new(callback));
-        let payload = wire::encode(&[args][..])?;
+        let payload = Arc::new(wire::encode(&[args][..])?);
         let sink: Arc<dyn Sink> = Arc::new(ChunkSink {
             slots: Arc::clone(&slots),
             chunks: vec![(0, 1)],
