@@ -29,6 +29,7 @@
 #![warn(missing_docs)]
 #![allow(clippy::needless_doctest_main)]
 
+mod codec;
 pub mod error;
 pub mod lock;
 pub mod pipe;

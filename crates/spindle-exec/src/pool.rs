@@ -9,18 +9,21 @@
 //! a dying worker could leave locked (gh-96062), and no task can be lost
 //! silently (bpo-22393).
 
+use crate::error::Exit;
 use crate::error::{Error, RemoteError, Result};
 use crate::result::{
     check_imap_chunksize, default_chunksize, AsyncResult, ChunkResults, IMapIter,
     IMapUnorderedIter, Slots,
 };
 use crate::sys::Deadline;
-use crate::wire::{self, K_ACK, K_ERROR, K_INIT, K_RESULT, K_SHUTDOWN, K_TASK};
+use crate::wire::{
+    self, Header, K_ACK, K_ERROR, K_INIT, K_PING, K_PONG, K_RESULT, K_SHUTDOWN, K_TASK,
+};
 use crate::worker::{self, PoolTramp, ProcTramp, Worker};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::VecDeque;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -118,7 +121,8 @@ impl<R: DeserializeOwned + Send> Sink for MapSink<R> {
 struct Job {
     tramp: i64,
     func: i64,
-    payload: Vec<u8>,
+    /// Shared so a submitter can write it after unlocking (see `submit`).
+    payload: Arc<Vec<u8>>,
     sink: Arc<dyn Sink>,
     chunk: usize,
     attempts: u32,
@@ -136,11 +140,50 @@ struct St {
     queue: VecDeque<Job>,
     pids: Vec<Option<u32>>,
     live: usize,
+    /// Supervisors parked waiting for a job (most recent last), each with
+    /// its worker's socket if it has a worker. A parked supervisor's worker
+    /// is idle: it has answered everything sent to it, so its socket is
+    /// empty and nobody else writes to it.
+    idle: Vec<(usize, Option<Arc<OwnedFd>>)>,
+    /// Per supervisor: a job a submitter already wrote to that supervisor's
+    /// idle worker, with the result of that write. Only ever set for a
+    /// supervisor taken off `idle`, which picks it up before anything else.
+    direct: Vec<Option<(Job, Result<()>)>>,
+}
+
+impl St {
+    /// Wake one parked supervisor, if any: one parked in `recv` on its
+    /// worker's socket is sent a `K_PING` for its worker to echo; for one
+    /// parked on its condvar the index is returned, to notify after
+    /// unlocking.
+    fn wake_one(&mut self) -> Option<usize> {
+        let (i, fd) = self.idle.pop()?;
+        match fd {
+            Some(fd) => {
+                // If the worker is dead this fails, and end-of-file wakes
+                // the supervisor instead.
+                let _ = wire::send_inline(fd.as_raw_fd(), K_PING, 0, 0, &[]);
+                None
+            }
+            None => Some(i),
+        }
+    }
+
+    /// Wake every parked supervisor; the condvar-parked ones to notify.
+    fn wake_all(&mut self) -> Vec<usize> {
+        let mut v = Vec::new();
+        while !self.idle.is_empty() {
+            v.extend(self.wake_one());
+        }
+        v
+    }
 }
 
 struct Shared {
     st: Mutex<St>,
-    cv: Condvar,
+    /// One per supervisor, so a submitter wakes exactly the one it gave a
+    /// job to (all wait with `st`).
+    wake: Vec<Condvar>,
     done_cv: Condvar,
     maxtasks: Option<usize>,
     retries: u32,
@@ -150,6 +193,21 @@ struct Shared {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, St> {
         self.st.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notify the condvars of `idx` (after unlocking).
+    fn notify(&self, idx: impl IntoIterator<Item = usize>) {
+        for i in idx {
+            self.wake[i].notify_one();
+        }
+    }
+
+    /// Queue `job` at the front (a retry) and wake a parked supervisor.
+    fn requeue_front(&self, mut st: MutexGuard<'_, St>, job: Job) {
+        st.queue.push_front(job);
+        let w = st.wake_one();
+        drop(st);
+        self.notify(w);
     }
 }
 
@@ -219,8 +277,10 @@ impl PoolBuilder {
                 queue: VecDeque::new(),
                 pids: vec![None; n],
                 live: n,
+                idle: Vec::with_capacity(n),
+                direct: (0..n).map(|_| None).collect(),
             }),
-            cv: Condvar::new(),
+            wake: (0..n).map(|_| Condvar::new()).collect(),
             done_cv: Condvar::new(),
             maxtasks: self.maxtasks,
             retries: self.retries,
@@ -257,7 +317,8 @@ impl PoolBuilder {
 /// A pool of worker processes (Python's `multiprocessing.Pool`).
 ///
 /// Task functions are `fn` items or non-capturing closures (`fn(A) -> R`);
-/// arguments and results are serialized with serde + postcard. Dropping the
+/// arguments and results are serialized with serde (the crate's postcard-like
+/// format, `codec.rs`). Dropping the
 /// pool terminates it (like leaving `with Pool() as p:`).
 pub struct Pool {
     shared: Arc<Shared>,
@@ -299,18 +360,105 @@ impl Pool {
         self.shared.lock().pids.iter().flatten().copied().collect()
     }
 
-    fn submit(&self, jobs: Vec<Job>) -> Result<()> {
+    /// Queue `jobs`. A job with an inline-sized body that finds a worker
+    /// idle is written to that worker's socket by the submitter itself, and
+    /// its supervisor is handed the job in flight: the worker starts at
+    /// once, instead of after the supervisor thread has woken up to send it
+    /// (one thread wake-up fewer on the round trip of an `apply`).
+    fn submit(&self, jobs: impl IntoIterator<Item = Job>) -> Result<()> {
         let mut st = self.shared.lock();
         if st.run != Run::Running {
             return Err(Error::PoolNotRunning);
         }
-        let n = jobs.len();
-        st.queue.extend(jobs);
+        let mut wake: Vec<usize> = Vec::new();
+        let mut sends = Vec::new();
+        for job in jobs {
+            if job.payload.len() <= wire::SHM_THRESHOLD {
+                if let Some(k) = st.idle.iter().rposition(|e| e.1.is_some()) {
+                    let (i, fd) = st.idle.remove(k);
+                    sends.push((fd, Arc::clone(&job.payload), job.tramp, job.func));
+                    // The supervisor, parked reading the socket, wakes on
+                    // the reply and finds the job here.
+                    st.direct[i] = Some((job, Ok(())));
+                    continue;
+                }
+            }
+            st.queue.push_back(job);
+            wake.extend(st.wake_one());
+        }
         drop(st);
-        if n == 1 {
-            self.shared.cv.notify_one();
-        } else {
-            self.shared.cv.notify_all();
+        // Written after unlocking (a send wakes the worker, which may run
+        // at once on this CPU; holding the pool lock then would stall its
+        // supervisor). Nobody else writes to these sockets meanwhile: the
+        // supervisors are off `idle` and write only after reading the
+        // reply (or end-of-file), and the `Arc`s keep the fds open. Each
+        // worker has read everything sent before, so a frame of at most
+        // 64 KiB fits the empty socket buffer. If a worker is dead the
+        // write fails (`EPIPE`), which needs no handling here: its
+        // supervisor reads end-of-file and fails or retries the job.
+        for (fd, payload, tramp, func) in sends {
+            if let Some(fd) = fd {
+                let _ = wire::send_inline(fd.as_raw_fd(), K_TASK, tramp, func, &payload);
+            }
+        }
+        self.shared.notify(wake);
+        Ok(())
+    }
+
+    /// Encode `items` in chunks of `chunksize` and submit each batch of
+    /// chunks as soon as it is encoded, so workers start on the first
+    /// chunks while later ones are still being encoded. If an item cannot
+    /// be serialized, the chunks from there on fail with that error and it
+    /// is returned (chunks before it were already submitted and run, as in
+    /// Python, whose task handler pickles as it goes).
+    fn submit_encoding<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: &[A],
+        chunksize: usize,
+        sink: &Arc<dyn Sink>,
+    ) -> Result<()>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let tramp = worker::fn_offset(worker::pool_tramp::<A, R> as PoolTramp as usize);
+        let func = worker::fn_offset(f as usize);
+        let cs = chunksize.max(1);
+        let mut batch: Vec<Job> = Vec::new();
+        let mut batch_bytes = 0usize;
+        let mut hint = 0usize;
+        for (chunk, c) in items.chunks(cs).enumerate() {
+            let payload = match wire::encode_with_capacity(c, hint) {
+                Ok(p) => Arc::new(p),
+                Err(e) => {
+                    // Submit what is encoded, fail the rest.
+                    let _ = self.submit(std::mem::take(&mut batch));
+                    for k in chunk..items.len().div_ceil(cs) {
+                        sink.err(k, e.clone());
+                    }
+                    return Err(e);
+                }
+            };
+            hint = payload.len();
+            batch_bytes += payload.len();
+            batch.push(Job {
+                tramp,
+                func,
+                payload,
+                sink: Arc::clone(sink),
+                chunk,
+                attempts: 0,
+            });
+            // The first chunk at once (a worker may be idle), then in
+            // batches, so a chunksize of 1 does not lock per item.
+            if chunk == 0 || batch.len() >= 256 || batch_bytes >= 4 * wire::SHM_THRESHOLD {
+                self.submit(std::mem::take(&mut batch))?;
+                batch_bytes = 0;
+            }
+        }
+        if !batch.is_empty() {
+            self.submit(batch)?;
         }
         Ok(())
     }
@@ -327,12 +475,11 @@ impl Pool {
     {
         let n = items.len();
         let slots = Slots::new(n);
-        let (chunks, payloads) = encode_chunks(&items, chunksize)?;
         let sink: Arc<dyn Sink> = Arc::new(ChunkSink {
             slots: Arc::clone(&slots),
-            chunks,
+            chunks: chunk_bounds(n, chunksize),
         });
-        self.submit(make_jobs(f, payloads, sink))?;
+        self.submit_encoding(f, &items, chunksize, &sink)?;
         Ok(slots)
     }
 
@@ -363,7 +510,7 @@ impl Pool {
         let n = 1;
         let slots = Slots::new(n);
         slots.set_callback(Box::new(callback));
-        let payload = wire::encode(&[args][..])?;
+        let payload = Arc::new(wire::encode(&[args][..])?);
         let sink: Arc<dyn Sink> = Arc::new(ChunkSink {
             slots: Arc::clone(&slots),
             chunks: vec![(0, 1)],
@@ -376,7 +523,7 @@ impl Pool {
             chunk: 0,
             attempts: 0,
         };
-        self.submit(vec![job])?;
+        self.submit([job])?;
         Ok(AsyncResult { slots })
     }
 
@@ -442,14 +589,14 @@ impl Pool {
             None => default_chunksize(items.len(), self.size),
         };
         let n = items.len();
-        let (chunks, payloads) = encode_chunks(&items, cs)?;
-        drop(items);
+        let chunks = chunk_bounds(n, cs);
         let results = ChunkResults::new(chunks.len());
         let sink: Arc<dyn Sink> = Arc::new(MapSink {
             results: Arc::clone(&results),
             lens: chunks.iter().map(|c| c.1).collect(),
         });
-        self.submit(make_jobs(f, payloads, sink))?;
+        self.submit_encoding(f, &items, cs, &sink)?;
+        drop(items);
         if !results.wait_all(d) {
             return Err(Error::Timeout);
         }
@@ -499,8 +646,9 @@ impl Pool {
         if st.run == Run::Running {
             st.run = Run::Closed;
         }
+        let w = st.wake_all();
         drop(st);
-        self.shared.cv.notify_all();
+        self.shared.notify(w);
     }
 
     /// Stop now: pending tasks fail with [`Error::Terminated`], workers are killed.
@@ -512,8 +660,9 @@ impl Pool {
             // Not yet reaped (the supervisor clears the slot before reaping).
             let _ = crate::sys::kill(*pid, libc::SIGKILL);
         }
+        let w = st.wake_all();
         drop(st);
-        self.shared.cv.notify_all();
+        self.shared.notify(w);
         for j in pending {
             j.sink.err(j.chunk, Error::Terminated);
         }
@@ -573,43 +722,12 @@ impl Drop for Pool {
     }
 }
 
-/// Serialize `items` in chunks of `chunksize`: `(start, len)` of each chunk
-/// and its postcard body.
-#[allow(clippy::type_complexity)]
-fn encode_chunks<A: Serialize>(
-    items: &[A],
-    chunksize: usize,
-) -> Result<(Vec<(usize, usize)>, Vec<Vec<u8>>)> {
+/// `(start, len)` of each chunk of `n` items in chunks of `chunksize`.
+fn chunk_bounds(n: usize, chunksize: usize) -> Vec<(usize, usize)> {
     let cs = chunksize.max(1);
-    let mut chunks = Vec::with_capacity(items.len().div_ceil(cs));
-    let mut payloads = Vec::with_capacity(chunks.capacity());
-    let mut start = 0;
-    for c in items.chunks(cs) {
-        payloads.push(wire::encode(c)?);
-        chunks.push((start, c.len()));
-        start += c.len();
-    }
-    Ok((chunks, payloads))
-}
-
-fn make_jobs<A, R>(f: fn(A) -> R, payloads: Vec<Vec<u8>>, sink: Arc<dyn Sink>) -> Vec<Job>
-where
-    A: Serialize + DeserializeOwned,
-    R: Serialize + DeserializeOwned + Send + 'static,
-{
-    let tramp = worker::fn_offset(worker::pool_tramp::<A, R> as PoolTramp as usize);
-    let func = worker::fn_offset(f as usize);
-    payloads
-        .into_iter()
-        .enumerate()
-        .map(|(chunk, payload)| Job {
-            tramp,
-            func,
-            payload,
-            sink: Arc::clone(&sink),
-            chunk,
-            attempts: 0,
-        })
+    (0..n)
+        .step_by(cs)
+        .map(|start| (start, cs.min(n - start)))
         .collect()
 }
 
@@ -638,6 +756,93 @@ fn start_worker(shared: &Shared) -> Result<Worker> {
     Ok(w)
 }
 
+/// What a supervisor does next.
+enum Next {
+    /// Send this job to the worker.
+    Send(Job),
+    /// This job was sent (pipelined by us, or written by a submitter while
+    /// we were parked without reading), with the send's result.
+    Sent(Job, Result<()>),
+    /// A submitter sent this job to our parked worker, and the worker's
+    /// answer (or end-of-file) has already been read.
+    Answered(Job, Result<Header>),
+    /// The parked worker died (or sent something unasked): no job of ours.
+    IdleLost(Result<Header>),
+    Stop,
+}
+
+/// Wait for the next thing to do. A supervisor with a worker parks by
+/// blocking in `recv` on the worker's socket: whoever takes it off `idle`
+/// writes one frame to the worker (a task, or a `K_PING` the worker echoes),
+/// so the answer wakes it with no thread wake-up of its own in between; a
+/// worker's death wakes it too (end-of-file). Without a worker it waits on
+/// its condvar.
+fn next_job(shared: &Shared, idx: usize, worker: &mut Option<Worker>) -> Next {
+    let mut st = shared.lock();
+    loop {
+        // A job already written to our worker comes first, even after
+        // terminate: its reply (or end-of-file) must be read before
+        // anything else is written to the socket.
+        if let Some((j, r)) = st.direct[idx].take() {
+            return Next::Sent(j, r);
+        }
+        if st.run == Run::Terminated {
+            return Next::Stop;
+        }
+        if let Some(j) = st.queue.pop_front() {
+            return Next::Send(j);
+        }
+        if st.run == Run::Closed {
+            return Next::Stop;
+        }
+        match worker.as_mut() {
+            Some(w) => {
+                st.idle.push((idx, Some(Arc::clone(&w.link.sock))));
+                drop(st);
+                if let Some(n) = wait_parked(shared, idx, w) {
+                    return n;
+                }
+                st = shared.lock();
+            }
+            None => {
+                st.idle.push((idx, None));
+                st = shared.wake[idx].wait(st).unwrap_or_else(|p| p.into_inner());
+                // Still listed if woken by terminate or spuriously.
+                if let Some(k) = st.idle.iter().position(|e| e.0 == idx) {
+                    st.idle.remove(k);
+                }
+            }
+        }
+    }
+}
+
+/// Wait, parked (listed in `idle` with our worker's socket), for the
+/// worker's next frame; `None` if it was the `K_PONG` of a wake-up.
+fn wait_parked(shared: &Shared, idx: usize, w: &mut Worker) -> Option<Next> {
+    let h = w.link.recv(Deadline::never());
+    let mut st = shared.lock();
+    // Still listed only if nobody woke us (the worker died).
+    if let Some(k) = st.idle.iter().position(|e| e.0 == idx) {
+        st.idle.remove(k);
+    }
+    match (st.direct[idx].take(), h) {
+        (Some((j, Err(e))), _) => Some(Next::Answered(j, Err(e))),
+        (Some((j, Ok(()))), h) => Some(Next::Answered(j, h)),
+        (None, Ok(h)) if h.kind == K_PONG => None,
+        (None, h) => Some(Next::IdleLost(h)),
+    }
+}
+
+/// Reap a worker that died or spoke nonsense (`res` is what we got from it).
+fn lose_worker(shared: &Shared, idx: usize, mut w: Worker, res: &Result<Header>) -> (u32, Exit) {
+    shared.lock().pids[idx] = None;
+    if !matches!(res, Err(Error::Eof) | Err(Error::Io(_))) {
+        let _ = w.child.kill();
+    }
+    let exit = w.reap(Duration::from_secs(2));
+    (w.pid, exit)
+}
+
 fn supervise(shared: Arc<Shared>, idx: usize) {
     let mut worker: Option<Worker> = None;
     let mut tasks_done = 0usize;
@@ -645,9 +850,18 @@ fn supervise(shared: Arc<Shared>, idx: usize) {
     // A job already sent to the worker while the previous reply was being
     // delivered (pipelining), with the result of that send.
     let mut presend: Option<(Job, Result<()>)> = None;
+    // Whether we parked (listed ourselves in `idle`) before delivering the
+    // previous reply.
+    let mut parked = false;
     loop {
-        let (mut job, sent) = if let Some((j, r)) = presend.take() {
-            (j, Some(r))
+        let parked_next = match (std::mem::take(&mut parked), worker.as_mut()) {
+            (true, Some(w)) => wait_parked(&shared, idx, w),
+            _ => None,
+        };
+        let next = if let Some((j, r)) = presend.take() {
+            Next::Sent(j, r)
+        } else if let Some(n) = parked_next {
+            n
         } else {
             // Keep a worker ready while the pool runs (Python starts them eagerly).
             if worker.is_none() && shared.lock().run == Run::Running {
@@ -682,43 +896,52 @@ fn supervise(shared: Arc<Shared>, idx: usize) {
                     }
                 }
             }
-            let job = {
-                let mut st = shared.lock();
-                loop {
-                    if st.run == Run::Terminated {
-                        break None;
-                    }
-                    if let Some(j) = st.queue.pop_front() {
-                        break Some(j);
-                    }
-                    if st.run == Run::Closed {
-                        break None;
-                    }
-                    st = shared.cv.wait(st).unwrap_or_else(|p| p.into_inner());
+            next_job(&shared, idx, &mut worker)
+        };
+        let (mut job, res) = match next {
+            Next::Stop => break,
+            Next::IdleLost(res) => {
+                if let Some(w) = worker.take() {
+                    lose_worker(&shared, idx, w, &res);
                 }
-            };
-            let Some(job) = job else { break };
-            if worker.is_none() {
-                match start_worker(&shared) {
-                    Ok(w) => {
-                        shared.lock().pids[idx] = Some(w.pid);
-                        worker = Some(w);
-                        tasks_done = 0;
-                    }
-                    Err(e) => {
-                        job.sink.err(job.chunk, e);
-                        continue;
-                    }
-                }
+                continue;
             }
-            (job, None)
+            Next::Answered(job, res) => (job, res),
+            Next::Sent(job, sent) => {
+                let Some(w) = worker.as_mut() else {
+                    // Unreachable: only a worker is sent jobs.
+                    job.sink.err(
+                        job.chunk,
+                        Error::Protocol("job sent without a worker".into()),
+                    );
+                    continue;
+                };
+                let res = sent.and_then(|_| w.link.recv(Deadline::never()));
+                (job, res)
+            }
+            Next::Send(job) => {
+                if worker.is_none() {
+                    match start_worker(&shared) {
+                        Ok(w) => {
+                            shared.lock().pids[idx] = Some(w.pid);
+                            worker = Some(w);
+                            tasks_done = 0;
+                        }
+                        Err(e) => {
+                            job.sink.err(job.chunk, e);
+                            continue;
+                        }
+                    }
+                }
+                let Some(w) = worker.as_mut() else { continue };
+                let res = w
+                    .link
+                    .send_raw(K_TASK, job.tramp, job.func, &job.payload)
+                    .and_then(|_| w.link.recv(Deadline::never()));
+                (job, res)
+            }
         };
         let Some(w) = worker.as_mut() else { continue };
-        let sent = match sent {
-            Some(r) => r,
-            None => w.link.send_raw(K_TASK, job.tramp, job.func, &job.payload),
-        };
-        let res = sent.and_then(|_| w.link.recv(Deadline::never()));
         match res {
             Ok(h) if h.kind == K_RESULT || h.kind == K_ERROR => {
                 tasks_done += 1;
@@ -727,9 +950,23 @@ fn supervise(shared: Arc<Shared>, idx: usize) {
                 // reply, so the worker computes while we decode. Only when the
                 // reply body is our own copy (not in the worker's shared
                 // mapping, which its next reply may overwrite); then at most
-                // one message per direction is still outstanding.
+                // one message per direction is still outstanding. With no
+                // job queued, park now, before delivering: a caller woken
+                // by the delivery that submits again at once then finds
+                // the worker idle (and writes to it itself), and we need
+                // not lock again after delivering.
                 if !retiring && !w.link.rx.body_is_shared() {
-                    if let Some(next) = try_pop(&shared) {
+                    let mut st = shared.lock();
+                    let next = match st.run {
+                        Run::Terminated => None,
+                        _ => st.queue.pop_front(),
+                    };
+                    if next.is_none() && st.run == Run::Running {
+                        st.idle.push((idx, Some(Arc::clone(&w.link.sock))));
+                        parked = true;
+                    }
+                    drop(st);
+                    if let Some(next) = next {
                         let r = w
                             .link
                             .send_raw(K_TASK, next.tramp, next.func, &next.payload);
@@ -754,23 +991,15 @@ fn supervise(shared: Arc<Shared>, idx: usize) {
             }
             other => {
                 // The worker died (end-of-file) or spoke nonsense: reap it.
-                let Some(mut w) = worker.take() else { continue };
-                shared.lock().pids[idx] = None;
-                if !matches!(other, Err(Error::Eof) | Err(Error::Io(_))) {
-                    let _ = w.child.kill();
-                }
-                let exit = w.reap(Duration::from_secs(2));
-                let pid = w.pid;
-                drop(w);
-                let mut st = shared.lock();
+                let Some(w) = worker.take() else { continue };
+                let (pid, exit) = lose_worker(&shared, idx, w, &other);
+                let st = shared.lock();
                 if st.run == Run::Terminated {
                     drop(st);
                     job.sink.err(job.chunk, Error::Terminated);
                 } else if job.attempts < shared.retries {
                     job.attempts += 1;
-                    st.queue.push_front(job);
-                    drop(st);
-                    shared.cv.notify_one();
+                    shared.requeue_front(st, job);
                 } else {
                     drop(st);
                     job.sink.err(job.chunk, Error::WorkerLost { pid, exit });
@@ -785,15 +1014,6 @@ fn supervise(shared: Arc<Shared>, idx: usize) {
     st.live -= 1;
     drop(st);
     shared.done_cv.notify_all();
-}
-
-/// The next queued job, without waiting (`None` once terminated).
-fn try_pop(shared: &Shared) -> Option<Job> {
-    let mut st = shared.lock();
-    if st.run == Run::Terminated {
-        return None;
-    }
-    st.queue.pop_front()
 }
 
 /// Ask a worker to exit, bounded; SIGKILL if it does not.

@@ -182,6 +182,52 @@ pub(crate) fn send_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Send `a` then `b` as one stream, in one `sendmsg` when the socket takes
+/// it all (no copy of `b` into a joined buffer).
+pub(crate) fn send_all2(fd: RawFd, mut a: &[u8], mut b: &[u8]) -> io::Result<()> {
+    while !a.is_empty() {
+        let mut iov = [
+            libc::iovec {
+                iov_base: a.as_ptr() as *mut libc::c_void,
+                iov_len: a.len(),
+            },
+            libc::iovec {
+                iov_base: b.as_ptr() as *mut libc::c_void,
+                iov_len: b.len(),
+            },
+        ];
+        // SAFETY: `msghdr` is plain data, all-zero is a valid empty header.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = if b.is_empty() { 1 } else { 2 };
+        // SAFETY: the iovecs point to live slices of their stated lengths,
+        // which the kernel only reads.
+        let r = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) };
+        match cvt_ssize(r) {
+            Ok(n) if n < a.len() => a = &a[n..],
+            Ok(n) => {
+                b = &b[n - a.len()..];
+                a = &[];
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    send_all(fd, b)
+}
+
+/// One `recv` into `buf` with `flags` (retried on `EINTR`); 0 means end-of-file.
+pub(crate) fn recv_some(fd: RawFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
+    loop {
+        // SAFETY: buf is valid for len bytes.
+        let r = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), flags) };
+        match cvt_ssize(r) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
+}
+
 /// Read exactly `buf.len()` bytes. `UnexpectedEof` if the peer closed first.
 pub(crate) fn recv_exact(fd: RawFd, mut buf: &mut [u8]) -> io::Result<()> {
     while !buf.is_empty() {

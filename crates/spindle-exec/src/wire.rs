@@ -1,4 +1,5 @@
-//! Serialization (serde + postcard) and the framed parent↔worker link.
+//! Serialization (serde with the crate's own postcard-like format, see
+//! `codec.rs`) and the framed parent↔worker link.
 //!
 //! A link is one `SOCK_STREAM` socketpair plus two memfd-backed shared
 //! mappings (one per direction). Frames carry a 40-byte header; a body up to
@@ -8,6 +9,7 @@
 //! (strict request/response), so a mapping is never overwritten while the
 //! peer still reads it.
 
+use crate::codec;
 use crate::error::{Error, Result};
 use crate::sys::{self, Deadline, Mapping};
 use serde::de::DeserializeOwned;
@@ -15,108 +17,29 @@ use serde::Serialize;
 use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
 
 /// Bodies larger than this travel through shared memory.
 pub const SHM_THRESHOLD: usize = 64 * 1024;
 
 pub(crate) fn encode<T: Serialize + ?Sized>(v: &T) -> Result<Vec<u8>> {
-    postcard::serialize_with_flavor(v, VecFlavor(Vec::new()))
-        .map_err(|e| Error::Encode(e.to_string()))
+    encode_with_capacity(v, 0)
+}
+
+/// [`encode`] into a buffer of `cap` bytes to start with (e.g. the size of
+/// the previous chunk, so a chunk is not regrown and copied several times).
+pub(crate) fn encode_with_capacity<T: Serialize + ?Sized>(v: &T, cap: usize) -> Result<Vec<u8>> {
+    codec::to_vec(v, Vec::with_capacity(cap)).map_err(|e| Error::Encode(e.0))
 }
 
 /// Serialize `v` into `dst`; the number of bytes used, or `None` if `dst`
 /// is too small or `v` cannot be serialized.
 pub(crate) fn encode_into<T: Serialize + ?Sized>(v: &T, dst: &mut [u8]) -> Option<usize> {
-    postcard::serialize_with_flavor(v, SliceFlavor { buf: dst, pos: 0 }).ok()
-}
-
-/// Longest write copied byte by byte instead of through `memcpy`: postcard
-/// writes one varint (1–10 bytes) per integer, and a `memcpy` call per
-/// varint was the largest cost of encoding a chunk of small items (postcard's
-/// own `AllocVec`/`Slice` flavors use `extend_from_slice`/`copy_from_slice`).
-const SHORT: usize = 16;
-
-/// postcard output into a `Vec<u8>`.
-struct VecFlavor(Vec<u8>);
-
-impl postcard::ser_flavors::Flavor for VecFlavor {
-    type Output = Vec<u8>;
-
-    #[inline]
-    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        let n = data.len();
-        if n <= SHORT {
-            self.0.reserve(SHORT);
-            let len = self.0.len();
-            // SAFETY: `reserve` made room for at least `SHORT >= n` more bytes,
-            // which are written before `set_len` exposes them.
-            unsafe {
-                let p = self.0.as_mut_ptr().add(len);
-                for (i, &b) in data.iter().enumerate() {
-                    p.add(i).write(b);
-                }
-                self.0.set_len(len + n);
-            }
-        } else {
-            self.0.extend_from_slice(data);
-        }
-        Ok(())
-    }
-
-    #[inline]
-    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
-        self.0.push(data);
-        Ok(())
-    }
-
-    fn finalize(self) -> postcard::Result<Vec<u8>> {
-        Ok(self.0)
-    }
-}
-
-/// postcard output into a fixed slice.
-struct SliceFlavor<'a> {
-    buf: &'a mut [u8],
-    pos: usize,
-}
-
-impl postcard::ser_flavors::Flavor for SliceFlavor<'_> {
-    type Output = usize;
-
-    #[inline]
-    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        let end = self.pos + data.len();
-        let Some(dst) = self.buf.get_mut(self.pos..end) else {
-            return Err(postcard::Error::SerializeBufferFull);
-        };
-        if data.len() <= SHORT {
-            for (d, &b) in dst.iter_mut().zip(data) {
-                *d = b;
-            }
-        } else {
-            dst.copy_from_slice(data);
-        }
-        self.pos = end;
-        Ok(())
-    }
-
-    #[inline]
-    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
-        let Some(d) = self.buf.get_mut(self.pos) else {
-            return Err(postcard::Error::SerializeBufferFull);
-        };
-        *d = data;
-        self.pos += 1;
-        Ok(())
-    }
-
-    fn finalize(self) -> postcard::Result<usize> {
-        Ok(self.pos)
-    }
+    codec::to_slice(v, dst).ok()
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T> {
-    postcard::from_bytes(b).map_err(|e| Error::Decode(e.to_string()))
+    codec::from_slice(b).map_err(|e| Error::Decode(e.0))
 }
 
 // ---------------------------------------------------------------------------
@@ -202,6 +125,10 @@ pub(crate) const K_ERROR: u32 = 3;
 pub(crate) const K_SHUTDOWN: u32 = 4;
 pub(crate) const K_INIT: u32 = 5;
 pub(crate) const K_ACK: u32 = 6;
+/// Wakes a pool supervisor parked reading its idle worker's socket: the
+/// worker answers `K_PONG` at once.
+pub(crate) const K_PING: u32 = 7;
+pub(crate) const K_PONG: u32 = 8;
 
 /// `a` of a `K_RESULT` frame whose body is a plain `Vec<R>` (every item
 /// succeeded); 0 means `Vec<Result<R, RemoteError>>`.
@@ -257,18 +184,40 @@ impl Header {
 /// The sending half: socket fd plus this side's outgoing mapping.
 pub(crate) struct Tx {
     pub(crate) map: Mapping,
+    /// Reused serialization buffer of [`Tx::send_value`] (no allocation,
+    /// regrowth or fresh-page faults per reply).
+    scratch: Vec<u8>,
 }
 
-/// The receiving half: this side's view of the peer's mapping.
+/// Where the body of the last received frame is.
+#[derive(Clone, Copy)]
+enum Body {
+    /// In the peer's shared mapping, this many bytes.
+    Shm(usize),
+    /// In `Rx::buf[start..start + len]`.
+    Inline(usize, usize),
+}
+
+/// The receiving half: this side's view of the peer's mapping, plus a
+/// receive buffer: one `recv` usually brings header and body together.
 pub(crate) struct Rx {
     pub(crate) map: Mapping,
-    inbuf: Vec<u8>,
-    last: Option<(bool, usize)>,
+    /// Received bytes; `buf[..pos]` is the last frame (its body may still be
+    /// borrowed), `buf[pos..end]` bytes of the next one already read.
+    buf: Vec<u8>,
+    pos: usize,
+    end: usize,
+    last: Option<Body>,
 }
+
+/// Size of the receive buffer: a header plus the largest inline body.
+const RXBUF: usize = HDR + SHM_THRESHOLD;
 
 /// A parent↔worker link.
 pub(crate) struct Link {
-    pub(crate) sock: OwnedFd,
+    /// Shared so that a pool submitter can write a task frame straight to
+    /// an idle worker (see `pool.rs`) without the fd closing under it.
+    pub(crate) sock: Arc<OwnedFd>,
     pub(crate) tx: Tx,
     pub(crate) rx: Rx,
 }
@@ -276,13 +225,16 @@ pub(crate) struct Link {
 impl Link {
     pub(crate) fn new(sock: OwnedFd, tx: OwnedFd, rx: OwnedFd) -> io::Result<Self> {
         Ok(Link {
-            sock,
+            sock: Arc::new(sock),
             tx: Tx {
                 map: Mapping::new(tx)?,
+                scratch: Vec::new(),
             },
             rx: Rx {
                 map: Mapping::new(rx)?,
-                inbuf: Vec::new(),
+                buf: Vec::new(),
+                pos: 0,
+                end: 0,
                 last: None,
             },
         })
@@ -296,6 +248,22 @@ impl Link {
     pub(crate) fn recv(&mut self, deadline: Deadline) -> Result<Header> {
         self.rx.recv(self.sock.as_raw_fd(), deadline)
     }
+}
+
+/// Write a frame with an inline body (at most [`SHM_THRESHOLD`] bytes) on
+/// `fd`, without touching any mapping: what a pool submitter uses to hand a
+/// task straight to an idle worker.
+pub(crate) fn send_inline(fd: RawFd, kind: u32, a: i64, b: i64, body: &[u8]) -> Result<()> {
+    debug_assert!(body.len() <= SHM_THRESHOLD);
+    let h = Header {
+        kind,
+        flags: 0,
+        len: body.len() as u64,
+        a,
+        b,
+    };
+    sys::send_all2(fd, &h.to_bytes(), body)?;
+    Ok(())
 }
 
 impl Tx {
@@ -331,10 +299,8 @@ impl Tx {
                 a,
                 b,
             };
-            let mut buf = Vec::with_capacity(HDR + body.len());
-            buf.extend_from_slice(&h.to_bytes());
-            buf.extend_from_slice(body);
-            sys::send_all(fd, &buf)?;
+            // Header and body in one `sendmsg`, without copying the body.
+            sys::send_all2(fd, &h.to_bytes(), body)?;
         }
         Ok(())
     }
@@ -370,25 +336,31 @@ impl Tx {
             }
         }
         // Serialize after room for the header, so a small frame goes out
-        // in one `send` without another copy.
-        let mut buf = Vec::with_capacity(256);
+        // in one `send` without another copy, into the reused buffer.
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
         buf.resize(HDR, 0);
-        let mut buf = postcard::serialize_with_flavor(v, VecFlavor(buf))
-            .map_err(|e| Error::Encode(e.to_string()))?;
+        let mut buf = codec::to_vec(v, buf).map_err(|e| Error::Encode(e.0))?;
         let n = buf.len() - HDR;
-        if n > SHM_THRESHOLD {
-            return self.send_raw(fd, kind, a, b, &buf[HDR..]);
-        }
-        let h = Header {
-            kind,
-            flags: 0,
-            len: n as u64,
-            a,
-            b,
+        let r = if n > SHM_THRESHOLD {
+            self.send_raw(fd, kind, a, b, &buf[HDR..])
+        } else {
+            let h = Header {
+                kind,
+                flags: 0,
+                len: n as u64,
+                a,
+                b,
+            };
+            buf[..HDR].copy_from_slice(&h.to_bytes());
+            sys::send_all(fd, &buf).map_err(Error::from)
         };
-        buf[..HDR].copy_from_slice(&h.to_bytes());
-        sys::send_all(fd, &buf)?;
-        Ok(())
+        // Keep a buffer of ordinary size for the next reply (a one-off huge
+        // one would otherwise stay allocated).
+        if buf.capacity() <= 4 * RXBUF {
+            self.scratch = buf;
+        }
+        r
     }
 }
 
@@ -403,8 +375,8 @@ impl Rx {
             // decodes the reply before its next send unless the reply was in
             // our own buffer (`body_is_shared`), and the worker's
             // `pool_tramp` decodes its chunk before running it.
-            Some((true, len)) => unsafe { std::slice::from_raw_parts(self.map.as_ptr(), len) },
-            Some((false, _)) => &self.inbuf,
+            Some(Body::Shm(len)) => unsafe { std::slice::from_raw_parts(self.map.as_ptr(), len) },
+            Some(Body::Inline(start, len)) => &self.buf[start..start + len],
             None => &[],
         }
     }
@@ -412,16 +384,52 @@ impl Rx {
     /// Whether the last body lives in the peer's shared mapping (valid only
     /// until the peer sends again) rather than in our own buffer.
     pub(crate) fn body_is_shared(&self) -> bool {
-        matches!(self.last, Some((true, _)))
+        matches!(self.last, Some(Body::Shm(_)))
+    }
+
+    /// Read more bytes into `buf[end..]`, waiting until `deadline`.
+    /// `Ok(false)` on timeout.
+    fn fill(&mut self, fd: RawFd, deadline: Deadline) -> Result<bool> {
+        let spin = sys::spin_budget();
+        let unbounded = deadline.remaining().is_none() && spin.is_zero();
+        loop {
+            let dst = &mut self.buf[self.end..];
+            // Unbounded wait: block in `recv` itself (no `poll` first, one
+            // system call instead of two). Otherwise try without blocking
+            // and wait in `poll`, which honours the deadline.
+            let flags = if unbounded { 0 } else { libc::MSG_DONTWAIT };
+            match sys::recv_some(fd, dst, flags) {
+                Ok(0) => return Err(Error::Eof),
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !sys::spin_readable(fd, spin) && !sys::poll_fd(fd, libc::POLLIN, deadline)? {
+                        return Err(Error::Timeout);
+                    }
+                }
+                Err(e) => return Err(map_eof(e)),
+            }
+        }
     }
 
     pub(crate) fn recv(&mut self, fd: RawFd, deadline: Deadline) -> Result<Header> {
-        if !sys::spin_readable(fd, sys::spin_budget()) && !sys::poll_fd(fd, libc::POLLIN, deadline)?
-        {
-            return Err(Error::Timeout);
+        if self.buf.len() < RXBUF {
+            self.buf.resize(RXBUF, 0);
+        }
+        // Drop the previous frame; keep bytes of the next one already read.
+        if self.pos > 0 {
+            self.buf.copy_within(self.pos..self.end, 0);
+            self.end -= self.pos;
+            self.pos = 0;
+        }
+        self.last = None;
+        while self.end < HDR {
+            self.fill(fd, deadline)?;
         }
         let mut hb = [0u8; HDR];
-        sys::recv_exact(fd, &mut hb).map_err(map_eof)?;
+        hb.copy_from_slice(&self.buf[..HDR]);
         let h = Header::from_bytes(&hb)?;
         let len = usize::try_from(h.len).map_err(|_| Error::Protocol("frame too large".into()))?;
         if h.flags & F_SHM != 0 {
@@ -433,12 +441,18 @@ impl Rx {
                     "shared-memory frame exceeds mapping".into(),
                 ));
             }
+            self.pos = HDR;
+            self.last = Some(Body::Shm(len));
         } else {
-            self.inbuf.clear();
-            self.inbuf.resize(len, 0);
-            sys::recv_exact(fd, &mut self.inbuf).map_err(map_eof)?;
+            if len > SHM_THRESHOLD {
+                return Err(Error::Protocol("inline frame too large".into()));
+            }
+            while self.end < HDR + len {
+                self.fill(fd, deadline)?;
+            }
+            self.pos = HDR + len;
+            self.last = Some(Body::Inline(HDR, len));
         }
-        self.last = Some((h.flags & F_SHM != 0, len));
         Ok(h)
     }
 }

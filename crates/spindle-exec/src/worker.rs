@@ -17,7 +17,9 @@
 
 use crate::error::{panic_message, Error, RemoteError, Result};
 use crate::sys::{self, Deadline};
-use crate::wire::{self, Link, Rx, Tx, K_ACK, K_ERROR, K_INIT, K_RESULT, K_SHUTDOWN, K_TASK};
+use crate::wire::{
+    self, Link, Rx, Tx, K_ACK, K_ERROR, K_INIT, K_PING, K_PONG, K_RESULT, K_SHUTDOWN, K_TASK,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::cell::RefCell;
@@ -315,6 +317,11 @@ fn pool_main(mut link: Link) -> ! {
                     std::process::exit(0);
                 }
             }
+            K_PING => {
+                if link.send_raw(K_PONG, 0, 0, &[]).is_err() {
+                    std::process::exit(0);
+                }
+            }
             K_SHUTDOWN => std::process::exit(0),
             _ => std::process::exit(74),
         }
@@ -353,7 +360,13 @@ pub(crate) fn target_tramp<T: crate::process::ProcessTarget>(_f: usize, body: &[
     }
 }
 
-/// `Result<R, RemoteError>` as postcard encodes it, by reference.
+/// This process's pid, looked up once.
+fn my_pid() -> u32 {
+    static PID: OnceLock<u32> = OnceLock::new();
+    *PID.get_or_init(std::process::id)
+}
+
+/// `Result<R, RemoteError>` as the wire format encodes it, by reference.
 #[derive(Serialize)]
 enum ItemRef<'a, R> {
     Ok(&'a R),
@@ -374,7 +387,9 @@ pub(crate) fn pool_tramp<A: DeserializeOwned, R: Serialize>(
 ) -> Result<()> {
     // SAFETY: `f` is the address of a `fn(A) -> R` of this executable.
     let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(f) };
-    let pid = std::process::id();
+    // Our pid, for errors only (`getpid` is a system call; this is a
+    // call per chunk otherwise).
+    let pid = my_pid();
     let items: Vec<A> = match wire::decode(rx.body()) {
         Ok(v) => v,
         Err(e) => {
