@@ -338,7 +338,10 @@ mod tests {
             .all(|&fp| !s.contains(fp)));
         // Each shard was sized once for its share: 6.9–8.6 bytes each.
         let per = s.slot_bytes as f64 / s.len() as f64;
-        assert!((6.8..=9.0).contains(&per), "{per:.2} bytes each after the split");
+        assert!(
+            (6.8..=9.0).contains(&per),
+            "{per:.2} bytes each after the split"
+        );
     }
 
     #[test]
