@@ -181,7 +181,10 @@ pub struct Scheduler {
     /// The same for slots whose next request is a robots.txt: they take
     /// turns with the others while fewer than `robots_budget` robots.txt
     /// fetches are on the wire, so a wave of new hosts in a broad crawl
-    /// cannot fill `CONCURRENT_REQUESTS` with robots.txt alone.
+    /// cannot fill `CONCURRENT_REQUESTS` with robots.txt alone. When no page
+    /// is ready, robots.txt may go past the budget: it only keeps pages from
+    /// being pushed out, and robots.txt fetches that never answer must not
+    /// stop every new host from starting.
     ready_robots: BTreeSet<(usize, u64, SlotId)>,
     robots_budget: usize,
     robots_in_flight: usize,
@@ -447,7 +450,7 @@ impl Scheduler {
         let robots = self
             .ready_robots
             .first()
-            .filter(|_| self.robots_in_flight < self.robots_budget);
+            .filter(|_| self.robots_in_flight < self.robots_budget || page.is_none());
         let &(_, _, id) = match (page, robots) {
             (Some(p), Some(r)) => p.min(r),
             (p, r) => p.or(r)?,
@@ -863,11 +866,19 @@ mod tests {
             (2, 4),
             "the pages were not pushed out"
         );
-        assert!(
-            s.pop(now).is_none(),
-            "the other robots.txt wait for the budget"
-        );
-        s.robots_finished();
+        // No page is ready now: the budget yields, so robots.txt fetches that
+        // hang cannot keep new hosts from starting.
+        assert!(s.pop(now).unwrap().request.is_robots());
+        s.push("known.test", req("http://known.test/4", 0), now);
+        s.push("known.test", req("http://known.test/5", 0), now);
+        for _ in 0..2 {
+            assert!(
+                !s.pop(now).unwrap().request.is_robots(),
+                "with pages ready, the budget holds again"
+            );
+        }
+        // The two robots.txt left.
+        assert!(s.pop(now).unwrap().request.is_robots());
         assert!(s.pop(now).unwrap().request.is_robots());
         assert!(s.pop(now).is_none());
     }
