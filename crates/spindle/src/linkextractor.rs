@@ -9,6 +9,8 @@
 
 use std::borrow::Cow;
 use std::cell::RefCell;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
 use lol_html::html_content::{Element, EndTag, TextChunk};
@@ -239,17 +241,42 @@ impl LinkExtractor {
         let plan = self.fast_plan(charset)?;
         let html = std::str::from_utf8(body).ok()?;
         let mut base = Some(page_url.clone());
-        let (mut links, mut skipped) = (Vec::new(), 0);
+        let (mut links, mut skipped): (Vec<Url>, usize) = (Vec::new(), 0);
+        // A page repeats many of its hrefs (menus, sidebars): each raw href is joined once,
+        // and a repeat clones the first one's result (where it is in `links`, or `None` for
+        // a skipped one). Keyed by the href's xxh3, checked against the href itself.
+        let mut seen: HashMap<u64, (&str, Option<usize>), BuildHasherDefault<Prehashed>> =
+            HashMap::default();
         let scanned = fast::scan(html, &plan, |event| match event {
             fast::Event::Base(href) => {
                 if let Ok(b) = page_url.join(decode(href).trim()) {
                     base = Some(b);
                 }
+                seen.clear();
             }
-            fast::Event::Link(href) => match resolve_link(base.as_ref(), href) {
-                Some(url) => links.push(url),
-                None => skipped += 1,
-            },
+            fast::Event::Link(href) => {
+                let key = xxhash_rust::xxh3::xxh3_64(href.as_bytes());
+                if let Some(&(raw, at)) = seen.get(&key) {
+                    if raw == href {
+                        match at {
+                            Some(i) => links.push(links[i].clone()),
+                            None => skipped += 1,
+                        }
+                        return;
+                    }
+                }
+                let at = match resolve_link(base.as_ref(), href) {
+                    Some(url) => {
+                        links.push(url);
+                        Some(links.len() - 1)
+                    }
+                    None => {
+                        skipped += 1;
+                        None
+                    }
+                };
+                seen.insert(key, (href, at));
+            }
         })
         .ok()?;
         let title = scanned.title.map(|t| decode(t.trim()).trim().to_string());
@@ -458,6 +485,24 @@ impl LinkExtractor {
     }
 }
 
+/// The hasher of keys that are already hashes.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 fn decode(raw: &str) -> Cow<'_, str> {
     if raw.contains('&') {
         html_escape::decode_html_entities(raw)
@@ -655,6 +700,7 @@ mod tests {
             r#"<frameset><noframes><a href="/nf"></noframes></frameset>"#,
             r#"<base href="http://cdn.test/r/"><base href="http://other.test/"><a href="rel">"#,
             r#"<a href="a"><base href="/b/"><a href="c">"#,
+            r#"<a href="x"><a href="x"><a href="?"><base href="/b/"><a href="x"><a href="mailto:m"><a href="mailto:m">"#,
             r#"<base target=_blank><base href="/second/"><a href="z">"#,
             r#"<meta charset="utf-8"><a href="/é">"#,
             r#"<meta charset="windows-1252"><a href="/é">"#,

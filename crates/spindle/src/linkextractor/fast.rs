@@ -49,6 +49,17 @@ const WS: [bool; 256] = {
     t
 };
 
+/// `memchr`, with the first bytes looked at inline: most gaps between tags and most quoted
+/// values are short, and the call costs more than the search there.
+#[inline(always)]
+fn find(needle: u8, hay: &[u8]) -> Option<usize> {
+    let head = hay.len().min(16);
+    if let Some(i) = hay[..head].iter().position(|&c| c == needle) {
+        return Some(i);
+    }
+    memchr(needle, &hay[head..]).map(|p| p + head)
+}
+
 #[inline]
 fn is_ws(b: u8) -> bool {
     WS[b as usize]
@@ -156,7 +167,7 @@ fn parse_attrs(b: &[u8], mut i: usize, attrs: &mut Vec<Attr>) -> Result<TagEnd, 
         }
         match b[i] {
             q @ (b'"' | b'\'') => {
-                let Some(len) = memchr(q, &b[i + 1..]) else {
+                let Some(len) = find(q, &b[i + 1..]) else {
                     return Ok(TagEnd::Eof);
                 };
                 attrs.push((start, name_end, Some((i + 1, i + 1 + len))));
@@ -192,6 +203,9 @@ fn tag_name_end(b: &[u8], mut i: usize) -> usize {
 struct Name {
     buf: [u8; 16],
     len: usize,
+    /// Whether the name is one the tokenizer state, the namespaces, the ambiguity guard or
+    /// the `<base>`/`<meta>`/`<title>` handling care about.
+    special: bool,
 }
 
 impl Name {
@@ -201,14 +215,41 @@ impl Name {
             return Name {
                 buf,
                 len: usize::MAX,
+                special: false,
             };
         }
         for (d, s) in buf.iter_mut().zip(raw) {
             *d = s.to_ascii_lowercase();
         }
+        let special = matches!(
+            &buf[..raw.len()],
+            b"textarea"
+                | b"title"
+                | b"plaintext"
+                | b"script"
+                | b"style"
+                | b"iframe"
+                | b"xmp"
+                | b"noembed"
+                | b"noframes"
+                | b"noscript"
+                | b"svg"
+                | b"math"
+                | b"select"
+                | b"frameset"
+                | b"template"
+                | b"input"
+                | b"keygen"
+                | b"base"
+                | b"meta"
+                | b"desc"
+                | b"foreignobject"
+                | b"font"
+        );
         Name {
             buf,
             len: raw.len(),
+            special,
         }
     }
 
@@ -437,7 +478,7 @@ pub(super) fn scan<'a>(
     let mut title: Option<&'a str> = None;
     let mut i = 0;
     while i < n {
-        let Some(p) = memchr(b'<', &b[i..]) else {
+        let Some(p) = find(b'<', &b[i..]) else {
             break;
         };
         let lt = i + p;
@@ -455,6 +496,26 @@ pub(super) fn scan<'a>(
                 TagEnd::Eof => break,
             };
             let name = Name::new(raw_name);
+            let is_link = plan.tags.iter().any(|t| {
+                let t = t.as_bytes();
+                t.len() == raw_name.len() && raw_name.eq_ignore_ascii_case(t)
+            });
+            if !name.special && matches!(guard, Guard::Default) && ns.len() == 1 {
+                // The common case: an HTML element that changes no state.
+                if is_link {
+                    let value = plan.attrs.iter().find_map(|a| {
+                        attrs
+                            .iter()
+                            .find(|at| b[at.0..at.1].eq_ignore_ascii_case(a.as_bytes()))
+                            .map(|at| at.2.map_or("", attr_str))
+                    });
+                    if let Some(value) = value {
+                        on(Event::Link(value));
+                    }
+                }
+                i = end;
+                continue;
+            }
             guard.start(&name)?;
             // The tree builder simulator's feedback, before the handlers run.
             let current = *ns.last().expect("never empty");
@@ -473,10 +534,6 @@ pub(super) fn scan<'a>(
                 text = text_type(&name);
             }
             let foreign = *ns.last().expect("never empty") != Ns::Html;
-            let is_link = plan.tags.iter().any(|t| {
-                let t = t.as_bytes();
-                t.len() == raw_name.len() && raw_name.eq_ignore_ascii_case(t)
-            });
             let is_title = plan.title && name.is(b"title");
             if foreign && (is_link || is_title || name.is(b"base") || name.is(b"meta")) {
                 return Err(Bail);
