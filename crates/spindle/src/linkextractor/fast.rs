@@ -65,48 +65,6 @@ fn is_ws(b: u8) -> bool {
     WS[b as usize]
 }
 
-/// Byte classes, one table lookup per byte in the loops over names and values.
-const C_WS: u8 = 1;
-const C_GT: u8 = 2;
-const C_SLASH: u8 = 4;
-const C_EQ: u8 = 8;
-
-const CLASS: [u8; 256] = {
-    let mut t = [0u8; 256];
-    let mut i = 0;
-    while i < 256 {
-        if WS[i] {
-            t[i] = C_WS;
-        }
-        i += 1;
-    }
-    t[b'>' as usize] = C_GT;
-    t[b'/' as usize] = C_SLASH;
-    t[b'=' as usize] = C_EQ;
-    t
-};
-
-/// The first position from `i` whose byte is in one of `classes`, or `b.len()`.
-#[inline(always)]
-fn skip_until(b: &[u8], i: usize, classes: u8) -> usize {
-    match b[i..]
-        .iter()
-        .position(|&c| CLASS[c as usize] & classes != 0)
-    {
-        Some(p) => i + p,
-        None => b.len(),
-    }
-}
-
-/// The first position from `i` that is not whitespace, or `b.len()`.
-#[inline(always)]
-fn skip_ws(b: &[u8], i: usize) -> usize {
-    match b[i..].iter().position(|&c| !is_ws(c)) {
-        Some(p) => i + p,
-        None => b.len(),
-    }
-}
-
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Ns {
     Html,
@@ -147,7 +105,9 @@ fn parse_attrs(b: &[u8], mut i: usize, attrs: &mut Vec<Attr>) -> Result<TagEnd, 
     let n = b.len();
     'before_name: loop {
         // before_attribute_name_state
-        i = skip_ws(b, i);
+        while i < n && is_ws(b[i]) {
+            i += 1;
+        }
         if i >= n {
             return Ok(TagEnd::Eof);
         }
@@ -169,14 +129,18 @@ fn parse_attrs(b: &[u8], mut i: usize, attrs: &mut Vec<Attr>) -> Result<TagEnd, 
         // attribute_name_state: the first character is part of the name, even `=`.
         let start = i;
         i += 1;
-        i = skip_until(b, i, C_WS | C_EQ | C_SLASH | C_GT);
+        while i < n && !is_ws(b[i]) && !matches!(b[i], b'=' | b'/' | b'>') {
+            i += 1;
+        }
         if i >= n {
             return Ok(TagEnd::Eof);
         }
         let name_end = i;
         if is_ws(b[i]) {
             // after_attribute_name_state
-            i = skip_ws(b, i);
+            while i < n && is_ws(b[i]) {
+                i += 1;
+            }
             if i >= n {
                 return Ok(TagEnd::Eof);
             }
@@ -194,7 +158,10 @@ fn parse_attrs(b: &[u8], mut i: usize, attrs: &mut Vec<Attr>) -> Result<TagEnd, 
             _ => {}
         }
         // b[i] == b'=': before_attribute_value_state
-        i = skip_ws(b, i + 1);
+        i += 1;
+        while i < n && is_ws(b[i]) {
+            i += 1;
+        }
         if i >= n {
             return Ok(TagEnd::Eof);
         }
@@ -210,7 +177,9 @@ fn parse_attrs(b: &[u8], mut i: usize, attrs: &mut Vec<Attr>) -> Result<TagEnd, 
             b'>' => return Err(Bail),
             _ => {
                 let v = i;
-                i = skip_until(b, i, C_WS | C_GT);
+                while i < n && !is_ws(b[i]) && b[i] != b'>' {
+                    i += 1;
+                }
                 if i >= n {
                     return Ok(TagEnd::Eof);
                 }
@@ -223,8 +192,11 @@ fn parse_attrs(b: &[u8], mut i: usize, attrs: &mut Vec<Attr>) -> Result<TagEnd, 
 /// The end of a tag name started at `i`: lol_html's tag_name_state takes everything up to
 /// whitespace, `/` or `>`.
 #[inline]
-fn tag_name_end(b: &[u8], i: usize) -> usize {
-    skip_until(b, i, C_WS | C_SLASH | C_GT)
+fn tag_name_end(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && !is_ws(b[i]) && b[i] != b'/' && b[i] != b'>' {
+        i += 1;
+    }
+    i
 }
 
 /// Lowercase tag name in a small buffer; names longer than it are no tag this module knows.
@@ -249,11 +221,7 @@ impl Name {
         for (d, s) in buf.iter_mut().zip(raw) {
             *d = s.to_ascii_lowercase();
         }
-        // The special names start with one of these letters; most tags do not.
         let special = matches!(
-            buf[0],
-            b'b' | b'd' | b'f' | b'i' | b'k' | b'm' | b'n' | b'p' | b's' | b't' | b'x'
-        ) && matches!(
             &buf[..raw.len()],
             b"textarea"
                 | b"title"
