@@ -83,7 +83,7 @@ enum Guard {
 enum Text {
     Data,
     RcData,
-    RawText,
+    Raw,
     Script,
     Plain,
 }
@@ -338,7 +338,7 @@ fn text_type(name: &Name) -> Text {
         b"noframes",
         b"noscript",
     ]) {
-        Text::RawText
+        Text::Raw
     } else {
         Text::Data
     }
@@ -567,7 +567,7 @@ pub(super) fn scan<'a>(
             match text {
                 Text::Data => {}
                 Text::Plain => break,
-                Text::RcData | Text::RawText | Text::Script => {
+                Text::RcData | Text::Raw | Text::Script => {
                     let Some(close) = find_end_tag(b, i, &name) else {
                         if capture {
                             return Err(Bail);
