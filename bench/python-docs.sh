@@ -2,10 +2,13 @@
 # Side-by-side benchmark: spindle vs Scrapy 2.19 crawling Debian's python3-doc (the Python
 # 3.11 HTML docs) served by nginx on loopback, plus `spindle bench` vs `scrapy bench`, the
 # physical limits (nginx's own rate with wrk, the parser's raw extraction rate), a 30,000+
-# page crawl with RSS sampled over time, and the seen-set's bytes per URL.
+# page crawl with RSS sampled over time, and the seen-set's bytes per URL. GNU Wget2
+# (Debian's wget2, `-r -l 0 --max-threads=16 --robots=off --delete-after`) runs next to both
+# on the Python docs, and against spindle alone on the Rust docs (Debian's rust-doc, 21,600
+# pages, on port PORT+1).
 #
 #   sudo bench/python-docs.sh            # RUNS=3 pairs by default; RUNS=5 for more
-#   SKIP=docs,big,benches,limits sudo bench/python-docs.sh   # only --processes 1 vs 2
+#   SKIP=docs,rust,big,benches,limits sudo bench/python-docs.sh   # only --processes 1 vs 2
 #
 # Idempotent: installs only what is missing, reuses its virtualenv, restarts its own nginx
 # (own config and pid file, port 8080; the system nginx service is left alone). Needs root for
@@ -20,7 +23,7 @@ mkdir -p "$WORK"
 
 # 1. Packages: nginx, the docs, wrk, GNU time, venv.
 need=()
-for pkg in nginx python3-doc wrk time python3-venv; do
+for pkg in nginx python3-doc rust-doc wget2 wrk time python3-venv; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then
@@ -29,6 +32,8 @@ if ((${#need[@]})); then
 fi
 DOCS=$(readlink -f /usr/share/doc/python3/html)
 [ -f "$DOCS/index.html" ] || { echo "python3-doc's HTML is not at $DOCS" >&2; exit 1; }
+RUSTDOCS=/usr/share/doc/rust-doc/html
+[ -f "$RUSTDOCS/index.html" ] || { echo "rust-doc's HTML is not at $RUSTDOCS" >&2; exit 1; }
 
 # 2. Scrapy 2.19 in a virtualenv (Debian's python3, so both crawlers use packaged parts).
 VENV=$WORK/venv
@@ -71,6 +76,9 @@ http {
   gzip off;
   server { listen 127.0.0.1:$PORT; server_name docs.test; root $DOCS; index index.html; }
   server { listen 127.0.0.1:$PORT; server_name big.test; root $BIG; index index.html; }
+  # The Rust docs on the next port, as its default server, so that wget2 (which has no
+  # --resolve) reaches it by address.
+  server { listen 127.0.0.1:$((PORT + 1)); server_name rust.test; root $RUSTDOCS; index index.html; }
 }
 CONF
 stop_nginx() {

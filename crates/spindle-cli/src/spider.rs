@@ -218,7 +218,8 @@ impl FollowSpider {
 
     /// Whether `--deny` or `--deny-domain` refuses a URL (a link or a sitemap entry).
     pub fn denies(&self, url: &Url) -> bool {
-        self.compiled().deny.is_match(url.as_str())
+        let deny = &self.compiled().deny;
+        (!deny.is_empty() && deny.is_match(url.as_str()))
             || url
                 .host_str()
                 .is_some_and(|host| in_domains(host, &self.config.deny_domains))
@@ -267,7 +268,9 @@ impl FollowSpider {
             .links
             .into_iter()
             .map(|mut link| {
-                link.set_fragment(None);
+                if link.fragment().is_some() {
+                    link.set_fragment(None);
+                }
                 link
             })
             .filter(|link| self.wants(link))
@@ -356,6 +359,9 @@ fn values(mut found: Vec<String>, all: bool) -> Value {
 
 /// Whether `host` is one of `domains` or a subdomain of one.
 pub fn in_domains(host: &str, domains: &[String]) -> bool {
+    if domains.is_empty() {
+        return false;
+    }
     let host = host.trim_end_matches('.').to_ascii_lowercase();
     domains.iter().any(|d| {
         host == *d

@@ -9,6 +9,8 @@
 
 use std::borrow::Cow;
 use std::cell::RefCell;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
 use lol_html::html_content::{Element, EndTag, TextChunk};
@@ -16,6 +18,8 @@ use lol_html::{AsciiCompatibleEncoding, ElementContentHandlers, HtmlRewriter, Se
 use url::Url;
 
 use crate::request::check_crawlable;
+
+mod fast;
 
 /// URLs longer than this are skipped: no server serves them and they only cost memory.
 pub const MAX_URL_LEN: usize = 8 * 1024;
@@ -41,6 +45,10 @@ pub struct LinkExtractor {
     restrict: Vec<Selector>,
     /// Which tags and attributes hold links; `None` is Scrapy's default, `a` and `area` `href`s.
     link_sources: Option<(Selector, Vec<String>)>,
+    /// The tags of `link_sources`, lowercase.
+    link_tags: Vec<String>,
+    /// How many text fields select something other than `title` (those need lol_html).
+    other_fields: usize,
 }
 
 #[derive(Clone)]
@@ -98,6 +106,9 @@ impl LinkExtractor {
             selector: css.to_string(),
             reason: e.to_string(),
         })?;
+        if !css.trim().eq_ignore_ascii_case("title") {
+            self.other_fields += 1;
+        }
         self.fields.push((name.to_string(), selector));
         Ok(self)
     }
@@ -172,6 +183,7 @@ impl LinkExtractor {
             .map_err(|e| bad("links", &e.to_string()))?;
         let attrs = attrs.iter().map(|a| a.to_ascii_lowercase()).collect();
         self.link_sources = Some((selector, attrs));
+        self.link_tags = tags.iter().map(|t| t.to_ascii_lowercase()).collect();
         Ok(self)
     }
 
@@ -187,6 +199,101 @@ impl LinkExtractor {
 
     /// Extracts from `body`, resolving links against `page_url` (or the page's `<base href>`).
     pub fn extract(&self, body: &[u8], page_url: &Url, charset: Option<&str>) -> Extracted {
+        self.extract_fast(body, page_url, charset)
+            .unwrap_or_else(|| self.extract_lol_html(body, page_url, charset))
+    }
+
+    /// The scanner's plan, when this extractor asks only for what it does (links, `<base>`,
+    /// `<title>` fields) and the page is UTF-8.
+    fn fast_plan(&self, charset: Option<&str>) -> Option<fast::Plan> {
+        if !self.restrict.is_empty() || !self.attr_fields.is_empty() || self.other_fields > 0 {
+            return None;
+        }
+        if let Some(label) = charset {
+            let named = encoding_rs::Encoding::for_label(label.as_bytes())
+                .and_then(AsciiCompatibleEncoding::new);
+            if named.is_some_and(|e| e != AsciiCompatibleEncoding::utf_8()) {
+                return None;
+            }
+        }
+        let (tags, attrs) = match &self.link_sources {
+            Some((_, attrs)) => (self.link_tags.clone(), attrs.clone()),
+            None => (
+                vec!["a".to_string(), "area".to_string()],
+                vec!["href".to_string()],
+            ),
+        };
+        Some(fast::Plan {
+            tags,
+            attrs,
+            title: !self.fields.is_empty(),
+            meta_adjust: charset.is_none(),
+        })
+    }
+
+    /// The byte scanner's pass; `None` when the page or the extractor needs lol_html.
+    fn extract_fast(
+        &self,
+        body: &[u8],
+        page_url: &Url,
+        charset: Option<&str>,
+    ) -> Option<Extracted> {
+        let plan = self.fast_plan(charset)?;
+        let html = std::str::from_utf8(body).ok()?;
+        let mut base = Some(page_url.clone());
+        let (mut links, mut skipped): (Vec<Url>, usize) = (Vec::new(), 0);
+        // A page repeats many of its hrefs (menus, sidebars): each raw href is joined once,
+        // and a repeat clones the first one's result (where it is in `links`, or `None` for
+        // a skipped one). Keyed by the href's xxh3, checked against the href itself.
+        let mut seen: HashMap<u64, (&str, Option<usize>), BuildHasherDefault<Prehashed>> =
+            HashMap::default();
+        let scanned = fast::scan(html, &plan, |event| match event {
+            fast::Event::Base(href) => {
+                if let Ok(b) = page_url.join(decode(href).trim()) {
+                    base = Some(b);
+                }
+                seen.clear();
+            }
+            fast::Event::Link(href) => {
+                let key = xxhash_rust::xxh3::xxh3_64(href.as_bytes());
+                if let Some(&(raw, at)) = seen.get(&key) {
+                    if raw == href {
+                        match at {
+                            Some(i) => links.push(links[i].clone()),
+                            None => skipped += 1,
+                        }
+                        return;
+                    }
+                }
+                let at = match resolve_link(base.as_ref(), href) {
+                    Some(url) => {
+                        links.push(url);
+                        Some(links.len() - 1)
+                    }
+                    None => {
+                        skipped += 1;
+                        None
+                    }
+                };
+                seen.insert(key, (href, at));
+            }
+        })
+        .ok()?;
+        let title = scanned.title.map(|t| decode(t.trim()).trim().to_string());
+        Some(Extracted {
+            links,
+            skipped_links: skipped,
+            attr_fields: Vec::new(),
+            fields: self
+                .fields
+                .iter()
+                .map(|(name, _)| (name.clone(), title.clone()))
+                .collect(),
+        })
+    }
+
+    /// The lol_html pass: everything the extractor can ask for, in any ASCII-compatible charset.
+    fn extract_lol_html(&self, body: &[u8], page_url: &Url, charset: Option<&str>) -> Extracted {
         let state = Rc::new(RefCell::new(State {
             base: Some(page_url.clone()),
             fields: self
@@ -343,8 +450,13 @@ impl LinkExtractor {
             .with_adjust_charset_on_meta_tag(charset.is_none());
         let mut rewriter = HtmlRewriter::new(settings, |_: &[u8]| {});
         // A parse error ends the pass early; what was found up to it is kept.
-        if rewriter.write(body).is_ok() {
-            let _ = rewriter.end();
+        // The rewriter holds the handlers' references to the state: it must be gone (`end`
+        // consumes it) before the state is taken back, on the error path too.
+        match rewriter.write(body) {
+            Ok(()) => {
+                let _ = rewriter.end();
+            }
+            Err(_) => drop(rewriter),
         }
 
         let st = Rc::try_unwrap(state)
@@ -370,6 +482,24 @@ impl LinkExtractor {
                 })
                 .collect(),
         }
+    }
+}
+
+/// The hasher of keys that are already hashes.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
     }
 }
 
@@ -521,6 +651,201 @@ mod tests {
         assert_eq!(out.links.len(), 1);
         let out = ex.extract(html, &page(), None);
         assert_eq!(out.links.len(), 1, "invalid UTF-8 does not stop extraction");
+    }
+
+    /// The scanner, where it does not give up, finds what lol_html finds.
+    fn same(html: &[u8], ex: &LinkExtractor, charset: Option<&str>) -> bool {
+        let slow = ex.extract_lol_html(html, &page(), charset);
+        match ex.extract_fast(html, &page(), charset) {
+            Some(fast) => {
+                assert_eq!(fast, slow, "on {:?}", String::from_utf8_lossy(html));
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn title_extractor() -> LinkExtractor {
+        LinkExtractor::new().with_field("title", "title").unwrap()
+    }
+
+    #[test]
+    fn scanner_agrees_with_lol_html_on_edge_cases() {
+        let cases: &[&str] = &[
+            r#"<html><head><title> A &amp; B </title></head><body><a href="/x">x</a></body>"#,
+            r#"<a href=/unq>u</a><a href='/sq'>s</a><a HREF="/upper">U</a><A href="/A">"#,
+            r#"<a href="/1" href="/2"><a x href><a href = " /sp ">"#,
+            r#"<a data-x="<a href='/no'>" href="/yes">"#,
+            r#"<!-- <a href="/c1"> --><a href="/after-comment"><!--> <a href="/e1"><!---> <a href="/e2">"#,
+            r#"<!-- a --!> <a href="/bang"> <!-- <!-- x --> <a href="/n"> <!---- x ---> <a href="/m">"#,
+            r#"<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0//EN" "x"><a href="/dt">"#,
+            r#"<!DOCTYPE html "a>b"><a href="/dt2">"#,
+            r#"<? pi <a href="/pi"> ?><a href="/after-pi"></ bogus <a href="/b"> ><a href="/c"></>"#,
+            r#"<![CDATA[ <a href="/cd"> ]]><a href="/after-cdata">"#,
+            r#"<script>var a = "<a href='/s'>"; if (a</b) {}</script><a href="/after-script">"#,
+            r#"<script>x</scriptx></script ><a href="/s2"><SCRIPT>y</Script/><a href="/s3">"#,
+            r#"<script><!-- <script> </script> --></script><a href="/esc">"#,
+            r#"<style><a href="/st"></style><a href="/after-style"><noscript><a href="/ns"></noscript>"#,
+            r#"<textarea><a href="/ta"></textarea><xmp><a href="/x"></xmp><iframe><a href="/if"></iframe><a href="/ok">"#,
+            r#"<title>T1</title><title>T2</title><a href="/t">"#,
+            r#"<title>no end <a href="/in-title">"#,
+            r#"<title/>after<a href="/x">"#,
+            r#"<svg><a href="/svg-a"></a></svg><a href="/after-svg">"#,
+            r#"<svg><p><a href="/p-exit"></svg><svg/><a href="/sc">"#,
+            r#"<svg><title>t</title></svg><a href="/x">"#,
+            r#"<svg><style><a href="/svgstyle"></style></svg><svg><![CDATA[<a href="/cd">]]></svg>"#,
+            r#"<math><mi><a href="/m"></mi></math>"#,
+            r#"<select><option><a href="/sel"></select><a href="/after-select">"#,
+            r#"<select><title>x</title></select>"#,
+            r#"<frameset><noframes><a href="/nf"></noframes></frameset>"#,
+            r#"<base href="http://cdn.test/r/"><base href="http://other.test/"><a href="rel">"#,
+            r#"<a href="a"><base href="/b/"><a href="c">"#,
+            r#"<a href="x"><a href="x"><a href="?"><base href="/b/"><a href="x"><a href="mailto:m"><a href="mailto:m">"#,
+            r#"<base target=_blank><base href="/second/"><a href="z">"#,
+            r#"<meta charset="utf-8"><a href="/é">"#,
+            r#"<meta charset="windows-1252"><a href="/é">"#,
+            r#"<meta http-equiv="Content-Type" content="text/html; charset=iso-8859-1"><a href="/é">"#,
+            r#"<meta http-equiv="Content-Type" content="text/html; charset=utf-8"><a href="/é">"#,
+            r#"<a href="javascript:x"><a href="mailto:x"><a href=""><a href="http://[bad"><area href="/ar">"#,
+            r#"<a/href="/slash"><a href="/q"/><a href="/r"x=y><a =href="/eq"><a href=/u>"#,
+            r#"<a href=x=>z<a href="/after-quirk">"#,
+            r#"<p>1 < 2 <a href="/lt"> a<b <<a href="/double"></p>"#,
+            r#"<plaintext><a href="/pt">"#,
+            r#"<a href="/unterminated"#,
+            r#"<a href="/x">"#,
+            "<a\thref\n=\r'/ws'\x0c>",
+            r#"<div><a href="/d&amp;x?a=1&b=2#f">&lt;</a></div>"#,
+            r#"<title>a</title  foo=">"><a href="/end-attrs">"#,
+            r#"<title>x</titlex></title><a href="/t2">"#,
+            "",
+            "<",
+            "</",
+            "<!",
+            "<!--",
+            "<title>",
+        ];
+        let plain = LinkExtractor::new();
+        let titled = title_extractor();
+        let custom = LinkExtractor::new()
+            .link_sources(
+                &["link".into(), "A".into(), "iframe".into()],
+                &["src".into(), "href".into()],
+            )
+            .unwrap();
+        let mut fast = 0;
+        for case in cases {
+            for ex in [&plain, &titled, &custom] {
+                for charset in [None, Some("utf-8"), Some("iso-8859-1")] {
+                    fast += same(case.as_bytes(), ex, charset) as usize;
+                }
+            }
+        }
+        assert!(
+            fast > cases.len() * 3,
+            "the scanner gave up too often: {fast}"
+        );
+    }
+
+    #[test]
+    fn scanner_agrees_with_lol_html_on_random_markup() {
+        use rand::{Rng, SeedableRng};
+        let pieces: &[&str] = &[
+            "<a href=\"/a\">",
+            "<a href='b'>",
+            "<a href=c>",
+            "<A HREF=\"/D\">",
+            "<area href=/e>",
+            "</a>",
+            "<title>",
+            "</title>",
+            "</title",
+            "<base href=\"/base/\">",
+            "<script>",
+            "</script>",
+            "<style>",
+            "</style>",
+            "<svg>",
+            "</svg>",
+            "<p>",
+            "</p>",
+            "<br>",
+            "<!--",
+            "-->",
+            "--!>",
+            "<!",
+            "<!DOCTYPE html>",
+            "<?",
+            ">",
+            "<",
+            "/",
+            "\"",
+            "'",
+            "=",
+            " ",
+            "\n",
+            "text",
+            "&amp;",
+            "<div class=\"x\">",
+            "</div>",
+            "<textarea>",
+            "</textarea>",
+            "<select>",
+            "</select>",
+            "<template>",
+            "</template>",
+            "<meta charset=utf-8>",
+            "<b>",
+            "</",
+            "<a",
+            " href",
+            "=\"/z\"",
+            "<noscript>",
+            "</noscript>",
+            "<![CDATA[",
+            "]]>",
+            "<plaintext>",
+            "é",
+            "<a href=\"/é?q=1&amp;r=2#x\">",
+            "<img src=x>",
+            "/>",
+        ];
+        let titled = title_extractor();
+        let plain = LinkExtractor::new();
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(15);
+        let mut fast = 0;
+        for _ in 0..20_000 {
+            let len = rng.gen_range(1..40);
+            let html: String = (0..len)
+                .map(|_| pieces[rng.gen_range(0..pieces.len())])
+                .collect();
+            fast += same(html.as_bytes(), &titled, None) as usize;
+            same(html.as_bytes(), &plain, Some("utf-8"));
+        }
+        assert!(fast > 5_000, "the scanner gave up too often: {fast}");
+    }
+
+    /// `SPINDLE_HTML_CORPUS=/usr/share/doc/python3.11/html cargo test -p spindle --release
+    /// scanner_agrees_on_a_corpus -- --ignored`: every `.html` file under the directory.
+    #[test]
+    #[ignore]
+    fn scanner_agrees_on_a_corpus() {
+        let root = std::env::var("SPINDLE_HTML_CORPUS").expect("SPINDLE_HTML_CORPUS");
+        let ex = title_extractor();
+        let (mut pages, mut fast) = (0, 0);
+        let mut dirs = vec![std::path::PathBuf::from(root)];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "html") {
+                    let body = std::fs::read(&path).unwrap();
+                    pages += 1;
+                    fast += same(&body, &ex, None) as usize;
+                }
+            }
+        }
+        eprintln!("{pages} pages, {fast} by the scanner");
     }
 
     #[test]

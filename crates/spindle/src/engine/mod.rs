@@ -58,7 +58,7 @@ use scraper::Scraper;
 pub enum CrawlError {
     /// The parse threads could not be started.
     #[error("cannot start the parse threads: {0}")]
-    ParsePool(#[from] rayon::ThreadPoolBuildError),
+    ParsePool(std::io::Error),
     /// The output could not be written.
     #[error("writing items failed: {0}")]
     Export(std::io::Error),
@@ -304,10 +304,7 @@ impl Crawler {
             None => {
                 let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
                 let downloader = Downloader::new(settings.clone(), resolver.clone());
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .thread_name(|i| format!("spindle-parse-{i}"))
-                    .build()?;
+                let pool = scraper::ParsePool::new(threads).map_err(CrawlError::ParsePool)?;
                 (Executor::InProcess(Arc::new(downloader)), Some(pool))
             }
         };
