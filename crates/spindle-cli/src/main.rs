@@ -23,22 +23,26 @@ use args::{Cli, Command, LogArgs};
 
 /// Sets glibc's allocator up for long crawls. Called before any thread starts.
 ///
-/// - Two arenas, not one per thread: with a job, millions of requests pass
-///   between threads (admitted on the engine's, freed on the store's), and
-///   the freed space stays spread over the arenas. Capping them at two cut
-///   RSS by a third at 3.7 million queued URLs, and the peak of a
-///   100,000-host broad crawl by about a fifth (docs/benchmarks.md).
-/// - A fixed mmap threshold: glibc raises it after each large block is
-///   freed, up to 32 MB, so the tables a broad crawl grows (slots, robots.txt,
-///   the seen set) end up in the heap, where the holes they leave when they
-///   grow are never given back. Fixed, such blocks are mapped on their own and
-///   returned whole. Bodies below it still come from the heap.
+/// - Two arenas, not up to eight per core: with a job, millions of requests
+///   pass between threads (admitted on the engine's, freed on the store's),
+///   and the freed space stays spread over the arenas. Capping them at two
+///   cut RSS by a third at 3.7 million queued URLs, and halved what a broad
+///   crawl keeps per known host (3.2 to 1.6 KB at 100,000 hosts). It costs
+///   some CPU where threads wait on each other's arena (6–17% on the Rust
+///   docs, within the noise of that benchmark): docs/benchmarks.md.
+/// - A fixed mmap threshold of 4 MiB: glibc raises it after each large block
+///   is freed, up to 32 MB, so the tables a broad crawl grows (slots,
+///   robots.txt) end up in the heap, where the holes they leave when they
+///   grow are never given back. Fixed, such blocks are mapped on their own
+///   and returned whole. At 1 MiB, the bodies of large pages were mapped and
+///   unmapped each time, which cost the Rust docs crawl about 0.15 s of
+///   system time; few pages pass 4 MiB.
 pub fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets allocator parameters; no thread runs yet.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
     }
 }
 

@@ -10,6 +10,7 @@
 //! CSS that lol_html does not support build a DOM (the `selector` module),
 //! once per page and only when such a field is asked for.
 
+use std::collections::HashSet;
 use std::sync::OnceLock;
 
 use anyhow::{bail, Context};
@@ -93,6 +94,8 @@ pub struct Page {
     pub item: Item,
     pub links: Vec<Url>,
     pub skipped_links: usize,
+    /// Links dropped because the page had them before (Scrapy's `LinkExtractor(unique=True)`).
+    pub repeated_links: usize,
 }
 
 impl FollowSpider {
@@ -246,6 +249,7 @@ impl FollowSpider {
                 item,
                 links: Vec::new(),
                 skipped_links: 0,
+                repeated_links: 0,
             };
         }
         let mut page =
@@ -264,7 +268,7 @@ impl FollowSpider {
             };
             item.insert(spec.name.clone(), value);
         }
-        let links = page
+        let mut links: Vec<Url> = page
             .links
             .into_iter()
             .map(|mut link| {
@@ -275,8 +279,22 @@ impl FollowSpider {
             })
             .filter(|link| self.wants(link))
             .collect();
+        // A page's menus and sidebars repeat links: each is followed once per
+        // page, as Scrapy's link extractor does (`unique=True`), rather than
+        // made into a request for the duplicate filter to drop.
+        let found = links.len();
+        let first: Vec<bool> = {
+            let mut seen = HashSet::with_capacity(found);
+            links.iter().map(|link| seen.insert(link.as_str())).collect()
+        };
+        let mut i = 0;
+        links.retain(|_| {
+            i += 1;
+            first[i - 1]
+        });
         Page {
             item,
+            repeated_links: found - links.len(),
             links,
             skipped_links: page.skipped_links,
         }
@@ -433,6 +451,10 @@ impl Spider for FollowSpider {
         if page.skipped_links > 0 {
             out.stats
                 .push(("linkextractor/skipped_links", page.skipped_links as u64));
+        }
+        if page.repeated_links > 0 {
+            out.stats
+                .push(("linkextractor/repeated_links", page.repeated_links as u64));
         }
         out.requests = page.links.into_iter().map(Request::new).collect();
         out.items.push(page.item);
