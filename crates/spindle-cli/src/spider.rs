@@ -285,7 +285,10 @@ impl FollowSpider {
         let found = links.len();
         let first: Vec<bool> = {
             let mut seen = HashSet::with_capacity(found);
-            links.iter().map(|link| seen.insert(link.as_str())).collect()
+            links
+                .iter()
+                .map(|link| seen.insert(link.as_str()))
+                .collect()
         };
         let mut i = 0;
         links.retain(|_| {
