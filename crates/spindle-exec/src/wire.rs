@@ -292,15 +292,8 @@ impl Tx {
             };
             sys::send_all(fd, &h.to_bytes())?;
         } else {
-            let h = Header {
-                kind,
-                flags: 0,
-                len: body.len() as u64,
-                a,
-                b,
-            };
             // Header and body in one `sendmsg`, without copying the body.
-            sys::send_all2(fd, &h.to_bytes(), body)?;
+            send_inline(fd, kind, a, b, body)?;
         }
         Ok(())
     }
