@@ -483,7 +483,12 @@ fn randomized_delay_and_per_ip_cap_hold_across_three_workers() {
     );
     assert!(
         workers_that_fetched(dir.path(), 3) >= 2,
-        "the job was shared"
+        "the job was shared: requests sent per worker {:?}, returned as too late {}",
+        (0..3)
+            .map(|n| stat(dir.path(), n + 1, "downloader/request_count")
+                - stat(dir.path(), n, "downloader/request_count"))
+            .collect::<Vec<_>>(),
+        stat(dir.path(), 3, "distributed/late_returned")
     );
     let by_ip = max_in_flight_by_ip(&records);
     assert_eq!(
