@@ -940,7 +940,10 @@ fn a_partitioned_job_spreads_over_the_cluster_and_loses_nothing() {
         "parts",
         dir.path(),
         &args,
-        (10, Duration::ZERO),
+        // Records appear when a response ends: wait half a page's latency
+        // more, so that the kill finds the worker with requests on the wire
+        // (leases to reap), not between a commit and its next take.
+        (10, Duration::from_millis(15)),
         3,
     );
     let records = server.records();
