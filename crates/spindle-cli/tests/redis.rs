@@ -250,6 +250,15 @@ fn stat(dir: &Path, workers: usize, name: &str) -> u64 {
         .sum()
 }
 
+/// Whether the Redis node on `port` holds a key matching `pattern`.
+fn node_has_keys(port: u16, pattern: &str) -> bool {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "--scan", "--pattern", pattern])
+        .output()
+        .unwrap();
+    !out.stdout.is_empty()
+}
+
 /// How many workers sent at least one request.
 fn workers_that_fetched(dir: &Path, workers: usize) -> usize {
     (0..workers)
@@ -984,19 +993,7 @@ fn a_partitioned_job_spreads_over_the_cluster_and_loses_nothing() {
     let shards = cluster
         .nodes
         .iter()
-        .filter(|n| {
-            let out = Command::new("redis-cli")
-                .args([
-                    "-p",
-                    &n.port.to_string(),
-                    "--scan",
-                    "--pattern",
-                    "spindle:{parts/*",
-                ])
-                .output()
-                .unwrap();
-            !out.stdout.is_empty()
-        })
+        .filter(|n| node_has_keys(n.port, "spindle:{parts/*"))
         .count();
     assert!(shards >= 2, "the partitions are on {shards} shard(s)");
     let st = status(&cluster, "parts");
@@ -1037,19 +1034,7 @@ fn a_cluster_node_stopped_for_five_seconds_loses_nothing() {
     let holder = cluster
         .nodes
         .iter()
-        .position(|n| {
-            let out = Command::new("redis-cli")
-                .args([
-                    "-p",
-                    &n.port.to_string(),
-                    "--scan",
-                    "--pattern",
-                    "spindle:{down/*}:slot:a.test",
-                ])
-                .output()
-                .unwrap();
-            !out.stdout.is_empty()
-        })
+        .position(|n| node_has_keys(n.port, "spindle:{down/*}:slot:a.test"))
         .expect("a node holds a.test's slot");
     cluster.nodes[holder].kill();
     let stopped_at = server.records().len();

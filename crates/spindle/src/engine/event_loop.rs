@@ -132,6 +132,15 @@ impl Engine {
             self.job_stats.last = now;
         }
         self.job_stats.pending = false;
+        let mut stats = self.counters();
+        stats.subtract(&self.scheduler.open_charges());
+        self.items.send_job_stats(stats);
+    }
+
+    /// The counters every part kept, summed, carried on from a resumed job's
+    /// earlier runs. Memory usage and the item thread's figures are not
+    /// among them: the report adds those at the end.
+    pub(super) fn counters(&self) -> Stats {
         let mut stats = Stats::default();
         stats.add_job(&self.job_base);
         for part in [
@@ -145,8 +154,7 @@ impl Engine {
         ] {
             stats.merge(part);
         }
-        stats.subtract(&self.scheduler.open_charges());
-        self.items.send_job_stats(stats);
+        stats
     }
 
     pub(super) fn is_done(&self) -> bool {

@@ -383,22 +383,10 @@ impl Crawler {
         // Each part kept its own counters; the report is their sum, and a
         // resumed job's counters carry on from its earlier runs.
         engine.send_job_stats(None);
+        let mut stats = engine.counters();
         let (item_stats, written) = engine.items.finish(reason == "finished");
-        let mut stats = Stats::default();
-        stats.add_job(&engine.job_base);
-        for part in [
-            &engine.scheduler.stats,
-            &engine.downloads.stats,
-            &engine.scraper.stats,
-            &engine.throttle.stats,
-            &engine.admission.stats,
-            &engine.mw_stats,
-            &engine.memusage.stats,
-            &engine.health.stats,
-            &item_stats,
-        ] {
-            stats.merge(part);
-        }
+        stats.merge(&engine.memusage.stats);
+        stats.merge(&item_stats);
         let mut report = CrawlReport::new(&stats, started.0, started.1.elapsed(), &reason, slots);
         report.workers = workers;
         report.other_slots = other_slots;
